@@ -1,0 +1,192 @@
+//! The WHM API 1 answer envelope and the parameter bag of a call.
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// What a function handler returns: `data` on success, or a reason a human
+/// can act on (with optional partial `data`) on failure.
+pub type ApiResult = Result<Value, ApiError>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub reason: String,
+    pub data: Option<Value>,
+}
+
+impl ApiError {
+    pub fn new(reason: impl Into<String>) -> Self {
+        ApiError {
+            reason: reason.into(),
+            data: None,
+        }
+    }
+    pub fn with_data(reason: impl Into<String>, data: Value) -> Self {
+        ApiError {
+            reason: reason.into(),
+            data: Some(data),
+        }
+    }
+}
+
+impl From<crate::types::InputError> for ApiError {
+    fn from(e: crate::types::InputError) -> Self {
+        ApiError::new(e.0)
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Metadata<'a> {
+    pub version: u32,
+    pub command: &'a str,
+    pub result: u8,
+    pub reason: &'a str,
+}
+
+/// Builds `{"metadata":{version,command,result,reason},"data":...}`.
+pub fn envelope(command: &str, outcome: &ApiResult) -> Value {
+    match outcome {
+        Ok(data) => json!({
+            "metadata": Metadata { version: 1, command, result: 1, reason: "OK" },
+            "data": data,
+        }),
+        Err(e) => json!({
+            "metadata": Metadata { version: 1, command, result: 0, reason: &e.reason },
+            "data": e.data.clone().unwrap_or(Value::Null),
+        }),
+    }
+}
+
+/// The name=value pairs of a call (query string and form body together).
+#[derive(Debug, Clone, Default)]
+pub struct Params {
+    pairs: Vec<(String, String)>,
+}
+
+impl Params {
+    pub fn new(pairs: Vec<(String, String)>) -> Self {
+        Params { pairs }
+    }
+
+    /// The trimmed value of `name`, or None when absent or blank. When a name
+    /// is repeated, the last one wins (as in WHM).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// Like [`get`](Self::get) but a missing value is an error naming it.
+    pub fn require(&self, name: &str) -> Result<&str, ApiError> {
+        self.get(name)
+            .ok_or_else(|| ApiError::new(format!("Missing argument: “{name}” is required.")))
+    }
+
+    /// Whether `name` was given at all (even blank), e.g. to clear a list.
+    pub fn has(&self, name: &str) -> bool {
+        self.pairs.iter().any(|(k, _)| k == name)
+    }
+
+    /// The values of a repeated argument: `name`, `name-0`, `name-1`, ... in
+    /// numeric order (WHM API 1's numbered repeats). Blank values are skipped.
+    pub fn list(&self, name: &str) -> Vec<&str> {
+        let prefix = format!("{name}-");
+        let mut numbered: Vec<(u64, &str)> = Vec::new();
+        let mut plain: Vec<&str> = Vec::new();
+        for (k, v) in &self.pairs {
+            let v = v.trim();
+            if v.is_empty() {
+                continue;
+            }
+            if k == name {
+                plain.push(v);
+            } else if let Some(n) = k.strip_prefix(&prefix).and_then(|n| n.parse::<u64>().ok()) {
+                numbered.push((n, v));
+            }
+        }
+        numbered.sort_by_key(|(n, _)| *n);
+        plain.extend(numbered.into_iter().map(|(_, v)| v));
+        plain
+    }
+
+    /// Whether any numbered or plain form of `name` is present.
+    pub fn has_list(&self, name: &str) -> bool {
+        let prefix = format!("{name}-");
+        self.pairs.iter().any(|(k, _)| {
+            k == name
+                || k.strip_prefix(&prefix)
+                    .is_some_and(|n| n.parse::<u64>().is_ok())
+        })
+    }
+
+    /// Names that are not in `allowed` (numbered repeats match their base
+    /// name; `api.version` is always allowed).
+    pub fn unknown<'a>(&'a self, allowed: &[&str]) -> Vec<&'a str> {
+        self.pairs
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .filter(|k| *k != "api.version")
+            .filter(|k| {
+                let base = match k.rsplit_once('-') {
+                    Some((b, n)) if n.parse::<u64>().is_ok() => b,
+                    _ => k,
+                };
+                !allowed.contains(&base)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pairs: &[(&str, &str)]) -> Params {
+        Params::new(
+            pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn numbered_repeats_in_order() {
+        let params = p(&[
+            ("acl-1", "b"),
+            ("acl-0", "a"),
+            ("acl-10", "c"),
+            ("acl-x", "no"),
+        ]);
+        assert_eq!(params.list("acl"), vec!["a", "b", "c"]);
+        assert!(params.has_list("acl"));
+        assert!(!params.has_list("whitelist_ip"));
+    }
+
+    #[test]
+    fn require_names_the_argument() {
+        let params = p(&[("ticket_id", "  ")]);
+        let err = params.require("ticket_id").unwrap_err();
+        assert!(err.reason.contains("ticket_id"));
+    }
+
+    #[test]
+    fn envelope_shape() {
+        let ok = envelope("ticket_list", &Ok(json!({"auths": []})));
+        assert_eq!(
+            ok,
+            json!({"metadata":{"version":1,"command":"ticket_list","result":1,"reason":"OK"},"data":{"auths":[]}})
+        );
+        let bad = envelope("x", &Err(ApiError::new("nope")));
+        assert_eq!(bad["metadata"]["result"], 0);
+        assert_eq!(bad["metadata"]["reason"], "nope");
+    }
+
+    #[test]
+    fn unknown_params() {
+        let params = p(&[("api.version", "1"), ("acl-0", "x"), ("bogus", "y")]);
+        assert_eq!(params.unknown(&["acl"]), vec!["bogus"]);
+    }
+}

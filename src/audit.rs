@@ -1,0 +1,1 @@
+//! Hash-chained, fsync-durable audit trail (see the audit work).

@@ -1,0 +1,1 @@
+//! Pure authorized_keys line editing.

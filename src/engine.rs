@@ -1,0 +1,1 @@
+//! Executes plans on the host, recording intent and auditing.

@@ -1,0 +1,28 @@
+//! supportauth: time-boxed, audited SSH access for hosting support staff.
+//!
+//! Layout (deciding is kept apart from acting):
+//! - [`types`], [`config`], [`clock`]: validated input, strict configuration, time.
+//! - [`sshkey`], [`authorized_keys`], [`sshd_config`], [`planner`]: pure
+//!   decisions (parse, plan), no I/O.
+//! - [`system`]: the only module that touches the host (files, users, tools).
+//! - [`firewall`]: whitelist backends (pure rule rendering + host actions via `system`).
+//! - [`engine`]: executes plans through `system`, records intent and audits.
+//! - [`store`]: SQLite state; [`audit`]: the hash-chained audit trail.
+//! - [`api`], [`server`]: WHM API 1 endpoint; [`cli`]: the client; [`daemon`]: lifecycle.
+
+pub mod api;
+pub mod audit;
+pub mod authorized_keys;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod engine;
+pub mod firewall;
+pub mod planner;
+pub mod server;
+pub mod sshd_config;
+pub mod sshkey;
+pub mod store;
+pub mod system;
+pub mod types;

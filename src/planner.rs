@@ -1,0 +1,1 @@
+//! Pure planning of grants, revokes and reconciliation.

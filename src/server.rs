@@ -1,0 +1,1 @@
+//! Listeners for the control endpoint.

@@ -1,0 +1,1 @@
+//! Parsing of `sshd -T` output and login decisions.

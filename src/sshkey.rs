@@ -1,0 +1,1 @@
+//! Support SSH public keys.

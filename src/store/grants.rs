@@ -1,0 +1,1 @@
+//! Grant rows: the desired state of access.

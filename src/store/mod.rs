@@ -1,0 +1,215 @@
+//! The SQLite state store: open, lock, migrate.
+//!
+//! One daemon owns a state directory at a time (an exclusive `flock` on
+//! `daemon.lock`). The directory is 0700 and the database 0600; WAL and a
+//! busy timeout let the CLI's read-only commands run beside the daemon.
+
+pub mod grants;
+pub mod tokens;
+
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use nix::fcntl::{Flock, FlockArg};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state directory {path}: {message}")]
+    Directory { path: PathBuf, message: String },
+    #[error("another supportauth daemon is already running on {path} (its lock is held)")]
+    Locked { path: PathBuf },
+    #[error("cannot lock {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+}
+
+/// Embedded migrations from `migrations/`, applied at start.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// Held for the daemon's lifetime; dropping it releases the lock.
+#[derive(Debug)]
+pub struct DaemonLock {
+    _lock: Flock<File>,
+}
+
+/// Creates the state directory (0700) if needed and refuses one that is a
+/// symlink, not a directory, not owned by us, or writable by others.
+pub fn ensure_private_dir(path: &Path) -> Result<(), StoreError> {
+    let err = |message: String| StoreError::Directory {
+        path: path.to_path_buf(),
+        message,
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(path)
+                .map_err(|e| err(format!("cannot create: {e}")))?;
+            // recursive() applies the mode to the last component only if umask allows it.
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| err(format!("cannot set mode 0700: {e}")))?;
+        }
+        Err(e) => return Err(err(e.to_string())),
+    }
+    let meta = std::fs::symlink_metadata(path).map_err(|e| err(e.to_string()))?;
+    if meta.file_type().is_symlink() || !meta.is_dir() {
+        return Err(err("is not a directory (symlinks are refused)".into()));
+    }
+    if meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(err(format!("is owned by uid {}, not by us", meta.uid())));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(err(format!(
+            "is writable by group or others (mode {:o})",
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+impl DaemonLock {
+    /// Takes the exclusive lock of a state directory, failing at once if
+    /// another daemon holds it.
+    pub fn acquire(lock_path: &Path) -> Result<DaemonLock, StoreError> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(lock_path)
+            .map_err(|source| StoreError::Lock {
+                path: lock_path.to_path_buf(),
+                source,
+            })?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(DaemonLock { _lock: lock }),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(StoreError::Locked {
+                path: lock_path.to_path_buf(),
+            }),
+            Err((_, e)) => Err(StoreError::Lock {
+                path: lock_path.to_path_buf(),
+                source: e.into(),
+            }),
+        }
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `db_path`, with mode 0600,
+    /// WAL, a busy timeout, and every migration applied.
+    pub async fn open(db_path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = db_path.parent() {
+            ensure_private_dir(dir)?;
+        }
+        // Create the file ourselves so it is 0600 from its first byte.
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(db_path)
+            .map_err(|e| StoreError::Directory {
+                path: db_path.to_path_buf(),
+                message: format!("cannot create database file: {e}"),
+            })?;
+        let opts = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(db_path)
+            .create_if_missing(false)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        // WAL side files inherit the umask; tighten them too.
+        for suffix in ["-wal", "-shm"] {
+            let mut p = db_path.as_os_str().to_owned();
+            p.push(suffix);
+            let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+        }
+        Ok(Store { pool })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn creates_private_database_and_migrates() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let db = state.join("state.db");
+        let store = Store::open(&db).await.unwrap();
+        let mode = std::fs::metadata(&db).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let dmode = std::fs::metadata(&state).unwrap().mode() & 0o777;
+        assert_eq!(dmode, 0o700);
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM grants")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(n, 0);
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn second_lock_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("daemon.lock");
+        let first = DaemonLock::acquire(&p).unwrap();
+        assert!(matches!(
+            DaemonLock::acquire(&p),
+            Err(StoreError::Locked { .. })
+        ));
+        drop(first);
+        DaemonLock::acquire(&p).unwrap();
+    }
+
+    #[test]
+    fn refuses_symlinked_state_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert!(ensure_private_dir(&link).is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! API token storage (filled in by the token work).

@@ -1,0 +1,3 @@
+//! Everything that touches the host lives below this module.
+
+pub mod exec;
