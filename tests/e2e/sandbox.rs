@@ -1,0 +1,214 @@
+//! The inner half: runs as pid 1 of fresh mount + net + pid namespaces and
+//! turns them into a throwaway copy of the host. Writable overlays over
+//! /etc, /root, /home and /var (upper layers in a tmpfs), fresh tmpfs on
+//! /var/cpanel, /var/lib/supportauth, /run and /tmp, loopback up. Real
+//! tools then change only the copy; the namespaces' end discards it all.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use super::cmd;
+
+/// Host directory (empty, made by the outer test) that the inner run
+/// covers with its tmpfs for the overlay layers.
+pub const SCRATCH_ENV: &str = "SUPPORTAUTH_E2E_SCRATCH";
+/// The outer process's namespace ids; the inner run refuses to mount
+/// anything if its own are the same (it would change the host).
+pub const HOST_NS_ENV: &str = "SUPPORTAUTH_E2E_HOST_NS";
+
+/// Directories copied on write: the product and the tools write there.
+const OVERLAID: &[&str] = &["/etc", "/root", "/home", "/var"];
+
+pub struct Sandbox {
+    /// Private working directory (tmpfs, 0700) for keys, configs, logs.
+    pub work: PathBuf,
+}
+
+/// "mnt:[id] net:[id] pid:[id]" of the calling process.
+pub fn namespace_ids() -> String {
+    ["mnt", "net", "pid"]
+        .iter()
+        .map(|ns| {
+            std::fs::read_link(format!("/proc/self/ns/{ns}"))
+                .map(|t| t.display().to_string())
+                .unwrap_or_else(|e| format!("{ns}:<{e}>"))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Sandbox {
+    /// Builds the sandbox. Panics (before touching anything) unless this
+    /// process really is in namespaces of its own.
+    pub fn enter() -> Sandbox {
+        assert_private_namespaces();
+        assert_eq!(
+            nix::unistd::getppid().as_raw(),
+            1,
+            "the scenario must run under the sandbox init"
+        );
+        let scratch = PathBuf::from(std::env::var(SCRATCH_ENV).expect("scratch dir from outer"));
+        assert!(
+            scratch.is_absolute() && scratch.is_dir(),
+            "bad scratch {scratch:?}"
+        );
+        mount_tmpfs(&scratch, "0700");
+        for dir in OVERLAID {
+            overlay(Path::new(dir), &scratch);
+        }
+        for (dir, mode) in [("/var/cpanel", "0755"), ("/var/lib/supportauth", "0700")] {
+            std::fs::create_dir_all(dir).expect("mkdir in the /var overlay");
+            mount_tmpfs(Path::new(dir), mode);
+        }
+        mount_tmpfs(Path::new("/run"), "0755");
+        mount_tmpfs(Path::new("/tmp"), "1777");
+        mkdir_mode("/run/sshd", 0o755);
+        let work = PathBuf::from("/run/e2e");
+        mkdir_mode(&work, 0o700);
+        let ip = cmd::tool(&["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]);
+        cmd::run_ok(&ip, &["link", "set", "lo", "up"]);
+        Sandbox { work }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.work.join(name)
+    }
+}
+
+fn assert_private_namespaces() {
+    let host = std::env::var(HOST_NS_ENV).expect("host namespace ids from outer");
+    let host: Vec<&str> = host.split(' ').collect();
+    let mine = namespace_ids();
+    for id in mine.split(' ') {
+        assert!(
+            !host.contains(&id),
+            "refusing to build the sandbox: namespace {id} is the host's ({host:?})"
+        );
+    }
+}
+
+/// Pid 1 of the sandbox: runs the scenario as its child (the same test
+/// binary, same test) and reaps every process orphaned to it meanwhile,
+/// as a real init does. Without this, the sshd session processes of ended
+/// logins stay zombies owned by the user and `userdel` refuses to work.
+/// When init returns, the kernel kills whatever is left in the namespace.
+pub fn init(name: &str) {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::Pid;
+    assert_private_namespaces();
+    let exe = std::env::current_exe().expect("path of the test binary");
+    // Reaped below by waitpid(-1) together with the orphans.
+    #[allow(clippy::zombie_processes)]
+    let child = std::process::Command::new(exe)
+        .args(super::outer::inner_test_args(name))
+        .spawn()
+        .expect("start the scenario under the sandbox init");
+    let child = Pid::from_raw(i32::try_from(child.id()).expect("pid fits i32"));
+    let verdict = loop {
+        match waitpid(None, None) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == child => break format!("exit code {code}"),
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => break format!("signal {sig}"),
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => break format!("waitpid: {e}"),
+        }
+    };
+    assert_eq!(
+        verdict, "exit code 0",
+        "scenario {name} failed in the sandbox"
+    );
+}
+
+fn mount(fstype: &str, opts: &str, source: &str, target: &Path) {
+    let mount = cmd::tool(&["/usr/bin/mount", "/bin/mount"]);
+    let args: [&OsStr; 6] = [
+        "-t".as_ref(),
+        fstype.as_ref(),
+        "-o".as_ref(),
+        opts.as_ref(),
+        source.as_ref(),
+        target.as_os_str(),
+    ];
+    cmd::run_ok(&mount, &args);
+}
+
+fn mount_tmpfs(at: &Path, mode: &str) {
+    let opts = format!("mode={mode}");
+    mount("tmpfs", &opts, "e2e", at);
+}
+
+fn overlay(dir: &Path, scratch: &Path) {
+    let name = dir
+        .to_string_lossy()
+        .trim_start_matches('/')
+        .replace('/', "_");
+    let upper = scratch.join(format!("{name}.upper"));
+    let work = scratch.join(format!("{name}.work"));
+    std::fs::create_dir(&upper).expect("overlay upper dir");
+    std::fs::create_dir(&work).expect("overlay work dir");
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        dir.display(),
+        upper.display(),
+        work.display()
+    );
+    mount("overlay", &opts, "overlay", dir);
+}
+
+pub fn mkdir_mode(p: impl AsRef<Path>, mode: u32) {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .mode(mode)
+        .create(p.as_ref())
+        .unwrap_or_else(|e| panic!("mkdir {}: {e}", p.as_ref().display()));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p.as_ref(), std::fs::Permissions::from_mode(mode))
+        .expect("chmod (umask-proof)");
+}
+
+/// Uids of every process in the sandbox (its pid namespace has its own
+/// /proc, so these are the sandbox's processes only).
+pub fn process_uids() -> Vec<(u32, u32)> {
+    let mut found = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for e in rd.filter_map(|e| e.ok()) {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(e.path().join("status")) else {
+            continue;
+        };
+        if let Some(uid) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|u| u.parse().ok())
+        {
+            found.push((pid, uid));
+        }
+    }
+    found
+}
+
+/// Waits (bounded) until no process runs as `uid`, e.g. the sshd session
+/// of a login that just ended.
+pub fn wait_no_processes_of(uid: u32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let left: Vec<u32> = process_uids()
+            .into_iter()
+            .filter(|(_, u)| *u == uid)
+            .map(|(p, _)| p)
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "processes {left:?} of uid {uid} still running after 15s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
