@@ -10,14 +10,16 @@
 /// The harness; `e2e/*.rs`.
 mod e2e {
     pub mod cmd;
+    pub mod daemon;
     pub mod host_guard;
     pub mod outer;
     pub mod sandbox;
+    pub mod scenarios;
     pub mod selftest;
     pub mod sshd;
 }
 
-use e2e::{outer, selftest};
+use e2e::{outer, scenarios, selftest};
 
 /// One `#[test]` per scenario: the outer run re-executes exactly this test
 /// inside the sandbox, where `$body` runs.
@@ -33,6 +35,40 @@ macro_rules! e2e_test {
 
 e2e_test!(harness_root_key_login => selftest::root_key_login);
 e2e_test!(harness_user_sudo_login => selftest::user_sudo_login);
+
+// Scenarios of issue 7 against the real daemon.
+e2e_test!(s1_root_prohibit_password => scenarios::root_prohibit_password);
+e2e_test!(s2_root_login_no_temp_user => scenarios::root_login_no);
+e2e_test!(s3_match_address_forbids_root => scenarios::match_address_forbids_root);
+e2e_test!(s4_ttl_expires_without_api_call => scenarios::ttl_expires_without_api_call);
+e2e_test!(s4_ttl_backstop_with_daemon_down => scenarios::ttl_backstop_with_daemon_down);
+
+/// Scenario 5: one test per fault point of the daemon (`SUPPORTAUTH_FAULT`).
+macro_rules! crash_tests {
+    ($($name:ident => $kind:ident($step:literal);)*) => {
+        $(
+            #[test]
+            fn $name() {
+                fn body(sb: &e2e::sandbox::Sandbox) {
+                    scenarios::$kind(sb, $step)
+                }
+                outer::run(stringify!($name), body);
+            }
+        )*
+    };
+}
+
+crash_tests! {
+    s5_crash_after_intent => crash_grant("after_intent");
+    s5_crash_after_user_created => crash_grant("after_user_created");
+    s5_crash_after_password_set => crash_grant("after_password_set");
+    s5_crash_after_sudoers_installed => crash_grant("after_sudoers_installed");
+    s5_crash_after_key_installed => crash_grant("after_key_installed");
+    s5_crash_after_grant_audited => crash_grant("after_grant_audited");
+    s5_crash_revoke_after_intent => crash_revoke("revoke_after_intent");
+    s5_crash_revoke_after_key_removed => crash_revoke("revoke_after_key_removed");
+    s5_crash_revoke_after_user_deleted => crash_revoke("revoke_after_user_deleted");
+}
 
 /// The guard itself must see a change in content, mode and listing; this
 /// runs on a tempdir, no sandbox needed.

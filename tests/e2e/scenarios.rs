@@ -1,0 +1,472 @@
+//! The scenarios of issue 7, against the real daemon. Each starts from the
+//! same scene: a real sshd with the scenario's policy, a support key pair,
+//! an admin whose own root key and user must come through untouched, and
+//! the daemon.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::cmd;
+use super::daemon::{self, Daemon, DaemonSetup};
+use super::sandbox::{self, mkdir_mode, Sandbox};
+use super::sshd::{KeyPair, Login, Sshd, SshdSetup};
+
+const ADMIN_USER: &str = "siteadmin";
+const ROOT_KEYS: &str = "/root/.ssh/authorized_keys";
+
+pub struct Scene {
+    pub sshd: Sshd,
+    pub daemon: Daemon,
+    pub support: KeyPair,
+    pub admin: KeyPair,
+    root_keys_before: Vec<u8>,
+    admin_keys_before: Vec<u8>,
+    admin_passwd_line: String,
+}
+
+pub struct SceneSetup<'a> {
+    pub permit_root_login: &'a str,
+    pub sshd_tail: &'a str,
+    pub reconcile_secs: u64,
+    pub fault: Option<&'a str>,
+}
+
+impl<'a> SceneSetup<'a> {
+    pub fn root_login(permit_root_login: &'a str) -> Self {
+        SceneSetup {
+            permit_root_login,
+            sshd_tail: "",
+            reconcile_secs: 60,
+            fault: None,
+        }
+    }
+}
+
+impl Scene {
+    pub fn new(sb: &Sandbox, setup: &SceneSetup) -> Scene {
+        let support = KeyPair::generate(&sb.path("support"), "support@e2e");
+        let admin = KeyPair::generate(&sb.path("admin"), "admin@e2e");
+        let sshd = Sshd::start(
+            sb,
+            &SshdSetup {
+                permit_root_login: setup.permit_root_login,
+                tail: setup.sshd_tail,
+            },
+        );
+        // The admin's own root keys: a comment, an option-bearing line, and
+        // no final newline; all of it must survive byte for byte.
+        if !Path::new("/root/.ssh").exists() {
+            mkdir_mode("/root/.ssh", 0o700);
+        }
+        let root_keys = format!(
+            "# admin keys, do not touch\n{}\nrestrict {}\n# end",
+            admin.public_line, admin.public_line
+        );
+        write_0600(Path::new(ROOT_KEYS), root_keys.as_bytes(), 0, 0);
+        // An admin user of the machine with a key of its own.
+        cmd::run_ok(
+            Path::new("/usr/sbin/useradd"),
+            &["-m", "-s", "/bin/bash", ADMIN_USER],
+        );
+        let pw = lookup_user(ADMIN_USER).expect("admin user exists");
+        let ssh_dir = Path::new("/home").join(ADMIN_USER).join(".ssh");
+        mkdir_mode(&ssh_dir, 0o700);
+        std::os::unix::fs::chown(&ssh_dir, Some(pw.uid.as_raw()), Some(pw.gid.as_raw()))
+            .expect("chown");
+        let admin_keys = format!("{}\n", admin.public_line);
+        write_0600(
+            &ssh_dir.join("authorized_keys"),
+            admin_keys.as_bytes(),
+            pw.uid.as_raw(),
+            pw.gid.as_raw(),
+        );
+        daemon::write_config(&DaemonSetup {
+            sshd_port: sshd.port,
+            firewall: "none",
+            reconcile_secs: setup.reconcile_secs,
+        });
+        let daemon = Daemon::start(sb, setup.fault);
+        Scene {
+            sshd,
+            daemon,
+            support,
+            admin,
+            root_keys_before: root_keys.into_bytes(),
+            admin_keys_before: admin_keys.into_bytes(),
+            admin_passwd_line: passwd_line(ADMIN_USER).expect("admin in passwd"),
+        }
+    }
+
+    fn grant_args(&self, ticket: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("ticket_id", ticket.to_string()),
+            ("server_num", "1".into()),
+            ("ssh_key", self.support.public_line.clone()),
+            ("access_ip-0", "127.0.0.1".into()),
+        ]
+    }
+
+    /// `ticket_grant`, which must succeed; returns its `data`.
+    pub fn grant(&self, ticket: u64, extra: &[(&'static str, String)]) -> Value {
+        let mut args = self.grant_args(&ticket.to_string());
+        args.extend(extra.iter().cloned());
+        let args: Vec<(&str, &str)> = args.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.daemon.call_ok("ticket_grant", &args)
+    }
+
+    /// `ticket_grant` that may not answer (the daemon dies at a fault).
+    pub fn grant_unanswered(&self, ticket: u64) {
+        let args = self.grant_args(&ticket.to_string());
+        let args: Vec<(&str, &str)> = args.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let _ = self.daemon.try_call("ticket_grant", &args);
+    }
+
+    pub fn revoke(&self, ticket: u64, user: &str) -> Value {
+        let t = ticket.to_string();
+        self.daemon.call_ok(
+            "ticket_revoke",
+            &[("ticket_id", &t), ("ssh_username", user)],
+        )
+    }
+
+    /// `auth_status` of every grant of `ticket` in `ticket_list`.
+    pub fn listed(&self, ticket: u64) -> Vec<(String, String)> {
+        let t = ticket.to_string();
+        let data = self.daemon.call_ok("ticket_list", &[("ticket_id", &t)]);
+        let mut found = Vec::new();
+        for auth in data["auths"].as_array().into_iter().flatten() {
+            if auth["ticket_id"].as_u64() != Some(ticket) {
+                continue;
+            }
+            for s in auth["servers"].as_array().into_iter().flatten() {
+                found.push((
+                    s["ssh_username"].as_str().unwrap_or("").to_string(),
+                    s["auth_status"].as_str().unwrap_or("").to_string(),
+                ));
+            }
+        }
+        found
+    }
+
+    /// The admin's keys and user are exactly as the scene made them.
+    pub fn assert_admin_intact(&self) {
+        assert_eq!(
+            String::from_utf8_lossy(&std::fs::read(ROOT_KEYS).unwrap_or_default()),
+            String::from_utf8_lossy(&self.root_keys_before),
+            "root's authorized_keys lost or changed the admin's lines"
+        );
+        let ak = Path::new("/home")
+            .join(ADMIN_USER)
+            .join(".ssh/authorized_keys");
+        assert_eq!(
+            std::fs::read(&ak).unwrap_or_default(),
+            self.admin_keys_before,
+            "{} changed",
+            ak.display()
+        );
+        assert_eq!(
+            passwd_line(ADMIN_USER).as_deref(),
+            Some(self.admin_passwd_line.as_str()),
+            "the admin user changed"
+        );
+    }
+
+    /// Nothing of `ticket` on the host: no temporary user or home, no
+    /// sudoers drop-in, no key line carrying the ticket's comment in any
+    /// file under /root/.ssh or a home's .ssh.
+    pub fn assert_no_trace(&self, ticket: u64) {
+        let user = format!("cp{ticket}.ssh");
+        assert!(passwd_line(&user).is_none(), "{user} still in /etc/passwd");
+        assert!(
+            !Path::new("/home").join(&user).exists(),
+            "/home/{user} still exists"
+        );
+        let dropin = format!("/etc/sudoers.d/ticket{ticket}");
+        assert!(!Path::new(&dropin).exists(), "{dropin} still exists");
+        let mark = format!("{ticket}_server_");
+        for f in key_files() {
+            let text = std::fs::read_to_string(&f).unwrap_or_default();
+            assert!(
+                !text.contains(&mark),
+                "{} still holds a key of ticket {ticket}:\n{text}",
+                f.display()
+            );
+        }
+        for (u, status) in self.listed(ticket) {
+            assert_ne!(status, "AUTHED", "ticket_list still shows {u} AUTHED");
+        }
+    }
+
+    /// Waits (bounded) until `check` says login is refused: access must
+    /// end without any API call.
+    pub fn wait_refused(&self, user: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.sshd.login(&self.support, user, &["id", "-u"], b"") {
+                Login::Refused { .. } => return,
+                Login::Ran { .. } => {}
+            }
+            assert!(
+                Instant::now() < deadline,
+                "support could still log in as {user} after {limit:?}\ndaemon log:\n{}",
+                self.daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+fn write_0600(p: &Path, bytes: &[u8], uid: u32, gid: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(p, bytes).expect("write key file");
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    std::os::unix::fs::chown(p, Some(uid), Some(gid)).expect("chown");
+}
+
+fn lookup_user(name: &str) -> Option<nix::unistd::User> {
+    nix::unistd::User::from_name(name).ok().flatten()
+}
+
+fn passwd_line(user: &str) -> Option<String> {
+    let prefix = format!("{user}:");
+    std::fs::read_to_string("/etc/passwd")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .map(str::to_string)
+}
+
+/// Every regular file in /root/.ssh and /home/*/.ssh.
+fn key_files() -> Vec<std::path::PathBuf> {
+    let mut dirs = vec![std::path::PathBuf::from("/root/.ssh")];
+    if let Ok(rd) = std::fs::read_dir("/home") {
+        dirs.extend(rd.filter_map(|e| e.ok()).map(|e| e.path().join(".ssh")));
+    }
+    dirs.iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flat_map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect()
+}
+
+fn str_field<'v>(data: &'v Value, key: &str) -> &'v str {
+    data[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("grant answer has no string {key}: {data}"))
+}
+
+/// Temporary-user path: ssh as the user, `sudo -S` with the password.
+fn assert_temp_user_becomes_root(scene: &Scene, user: &str, password: &str) {
+    scene.sshd.assert_root(
+        &scene.support,
+        user,
+        &["sudo", "-S", "-p", "''", "id", "-u"],
+        format!("{password}\n").as_bytes(),
+    );
+}
+
+/// The support person has logged out: their sshd session is gone.
+fn wait_logged_out(user: &str) {
+    if let Some(pw) = lookup_user(user) {
+        sandbox::wait_no_processes_of(pw.uid.as_raw());
+    }
+}
+
+// ---- scenario 1 -------------------------------------------------------
+
+pub fn root_prohibit_password(sb: &Sandbox) {
+    let scene = Scene::new(sb, &SceneSetup::root_login("prohibit-password"));
+    let data = scene.grant(101, &[]);
+    assert_eq!(str_field(&data, "ssh_username"), "root", "{data}");
+    assert!(data.get("wheel_password").is_none(), "{data}");
+    scene
+        .sshd
+        .assert_root(&scene.support, "root", &["id", "-u"], b"");
+    scene.revoke(101, "root");
+    scene.sshd.assert_refused(&scene.support, "root");
+    scene.assert_no_trace(101);
+    scene.assert_admin_intact();
+    scene
+        .sshd
+        .assert_root(&scene.admin, "root", &["id", "-u"], b"");
+    daemon::assert_audit_verifies();
+}
+
+// ---- scenarios 2 and 3 -------------------------------------------------
+
+fn temp_user_round_trip(scene: &Scene, ticket: u64) {
+    let data = scene.grant(ticket, &[]);
+    let user = format!("cp{ticket}.ssh");
+    assert_eq!(str_field(&data, "ssh_username"), user, "{data}");
+    let password = str_field(&data, "wheel_password").to_string();
+    assert!(
+        Path::new(&format!("/etc/sudoers.d/ticket{ticket}")).exists()
+            || group_members("sudo").contains(&user)
+            || group_members("wheel").contains(&user),
+        "{user} has neither a sudoers drop-in nor a wheel/sudo group"
+    );
+    scene.sshd.assert_refused(&scene.support, "root");
+    assert_temp_user_becomes_root(scene, &user, &password);
+    wait_logged_out(&user);
+    scene.revoke(ticket, &user);
+    scene.assert_no_trace(ticket);
+    scene.sshd.assert_refused(&scene.support, &user);
+    scene.assert_admin_intact();
+    daemon::assert_audit_verifies();
+}
+
+pub fn root_login_no(sb: &Sandbox) {
+    let scene = Scene::new(sb, &SceneSetup::root_login("no"));
+    temp_user_round_trip(&scene, 102);
+}
+
+pub fn match_address_forbids_root(sb: &Sandbox) {
+    let scene = Scene::new(
+        sb,
+        &SceneSetup {
+            sshd_tail: "Match Address 127.0.0.1\n    PermitRootLogin no\n",
+            ..SceneSetup::root_login("prohibit-password")
+        },
+    );
+    temp_user_round_trip(&scene, 103);
+}
+
+fn group_members(group: &str) -> Vec<String> {
+    nix::unistd::Group::from_name(group)
+        .ok()
+        .flatten()
+        .map(|g| g.mem)
+        .unwrap_or_default()
+}
+
+// ---- scenario 4 ---------------------------------------------------------
+
+/// ttl short enough to watch pass, long enough that the first login
+/// surely happens before it (the assertion is "refused eventually").
+const SHORT_TTL: &str = "15";
+const EXPIRY_LIMIT: Duration = Duration::from_secs(90);
+
+pub fn ttl_expires_without_api_call(sb: &Sandbox) {
+    let scene = Scene::new(
+        sb,
+        &SceneSetup {
+            reconcile_secs: 1,
+            ..SceneSetup::root_login("prohibit-password")
+        },
+    );
+    scene.grant(104, &[("ttl", SHORT_TTL.into())]);
+    scene
+        .sshd
+        .assert_root(&scene.support, "root", &["id", "-u"], b"");
+    scene.wait_refused("root", EXPIRY_LIMIT);
+    // The daemon's own expiry, not only sshd's expiry-time: the key and
+    // the listing must go too (bounded wait for the next reconcile).
+    let deadline = Instant::now() + EXPIRY_LIMIT;
+    while key_files().iter().any(|f| {
+        std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .contains("104_server_")
+    }) {
+        assert!(Instant::now() < deadline, "expired key never removed");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    scene.assert_no_trace(104);
+    scene.assert_admin_intact();
+    daemon::assert_audit_verifies();
+}
+
+/// The daemon is down when the ttl passes: the key's expiry-time option
+/// alone makes sshd refuse it; the restarted daemon then removes it.
+pub fn ttl_backstop_with_daemon_down(sb: &Sandbox) {
+    let mut scene = Scene::new(sb, &SceneSetup::root_login("prohibit-password"));
+    scene.grant(105, &[("ttl", SHORT_TTL.into())]);
+    let keys = std::fs::read_to_string(ROOT_KEYS).expect("root keys");
+    let ours = keys
+        .lines()
+        .find(|l| l.contains("105_server_"))
+        .unwrap_or_else(|| panic!("no key line for ticket 105:\n{keys}"));
+    assert!(ours.contains("expiry-time=\""), "no expiry-time: {ours}");
+    scene.daemon.kill9();
+    scene
+        .sshd
+        .assert_root(&scene.support, "root", &["id", "-u"], b"");
+    scene.wait_refused("root", EXPIRY_LIMIT);
+    assert!(
+        std::fs::read_to_string(ROOT_KEYS)
+            .expect("root keys")
+            .contains("105_server_"),
+        "the key was removed, so this did not test expiry-time"
+    );
+    scene.daemon.restart();
+    scene.assert_no_trace(105);
+    scene.assert_admin_intact();
+    daemon::assert_audit_verifies();
+}
+
+// ---- scenario 5 ---------------------------------------------------------
+
+/// `kill -9` at a grant step, restart: the grant is either complete (and
+/// works) or gone without a trace; then a revoke leaves nothing.
+pub fn crash_grant(sb: &Sandbox, step: &str) {
+    let ticket = 200;
+    let user = format!("cp{ticket}.ssh");
+    let mut scene = Scene::new(
+        sb,
+        &SceneSetup {
+            fault: Some(step),
+            ..SceneSetup::root_login("no")
+        },
+    );
+    scene.grant_unanswered(ticket);
+    scene.daemon.wait_killed();
+    scene.daemon.restart();
+    let listed = scene.listed(ticket);
+    if listed.iter().any(|(_, s)| s == "AUTHED") {
+        // Rolled forward: it must really work (the password never reached
+        // the caller, so only the key login is checked).
+        match scene.sshd.login(&scene.support, &user, &["id", "-un"], b"") {
+            Login::Ran {
+                code: Some(0),
+                stdout,
+                ..
+            } => assert_eq!(stdout.trim(), user),
+            other => panic!("listed AUTHED after {step} but login fails: {other:?}"),
+        }
+        wait_logged_out(&user);
+        scene.revoke(ticket, &user);
+    }
+    scene.assert_no_trace(ticket);
+    scene.sshd.assert_refused(&scene.support, &user);
+    scene.assert_admin_intact();
+    daemon::assert_audit_verifies();
+}
+
+/// `kill -9` at a revoke step, restart: the revoke is finished.
+pub fn crash_revoke(sb: &Sandbox, step: &str) {
+    let ticket = 201;
+    let mut scene = Scene::new(
+        sb,
+        &SceneSetup {
+            fault: Some(step),
+            ..SceneSetup::root_login("no")
+        },
+    );
+    let data = scene.grant(ticket, &[]);
+    let user = str_field(&data, "ssh_username").to_string();
+    let password = str_field(&data, "wheel_password").to_string();
+    assert_temp_user_becomes_root(&scene, &user, &password);
+    wait_logged_out(&user);
+    let t = ticket.to_string();
+    let _ = scene.daemon.try_call(
+        "ticket_revoke",
+        &[("ticket_id", &t), ("ssh_username", &user)],
+    );
+    scene.daemon.wait_killed();
+    scene.daemon.restart();
+    scene.assert_no_trace(ticket);
+    scene.sshd.assert_refused(&scene.support, &user);
+    scene.assert_admin_intact();
+    daemon::assert_audit_verifies();
+}
