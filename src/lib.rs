@@ -11,6 +11,7 @@
 //! - [`api`], [`server`]: WHM API 1 endpoint; [`cli`]: the client; [`daemon`]: lifecycle.
 
 pub mod api;
+pub mod app;
 pub mod audit;
 pub mod authorized_keys;
 pub mod cli;

@@ -1,4 +1,43 @@
-//! The WHM API 1 control endpoint: envelope, parameters, callers, dispatch.
+//! The WHM API 1 control endpoint: envelope, parameters, callers,
+//! authentication, and the table of functions.
+//!
+//! To add a function: write `pub async fn f(app: &Arc<App>, caller: &Caller,
+//! params: &Params) -> ApiResult` and add one line to [`FUNCTIONS`]:
+//! `Function { name: "f", acl: Acl::..., handler: handler!(module::f) }`.
 
+pub mod auth;
 pub mod caller;
+pub mod dispatch;
 pub mod envelope;
+pub mod tokens;
+
+use crate::api::caller::Acl;
+use crate::api::dispatch::Function;
+use crate::handler;
+
+/// Every API function, the ACL a token needs for it, and its handler.
+pub static FUNCTIONS: &[Function] = &[
+    Function {
+        name: "api_token_create",
+        acl: Acl::TokensAdmin,
+        handler: handler!(tokens::create),
+    },
+    Function {
+        name: "api_token_list",
+        acl: Acl::TokensAdmin,
+        handler: handler!(tokens::list),
+    },
+    Function {
+        name: "api_token_revoke",
+        acl: Acl::TokensAdmin,
+        handler: handler!(tokens::revoke),
+    },
+    Function {
+        name: "api_token_update",
+        acl: Acl::TokensAdmin,
+        handler: handler!(tokens::update),
+    },
+    // TICKETS: the lead registers the ticket_* functions here, e.g.
+    // Function { name: "ticket_list", acl: Acl::TicketsList, handler: handler!(tickets::ticket_list) },
+    // Function { name: "ticket_grant", acl: Acl::TicketsGrant, handler: handler!(tickets::ticket_grant) },
+];
