@@ -34,7 +34,11 @@ fn decode(raw: &[u8]) -> Result<String, String> {
         match raw[i] {
             b'+' => bytes.push(b' '),
             b'%' => {
-                let pair = raw.get(i + 1).copied().and_then(hex).zip(raw.get(i + 2).copied().and_then(hex));
+                let pair = raw
+                    .get(i + 1)
+                    .copied()
+                    .and_then(hex)
+                    .zip(raw.get(i + 2).copied().and_then(hex));
                 let Some((hi, lo)) = pair else {
                     return Err("invalid percent-escape in the parameters".into());
                 };

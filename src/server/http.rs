@@ -157,7 +157,13 @@ async fn api_call(State(app): State<Arc<App>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let mut pairs = match form::parse(parts.uri.query().unwrap_or("").as_bytes()) {
         Ok(p) => p,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, &function, &format!("Bad query string: {e}.")),
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                &function,
+                &format!("Bad query string: {e}."),
+            )
+        }
     };
     if parts.method == Method::POST {
         let ctype = parts
@@ -213,7 +219,13 @@ async fn api_call(State(app): State<Arc<App>>, req: Request) -> Response {
             }
             Ok(Ok(bytes)) => match form::parse(&bytes) {
                 Ok(more) => pairs.extend(more),
-                Err(e) => return refuse(StatusCode::BAD_REQUEST, &function, &format!("Bad form body: {e}.")),
+                Err(e) => {
+                    return refuse(
+                        StatusCode::BAD_REQUEST,
+                        &function,
+                        &format!("Bad form body: {e}."),
+                    )
+                }
             },
         }
     }

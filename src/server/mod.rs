@@ -150,7 +150,10 @@ pub async fn serve(app: Arc<App>, listeners: Listeners, shutdown: watch::Receive
     {
         tracing::warn!("some connections were still open after {grace:?}; closing them");
     }
-    if tokio::time::timeout(grace, app.inflight.write()).await.is_err() {
+    if tokio::time::timeout(grace, app.inflight.write())
+        .await
+        .is_err()
+    {
         tracing::warn!("some API calls were still running after {grace:?}");
     }
     if let Err(e) = std::fs::remove_file(&listeners.socket_path) {
@@ -208,7 +211,9 @@ async fn handle(shared: Arc<Shared>, conn: Conn, peer: Peer, permit: OwnedSemaph
         Conn::Tls(s, acceptor) => {
             match tokio::time::timeout(header_timeout, acceptor.accept(s)).await {
                 Ok(Ok(tls)) => serve_io(&shared, tls, peer).await,
-                Ok(Err(e)) => tracing::debug!(peer = %peer.describe(), error = %e, "TLS handshake failed"),
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %peer.describe(), error = %e, "TLS handshake failed")
+                }
                 Err(_) => tracing::debug!(peer = %peer.describe(), "TLS handshake timed out"),
             }
         }

@@ -30,6 +30,11 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, ServerError> {
         .map_err(|e| err(cert, e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(certs, key_der)
-        .map_err(|e| err(cert, format!("certificate and key do not form a usable pair: {e}")))?;
+        .map_err(|e| {
+            err(
+                cert,
+                format!("certificate and key do not form a usable pair: {e}"),
+            )
+        })?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

@@ -51,7 +51,11 @@ pub fn bind(path: &Path, mode: u32, group: &str) -> Result<UnixListener, ServerE
     if !group.is_empty() {
         let gid = nix::unistd::Group::from_name(group)
             .map_err(|e| err(format!("cannot look up group {group:?}: {e}")))?
-            .ok_or_else(|| err(format!("group {group:?} (listen.socket_group) does not exist")))?
+            .ok_or_else(|| {
+                err(format!(
+                    "group {group:?} (listen.socket_group) does not exist"
+                ))
+            })?
             .gid;
         nix::unistd::chown(path, None, Some(gid))
             .map_err(|e| err(format!("cannot give it to group {group:?}: {e}")))?;
