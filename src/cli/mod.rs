@@ -309,8 +309,11 @@ enum Render {
     Data,
 }
 
-/// Maps a client command to (function, params, rendering).
-fn to_call(cmd: &Command) -> Result<(String, Vec<(String, String)>, Render), String> {
+/// A call to make: function, name=value pairs, how to show the answer.
+type PlannedCall = (String, Vec<(String, String)>, Render);
+
+/// Maps a client command to the API call it makes.
+fn to_call(cmd: &Command) -> Result<PlannedCall, String> {
     let mut p = Vec::new();
     let (f, r) = match cmd {
         Command::Call { function, args } => {
