@@ -152,10 +152,12 @@ where
         .map_err(|e| http(&e))?
         .to_bytes();
     driver.abort();
-    serde_json::from_slice(&body).map_err(|_| ClientError::NotJson {
-        status,
-        body: String::from_utf8_lossy(&body).chars().take(200).collect(),
-    })
+    serde_json::from_slice::<Value>(&body)
+        .map(|v| (status, v))
+        .map_err(|_| ClientError::NotJson {
+            status,
+            body: String::from_utf8_lossy(&body).chars().take(200).collect(),
+        })
 }
 
 #[cfg(test)]
