@@ -120,3 +120,77 @@ fn every_failure_path_is_refused_without_data() {
         "a presented token leaked into the log"
     );
 }
+
+#[test]
+fn non_root_local_peer_needs_a_token() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: not root, cannot run a client as another uid");
+        return;
+    }
+    let Some(group) = nix::unistd::Group::from_name("nogroup").ok().flatten() else {
+        eprintln!("SKIPPED: no group “nogroup” to give the socket to");
+        return;
+    };
+    let d = Daemon::start_with("socket_group = \"nogroup\"", "");
+    // Let uid 65534 reach the socket (the state directory stays 0700).
+    for p in [d.dir.path().to_path_buf(), d.dir.path().join("root")] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let token = d.create_token("token_name=local&acl-0=tokens-admin");
+    let run = |token: Option<&str>| {
+        let mut c = std::process::Command::new(common::BIN);
+        c.arg("--config")
+            .arg(&d.config)
+            .args(["--json", "call", "api_token_list"])
+            .env_remove("SUPPORTAUTH_TOKEN")
+            .uid(65534)
+            .gid(group.gid.as_raw());
+        if let Some(t) = token {
+            c.env("SUPPORTAUTH_TOKEN", t);
+        }
+        c.output().unwrap()
+    };
+    let out = run(None);
+    assert!(!out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert!(v.get("data").is_none(), "{v}");
+    assert!(
+        v["metadata"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("uid 65534"),
+        "{v}"
+    );
+
+    let out = run(Some(&token));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let log = d.stderr();
+    assert!(log.contains("actor=token:root:local"), "{log}");
+    assert!(!log.contains(&token));
+}
+
+#[test]
+fn repeated_failures_are_slowed_down() {
+    let d = Daemon::start_with(
+        "",
+        "[auth]\nfailures_before_delay = 2\nfailure_window_secs = 600\nmax_delay_ms = 1",
+    );
+    for _ in 0..3 {
+        let r = d.tcp(&get(
+            LIST,
+            Some("whm root:ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"),
+        ));
+        assert_refused(&r, 401, "");
+    }
+    let log = d.stderr();
+    assert!(log.contains("failures=1 delay_ms=0"), "{log}");
+    assert!(log.contains("failures=2 delay_ms=1"), "{log}");
+    assert!(log.contains("failures=3 delay_ms=1"), "{log}");
+}

@@ -226,3 +226,26 @@ fn config_validate_names_the_key() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("OK"));
 }
+
+#[test]
+fn sighup_reloads_a_valid_config_and_keeps_the_old_one_otherwise() {
+    use nix::sys::signal::{kill, Signal};
+    let d = Daemon::start();
+    let original = std::fs::read_to_string(&d.config).unwrap();
+
+    std::fs::write(
+        &d.config,
+        original.replace("level = \"debug\"", "level = \"info\""),
+    )
+    .unwrap();
+    kill(d.pid(), Signal::SIGHUP).unwrap();
+    d.wait_for_log("configuration reloaded (SIGHUP)");
+
+    std::fs::write(&d.config, "version = 2\n").unwrap();
+    kill(d.pid(), Signal::SIGHUP).unwrap();
+    d.wait_for_log("configuration NOT reloaded");
+    assert!(d.stderr().contains("`version`"));
+
+    let r = d.unix(&get(LIST, None));
+    assert_eq!(r.json()["metadata"]["result"], 1);
+}

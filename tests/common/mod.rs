@@ -45,14 +45,19 @@ impl Daemon {
         let root = dir.path().join("root");
         let port = free_port();
         let config = dir.path().join("config.toml");
+        // Tests may bring their own [auth]; the default never slows them.
+        let auth = if extra.contains("[auth]") {
+            ""
+        } else {
+            "[auth]\nfailures_before_delay = 100000\n"
+        };
         let text = format!(
             "root = \"{root}\"\n\
              [listen]\n\
              tcp = [\"127.0.0.1:{port}\"]\n\
              max_body_bytes = 4096\n\
              {listen_extra}\n\
-             [auth]\n\
-             failures_before_delay = 100000\n\
+             {auth}\
              [log]\n\
              level = \"debug\"\n\
              {extra}\n",
@@ -108,6 +113,21 @@ impl Daemon {
             }
             if start.elapsed() > PATIENCE {
                 panic!("daemon did not become ready:\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.as_ref().expect("running").id() as i32)
+    }
+
+    /// Waits (bounded) until the daemon's log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str) {
+        let start = Instant::now();
+        while !self.stderr().contains(needle) {
+            if start.elapsed() > PATIENCE {
+                panic!("log never showed {needle:?}:\n{}", self.stderr());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
