@@ -41,8 +41,15 @@ impl Daemon {
 
     /// `listen_extra` goes into `[listen]`, `extra` at the end of the file.
     pub fn start_with(listen_extra: &str, extra: &str) -> Daemon {
+        Daemon::start_with_setup(listen_extra, extra, |_| {})
+    }
+
+    /// Like [`start_with`](Self::start_with); `setup` prepares the scratch
+    /// root before the daemon starts.
+    pub fn start_with_setup(listen_extra: &str, extra: &str, setup: impl FnOnce(&Path)) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().join("root");
+        setup(&root);
         let port = free_port();
         let config = dir.path().join("config.toml");
         // Tests may bring their own [auth]; the default never slows them.
