@@ -141,7 +141,7 @@ fn slow_clients_do_not_stop_others() {
 /// the slots and the next client is served (it waits, it is not refused).
 #[test]
 fn slow_clients_filling_every_slot_are_timed_out() {
-    let d = Daemon::start_with("max_connections = 2\nheader_timeout_secs = 1", "");
+    let d = Daemon::start_with("max_connections = 1\nheader_timeout_secs = 1", "");
     let mut slow = Vec::new();
     let mut unix_slow = Vec::new();
     for _ in 0..3 {

@@ -179,24 +179,26 @@ where
 {
     let mut stop = shared.shutdown.clone();
     loop {
-        // Take a slot first: past the cap, clients wait in the backlog.
-        let permit = tokio::select! {
-            p = Arc::clone(&shared.permits).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = stopped(&mut stop) => return,
-        };
         let accepted = tokio::select! {
             a = accept() => a,
             _ = stopped(&mut stop) => return,
         };
         match accepted {
             Ok((conn, peer)) => {
+                // Past the cap, this connection waits here for a slot and
+                // the ones behind it wait in the kernel's backlog. (Taking
+                // the slot before accept() would let an idle listener sit
+                // on a slot another listener needs.)
+                let permit = tokio::select! {
+                    p = Arc::clone(&shared.permits).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                    _ = stopped(&mut stop) => return,
+                };
                 let shared = Arc::clone(shared);
                 tokio::spawn(async move { handle(shared, conn, peer, permit).await });
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
-                drop(permit);
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
