@@ -249,3 +249,28 @@ fn sighup_reloads_a_valid_config_and_keeps_the_old_one_otherwise() {
     let r = d.unix(&get(LIST, None));
     assert_eq!(r.json()["metadata"]["result"], 1);
 }
+
+#[test]
+fn sigterm_lets_an_in_flight_request_finish() {
+    use nix::sys::signal::{kill, Signal};
+    use std::io::Read;
+    let mut d = Daemon::start();
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    s.write_all(
+        b"POST /json-api/api_token_list HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+          Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 13\r\n\r\napi.ver",
+    )
+    .unwrap();
+    // The request is being served (authenticated, body still arriving).
+    d.wait_for_log("request authenticated");
+    kill(d.pid(), Signal::SIGTERM).unwrap();
+    d.wait_for_log("SIGTERM: shutting down");
+    s.write_all(b"sion=1").unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let r = common::parse_response(&buf);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["metadata"]["result"], 1, "{}", r.text());
+    let status = d.stop_wait();
+    assert!(status.success(), "{status}");
+}

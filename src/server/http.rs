@@ -154,6 +154,7 @@ async fn api_call(State(app): State<Arc<App>>, req: Request) -> Response {
         }
     };
 
+    tracing::debug!(function = %printable(&function), actor = %caller, peer = %peer.describe(), "request authenticated");
     let (parts, body) = req.into_parts();
     let mut pairs = match form::parse(parts.uri.query().unwrap_or("").as_bytes()) {
         Ok(p) => p,

@@ -175,6 +175,12 @@ impl Daemon {
             .to_string()
     }
 
+    /// Waits (bounded) for the daemon to exit by itself.
+    pub fn stop_wait(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        wait_with_patience(&mut child)
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
