@@ -196,11 +196,14 @@ mod tests {
 
     #[test]
     fn prohibit_password_allows_root() {
+        let run_sshd_existed = Path::new("/run/sshd").exists();
         let Some(s) = Scratch::new() else { return };
         let p = s.probe("Port 2222\nPermitRootLogin prohibit-password\n");
         let e = p.effective(&Username::root(), ip("198.51.100.4")).unwrap();
         assert!(e.root_key_login_allowed());
         assert_eq!(e.ports, vec![2222]);
+        // The private /run never leaks to the host.
+        assert_eq!(Path::new("/run/sshd").exists(), run_sshd_existed);
     }
 
     #[test]

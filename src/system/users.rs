@@ -32,6 +32,8 @@ pub enum UsersError {
     NoWheelGroup,
     #[error("user “{0}” was not found after useradd reported success")]
     Vanished(String),
+    #[error("user “{0}” does not exist")]
+    NoSuchUser(String),
     #[error("cannot get random bytes from the operating system: {0}")]
     Random(String),
     #[error(transparent)]
@@ -259,7 +261,7 @@ impl HostUsers for ShadowUsers {
 
     fn set_password(&self, name: &Username, password: &Secret) -> Result<(), UsersError> {
         if self.ours(name)?.is_none() {
-            return Err(UsersError::Vanished(name.to_string()));
+            return Err(UsersError::NoSuchUser(name.to_string()));
         }
         let mut line = Vec::with_capacity(name.as_str().len() + SECRET_LEN + 2);
         line.extend_from_slice(name.as_str().as_bytes());
