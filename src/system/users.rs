@@ -473,6 +473,18 @@ mod tests {
         let after = s.shadow_field("cp4242.ssh");
         assert_ne!(before, after);
         assert!(after.starts_with('$'), "a crypt hash: {after}");
+        // The hash is of exactly this password (SHA512 per the copied login.defs).
+        if let Some(salt) = after.strip_prefix("$6$").and_then(|r| r.split('$').next()) {
+            let out = exec::run(
+                Path::new("/usr/bin/openssl"),
+                ["passwd", "-6", "-salt", salt, "-stdin"],
+                Some(pw.expose().as_bytes()),
+            )
+            .unwrap();
+            assert_eq!(out.stdout.trim(), after);
+        } else {
+            eprintln!("SKIPPED: hash is not SHA512, not re-deriving it: {after}");
+        }
         assert!(!s.read("etc/shadow").contains(pw.expose()));
 
         assert!(s.users.delete_temp(&name).unwrap());
@@ -544,6 +556,10 @@ mod tests {
         assert!(matches!(
             s.users.set_password(&name, &pw),
             Err(UsersError::NotOurs(..))
+        ));
+        assert!(matches!(
+            s.users.set_password(&u("cp9.ssh"), &pw),
+            Err(UsersError::NoSuchUser(_))
         ));
         assert!(s.users.list_temp().unwrap().is_empty());
         assert!(s.read("etc/passwd").contains("cp1.ssh:x:4001"));
