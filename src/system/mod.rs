@@ -1,3 +1,7 @@
 //! Everything that touches the host lives below this module.
 
+pub mod accounts;
 pub mod exec;
+pub mod sshd;
+pub mod sudoers;
+pub mod users;
