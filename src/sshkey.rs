@@ -234,9 +234,7 @@ impl SupportKey {
 /// key type appears later on a line whose first token is unknown, the first
 /// token is an option list.
 fn looks_like_option(token: &str) -> bool {
-    token.starts_with("no-")
-        || token.starts_with("restrict")
-        || token.starts_with("cert-authority")
+    token.starts_with("no-") || token.starts_with("restrict") || token.starts_with("cert-authority")
 }
 
 impl fmt::Display for SupportKey {
@@ -282,8 +280,14 @@ pub(crate) mod tests {
             assert_eq!(k.openssh(), format!("{alg} {}", blob(line)));
             assert_eq!(k.to_string(), k.openssh());
         }
-        assert_eq!(SupportKey::parse(ED25519).unwrap().fingerprint(), ED25519_FP);
-        assert_eq!(SupportKey::parse(RSA2048).unwrap().fingerprint(), RSA2048_FP);
+        assert_eq!(
+            SupportKey::parse(ED25519).unwrap().fingerprint(),
+            ED25519_FP
+        );
+        assert_eq!(
+            SupportKey::parse(RSA2048).unwrap().fingerprint(),
+            RSA2048_FP
+        );
     }
 
     #[test]
