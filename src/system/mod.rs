@@ -1,3 +1,5 @@
 //! Everything that touches the host lives below this module.
 
 pub mod exec;
+pub mod keystore;
+pub mod safefile;
