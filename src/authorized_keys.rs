@@ -329,7 +329,7 @@ mod tests {
         roundtrip(b"\n");
         roundtrip(b"\r\n\r\n");
         roundtrip(format!("{RSA2048}\r\n# admin comment\r\n{ECDSA256}").as_bytes());
-        roundtrip(format!("{RSA2048}").as_bytes());
+        roundtrip(RSA2048.as_bytes());
         roundtrip(
             format!("# keys\n\n   \ncommand=\"echo \\\"hi there\\\"\",no-pty {ED25519}\n")
                 .as_bytes(),

@@ -55,7 +55,18 @@ pub enum SafeFileError {
     },
 }
 
+impl SafeFileError {
+    /// True when the error only says that something does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, SafeFileError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
 type Result<T> = std::result::Result<T, SafeFileError>;
+
+/// Checks a staged file by path (e.g. runs `visudo -cf`); `Err` carries the
+/// reason shown to the admin.
+pub type Validator<'a> = dyn Fn(&Path) -> std::result::Result<(), String> + 'a;
 
 fn io_err(path: &Path, op: &'static str, e: impl Into<std::io::Error>) -> SafeFileError {
     SafeFileError::Io {
@@ -375,7 +386,7 @@ impl CheckedDir {
         uid: u32,
         gid: u32,
         mode: u32,
-        validate: Option<&dyn Fn(&Path) -> std::result::Result<(), String>>,
+        validate: Option<&Validator<'_>>,
     ) -> Result<Staged<'_>> {
         check_name(name)?;
         let target = self.path.join(name);
@@ -455,7 +466,7 @@ impl CheckedDir {
         uid: u32,
         gid: u32,
         mode: u32,
-        validate: Option<&dyn Fn(&Path) -> std::result::Result<(), String>>,
+        validate: Option<&Validator<'_>>,
     ) -> Result<()> {
         self.stage_file(name, bytes, uid, gid, mode, validate)?
             .commit()
@@ -514,7 +525,7 @@ fn check_regular(st: &FileStat, shown: &str) -> Result<()> {
     if st.st_nlink != 1 {
         return Err(SafeFileError::HardLinked {
             path: shown.to_string(),
-            links: st.st_nlink as u64,
+            links: st.st_nlink,
         });
     }
     Ok(())
@@ -570,7 +581,7 @@ impl Drop for Staged<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 
