@@ -28,6 +28,9 @@ const AUTHORIZED_KEYS: &str = "authorized_keys";
 const MAX_FILE_BYTES: u64 = 32 * 1024 * 1024;
 /// How often we redo an edit because a foreign writer changed the file.
 const MAX_ATTEMPTS: u32 = 5;
+/// How long we wait for `~/.ssh`'s lock; the user owns the directory and
+/// could hold a lock forever.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 const KEY_FILE_PREFIX: &str = "cpanel_support_";
 
 /// The account whose `authorized_keys` we edit.
@@ -232,7 +235,7 @@ impl HostKeys for FileKeyStore {
             0o700,
             DirPolicy::exactly(acct.uid),
         )?;
-        let _lock = ssh.lock()?;
+        let _lock = ssh.lock_within(LOCK_WAIT)?;
         self.edit(&ssh, acct, &|bytes| {
             let (without, _) = authorized_keys::remove_ours(bytes, &|m| m.same_slot(mark));
             let new = authorized_keys::add_line(&without, line).map_err(|e| bad(&e.to_string()))?;
@@ -255,13 +258,78 @@ impl HostKeys for FileKeyStore {
         let Some(ssh) = self.existing_ssh_dir(acct)? else {
             return Ok(0);
         };
-        let _lock = ssh.lock()?;
+        let _lock = ssh.lock_within(LOCK_WAIT)?;
         let removed = self.edit(&ssh, acct, &|bytes| {
             let (new, n) = authorized_keys::remove_ours(bytes, select);
             Ok(((n > 0).then_some(new), n))
         })?;
         Self::remove_key_files(&ssh, acct, select)?;
         Ok(removed)
+    }
+}
+
+/// An in-memory [`HostKeys`] with the same editing rules, for tests of the
+/// engine and planner that should not touch files.
+#[derive(Debug, Default)]
+pub struct MemoryKeyStore {
+    files: std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>,
+}
+
+impl MemoryKeyStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    fn files(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Vec<u8>>> {
+        self.files.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    /// The user's authorized_keys bytes, if any.
+    pub fn bytes(&self, user: &Username) -> Option<Vec<u8>> {
+        self.files().get(user.as_str()).cloned()
+    }
+    /// Seeds a user's authorized_keys (an admin's existing keys).
+    pub fn set(&self, user: &Username, bytes: Vec<u8>) {
+        self.files().insert(user.as_str().to_string(), bytes);
+    }
+}
+
+impl HostKeys for MemoryKeyStore {
+    fn list_ours(&self, acct: &KeyAccount) -> Result<Vec<InstalledKey>> {
+        let bytes = self.bytes(&acct.user).unwrap_or_default();
+        Ok(authorized_keys::list_ours(&bytes)
+            .into_iter()
+            .map(|o| InstalledKey {
+                mark: o.mark,
+                key: o.key,
+                line: o.line,
+            })
+            .collect())
+    }
+
+    fn install(&self, acct: &KeyAccount, line: &str, mark: &KeyMark) -> Result<()> {
+        let bad = |reason: String| KeyStoreError::BadLine {
+            user: acct.user.to_string(),
+            reason,
+        };
+        match authorized_keys::parse_ours(line.as_bytes()) {
+            Some(o) if o.mark == *mark && o.line == line => {}
+            _ => return Err(bad("its comment does not match the grant's mark".into())),
+        }
+        let mut files = self.files();
+        let old = files.get(acct.user.as_str()).cloned().unwrap_or_default();
+        let (without, _) = authorized_keys::remove_ours(&old, &|m| m.same_slot(mark));
+        let new = authorized_keys::add_line(&without, line).map_err(|e| bad(e.to_string()))?;
+        files.insert(acct.user.as_str().to_string(), new);
+        Ok(())
+    }
+
+    fn remove(&self, acct: &KeyAccount, select: &dyn Fn(&KeyMark) -> bool) -> Result<usize> {
+        let mut files = self.files();
+        let Some(old) = files.get(acct.user.as_str()) else {
+            return Ok(0);
+        };
+        let (new, n) = authorized_keys::remove_ours(old, select);
+        files.insert(acct.user.as_str().to_string(), new);
+        Ok(n)
     }
 }
 
@@ -659,6 +727,25 @@ mod tests {
             "our line still there"
         );
         no_temp_files(&s);
+    }
+
+    #[test]
+    fn memory_store_follows_the_same_rules() {
+        let store = MemoryKeyStore::new();
+        let acct = KeyAccount {
+            user: Username::root(),
+            uid: 0,
+            gid: 0,
+            home: PathBuf::from("/root"),
+        };
+        store.set(&acct.user, ADMIN.to_vec());
+        let m = mark("12345", "1", 100);
+        store.install(&acct, &line(ED25519, &m), &m).unwrap();
+        store.install(&acct, &line(ED25519, &m), &m).unwrap();
+        assert_eq!(store.list_ours(&acct).unwrap().len(), 1);
+        assert!(store.install(&acct, ED25519, &m).is_err());
+        assert_eq!(store.remove(&acct, &|_| true).unwrap(), 1);
+        assert_eq!(store.bytes(&acct.user).unwrap(), ADMIN);
     }
 
     #[test]

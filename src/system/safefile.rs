@@ -42,6 +42,8 @@ pub enum SafeFileError {
     Writable { path: String, mode: u32 },
     #[error("{path} is {size} bytes, more than the {max} bytes supportauth will handle")]
     TooLarge { path: String, size: u64, max: u64 },
+    #[error("{path} stayed locked by another process for {secs} s; find it with `fuser {path}` or retry")]
+    Locked { path: String, secs: u64 },
     #[error("“{name}” is not a single file name")]
     BadName { name: String },
     #[error("{path} was refused by its validator: {reason}")]
@@ -512,6 +514,31 @@ impl CheckedDir {
             .map_err(|(_, e)| io_err(&self.path, "flock", e))?;
         Ok(DirLock { _lock: lock })
     }
+
+    /// Like [`CheckedDir::lock`] but gives up after `wait`: the directory may
+    /// belong to a user (a support login) who could hold a lock forever to
+    /// stall a revoke.
+    pub fn lock_within(&self, wait: std::time::Duration) -> Result<DirLock> {
+        let deadline = std::time::Instant::now() + wait;
+        let mut fd = openat(&self.fd, ".", DIR_FLAGS, Mode::empty())
+            .map_err(|e| io_err(&self.path, "open for lock", e))?;
+        loop {
+            match Flock::lock(fd, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => return Ok(DirLock { _lock: lock }),
+                Err((back, Errno::EWOULDBLOCK)) if std::time::Instant::now() < deadline => {
+                    fd = back;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err((_, Errno::EWOULDBLOCK)) => {
+                    return Err(SafeFileError::Locked {
+                        path: self.path.display().to_string(),
+                        secs: wait.as_secs(),
+                    })
+                }
+                Err((_, e)) => return Err(io_err(&self.path, "flock", e)),
+            }
+        }
+    }
 }
 
 fn check_regular(st: &FileStat, shown: &str) -> Result<()> {
@@ -824,8 +851,13 @@ pub(crate) mod tests {
         let fd = openat(&other.fd, ".", DIR_FLAGS, Mode::empty()).unwrap();
         let busy = Flock::lock(fd, FlockArg::LockExclusiveNonblock);
         assert!(matches!(busy, Err((_, Errno::EWOULDBLOCK))));
+        let err = other
+            .lock_within(std::time::Duration::from_millis(0))
+            .unwrap_err();
+        assert!(matches!(err, SafeFileError::Locked { .. }), "{err}");
         drop(_guard);
         let fd = openat(&other.fd, ".", DIR_FLAGS, Mode::empty()).unwrap();
         assert!(Flock::lock(fd, FlockArg::LockExclusiveNonblock).is_ok());
+        assert!(dir.lock_within(std::time::Duration::from_secs(5)).is_ok());
     }
 }
