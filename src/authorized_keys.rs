@@ -409,6 +409,42 @@ mod tests {
         roundtrip(&file);
     }
 
+    /// OpenSSH's own parser reads our lines: same fingerprint, same comment.
+    #[test]
+    fn ssh_keygen_reads_our_lines() {
+        let tool = std::path::Path::new("/usr/bin/ssh-keygen");
+        if !tool.exists() {
+            eprintln!("SKIPPED: ssh_keygen_reads_our_lines: /usr/bin/ssh-keygen not installed");
+            return;
+        }
+        let keys = [ED25519, ECDSA256, RSA2048];
+        let mut file = String::new();
+        for (i, k) in keys.iter().enumerate() {
+            let m = mark(4000 + i as u64, 1, 1_700_000_000);
+            file.push_str(&ours(k, &m));
+            file.push('\n');
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("authorized_keys");
+        std::fs::write(&path, &file).unwrap();
+        let out = crate::system::exec::run(
+            tool,
+            ["-l", "-E", "sha256", "-f"]
+                .iter()
+                .map(std::ffi::OsStr::new)
+                .chain([path.as_os_str()]),
+            None,
+        )
+        .unwrap();
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        assert_eq!(lines.len(), keys.len(), "{}", out.stdout);
+        for (i, (k, l)) in keys.iter().zip(lines).enumerate() {
+            let fp = SupportKey::parse(k).unwrap().fingerprint();
+            let comment = format!("{}_server_1@cpanel.net_1700000000", 4000 + i);
+            assert!(l.contains(&fp) && l.contains(&comment), "{l}");
+        }
+    }
+
     #[test]
     fn add_refuses_multi_line() {
         assert_eq!(add_line(b"", "a\nb"), Err(LineError::NotOneLine));
