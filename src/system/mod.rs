@@ -2,6 +2,9 @@
 
 pub mod accounts;
 pub mod exec;
+pub mod keystore;
+pub mod net;
+pub mod safefile;
 pub mod sshd;
 pub mod sudoers;
 pub mod users;
