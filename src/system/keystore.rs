@@ -156,12 +156,20 @@ impl FileKeyStore {
     /// `edit` returns the new bytes (or `None` for "no change") and a value.
     fn edit<R>(&self, ssh: &CheckedDir, acct: &KeyAccount, edit: &EditFn<R>) -> Result<R> {
         for attempt in 0..MAX_ATTEMPTS {
-            let before = Self::read_keys(ssh, acct)?;
+            let existing = ssh.read_file(AUTHORIZED_KEYS, acct.uid, MAX_FILE_BYTES)?;
+            // An existing file keeps its owner and mode (the admin's choice,
+            // e.g. 0644) unless the mode lets others write; a new one is 0600.
+            let (uid, gid, mode) = match &existing {
+                Some(d) if d.mode & 0o022 == 0 => (d.uid, d.gid, d.mode & 0o7777),
+                Some(d) => (d.uid, d.gid, 0o600),
+                None => (acct.uid, acct.gid, 0o600),
+            };
+            let before = existing.map(|d| d.bytes);
             let (new, value) = edit(before.as_deref().unwrap_or_default())?;
             let Some(new) = new else {
                 return Ok(value);
             };
-            let staged = ssh.stage_file(AUTHORIZED_KEYS, &new, acct.uid, acct.gid, 0o600, None)?;
+            let staged = ssh.stage_file(AUTHORIZED_KEYS, &new, uid, gid, mode, None)?;
             if let Some(hook) = &self.before_commit {
                 hook(attempt);
             }
@@ -449,8 +457,9 @@ mod tests {
         let after = fs::read(s.ak()).unwrap();
         assert!(after.starts_with(format!("{l}\n").as_bytes()));
         assert!(after.ends_with(ADMIN));
+        // The admin's existing file keeps its owner and mode (seeded 0644).
         let md = fs::symlink_metadata(s.ak()).unwrap();
-        assert_eq!((md.uid(), md.gid(), md.mode() & 0o7777), (UID, GID, 0o600));
+        assert_eq!((md.uid(), md.gid(), md.mode() & 0o7777), (UID, GID, 0o644));
         let kf = key_file_path(&s.acct, &m);
         assert_eq!(
             fs::read_to_string(&kf).unwrap(),
