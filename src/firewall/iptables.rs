@@ -106,20 +106,16 @@ impl Family {
         Ok(exec::run(&self.tool, &argv, None)?.stdout)
     }
 
-    /// Our chain's rules, or None when the chain does not exist.
+    /// Our chain's rules, or None when the chain does not exist. Read from
+    /// the full `-S` listing: iptables-nft 1.8.9 answers `-S <missing chain>`
+    /// with a misleading "incompatible" error instead of "No chain".
     fn list_chain(&self, chain: &str) -> Result<Option<Vec<ChainRule>>, FwError> {
-        let (status, out) = exec::run_unchecked(&self.tool, ["-w", "5", "-S", chain], None)?;
-        if status.success() {
-            return Ok(Some(parse_chain(chain, &out.stdout)));
-        }
-        let msg = out.stderr.to_ascii_lowercase();
-        if msg.contains("no chain") || msg.contains("does not exist") {
+        let text = self.run(&["-S"])?;
+        let declared = format!("-N {chain}");
+        if !text.lines().any(|l| l.trim() == declared) {
             return Ok(None);
         }
-        Err(FwError::unexpected(
-            format!("{} -S {chain}", self.tool.display()),
-            out.stderr.trim().to_string(),
-        ))
+        Ok(Some(parse_chain(chain, &text)))
     }
 
     fn jumps(&self, builtin: &str, chain: &str) -> Result<usize, FwError> {
