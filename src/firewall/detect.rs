@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::cphulk::Cphulk;
 use super::csf::Csf;
+use super::firewalld::Firewalld;
 use super::hosts_allow::HostsAllow;
 use super::iptables::{Family, Iptables};
 use super::nft::Nft;
@@ -31,6 +32,15 @@ fn make_nft(cfg: &Config) -> Nft {
     Nft {
         tool: cfg.tools.nft.clone(),
         table: cfg.firewall.nft_table.clone(),
+    }
+}
+
+fn make_firewalld(cfg: &Config) -> Firewalld {
+    Firewalld {
+        cmd: cfg.tools.firewall_cmd.clone(),
+        offline: cfg.tools.firewall_offline_cmd.clone(),
+        system_config: (!cfg.is_real_root()).then(|| cfg.host_path(Path::new("/etc/firewalld"))),
+        base: cfg.firewall.nft_table.clone(),
     }
 }
 
@@ -77,11 +87,24 @@ pub(crate) fn backends(cfg: &Config) -> Vec<Box<dyn Backend>> {
     let csf_on = csf_active(cfg);
     let mut out: Vec<Box<dyn Backend>> = Vec::new();
 
-    let (use_nft, use_ipt) = if auto {
+    let fwd = make_firewalld(cfg);
+    // A running firewalld owns the ruleset: our nft table or iptables chain
+    // would be flushed by its next reload, so it is used instead of them.
+    let fwd_on = if auto {
+        !csf_on && fwd.running()
+    } else {
+        wants("firewalld")
+    };
+    let (use_nft, use_ipt) = if auto && !fwd_on {
         auto_chain_backends(cfg, csf_on)
+    } else if auto {
+        (false, false)
     } else {
         (wants("nftables"), wants("iptables") && !csf_on)
     };
+    if fwd_on {
+        out.push(Box::new(fwd));
+    }
     if use_nft {
         out.push(Box::new(make_nft(cfg)));
     }

@@ -21,6 +21,7 @@ mod atomic;
 pub mod cphulk;
 pub mod csf;
 pub mod detect;
+pub mod firewalld;
 pub mod hosts_allow;
 pub mod iptables;
 pub mod nft;
