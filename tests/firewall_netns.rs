@@ -554,3 +554,89 @@ fn namespace_threads_do_not_leak_into_the_host() {
     assert_ne!(inside, here);
     assert!(Path::new(&format!("/run/netns/{}", lab.srv)).exists());
 }
+
+/// A crash can leave half-made state; the next ensure (the reconciler)
+/// repairs it, and check() notices it first.
+#[test]
+fn partial_state_after_a_crash_converges() {
+    let host_before = host_rules();
+    let Some(lab) = Lab::new("crash convergence") else {
+        return;
+    };
+    let ips = both(&lab, &[2]);
+
+    // nftables: our table with a stale set and no hook rule in the admin's chain.
+    run_in(
+        &lab.srv,
+        "/usr/sbin/nft",
+        &["-f", "-"],
+        Some(
+            "table inet admin {\n chain in {\n type filter hook input priority 0; policy drop;\n }\n}\n\
+             table inet supportauth {\n set support_v4 {\n type ipv4_addr; flags interval;\n elements = { 192.0.2.99 }\n }\n}\n",
+        ),
+    );
+    assert_eq!(check_in(&lab, "nftables", ips.clone()), Problem::NeedSetup);
+    let r = ensure_in(&lab, "nftables", ips.clone());
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert!(r
+        .changes
+        .iter()
+        .any(|c| c.action == ChangeAction::Removed && c.address == "192.0.2.99"));
+    assert_eq!(check_in(&lab, "nftables", ips.clone()), Problem::No);
+    let listing = run_in(
+        &lab.srv,
+        "/usr/sbin/nft",
+        &["list", "chain", "inet", "admin", "in"],
+        None,
+    );
+    assert!(
+        listing.contains("comment \"supportauth cPanel-support-access\""),
+        "{listing}"
+    );
+
+    // iptables: our chain with a stray rule and no OUTPUT jump.
+    let v4 = "/usr/sbin/iptables";
+    run_in(&lab.srv, v4, &["-N", "cPanel-support-access"], None);
+    run_in(
+        &lab.srv,
+        v4,
+        &[
+            "-A",
+            "cPanel-support-access",
+            "-s",
+            "192.0.2.99/32",
+            "-j",
+            "ACCEPT",
+        ],
+        None,
+    );
+    run_in(
+        &lab.srv,
+        v4,
+        &["-A", "cPanel-support-access", "-p", "udp", "-j", "ACCEPT"],
+        None,
+    );
+    run_in(
+        &lab.srv,
+        v4,
+        &["-I", "INPUT", "1", "-j", "cPanel-support-access"],
+        None,
+    );
+    assert_eq!(check_in(&lab, "iptables", ips.clone()), Problem::NeedSetup);
+    let r = ensure_in(&lab, "iptables", ips.clone());
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(check_in(&lab, "iptables", ips.clone()), Problem::No);
+    let chain = run_in(&lab.srv, v4, &["-S", "cPanel-support-access"], None);
+    let expect = format!(
+        "-N cPanel-support-access\n-A cPanel-support-access -s {a}/32 -j ACCEPT\n-A cPanel-support-access -d {a}/32 -j ACCEPT\n",
+        a = lab.addr(2)
+    );
+    assert_eq!(chain, expect);
+    let all = run_in(&lab.srv, v4, &["-S"], None);
+    assert_eq!(all.matches("-j cPanel-support-access").count(), 2, "{all}");
+
+    assert!(clear_in(&lab, "nftables").errors.is_empty());
+    assert!(clear_in(&lab, "iptables").errors.is_empty());
+    drop(lab);
+    assert_eq!(host_rules(), host_before, "the host's ruleset changed");
+}
