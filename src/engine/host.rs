@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::config::Config;
+use crate::firewall::{ChangeAction, Whitelist, WhitelistReport};
 use crate::system::accounts::Account;
 use crate::system::keystore::{HostKeys, KeyAccount};
 use crate::system::sshd::SshdProbe;
@@ -15,20 +16,43 @@ use crate::system::sudoers::HostSudoers;
 use crate::system::users::HostUsers;
 use crate::types::{SupportIp, Username};
 
-/// One whitelist entry added or removed, for the audit trail.
+/// One whitelist entry added, removed, or found already allowed by the
+/// admin (and therefore left alone), for the audit trail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WhitelistChange {
     pub backend: String,
     pub address: String,
-    pub added: bool,
+    pub action: ChangeAction,
 }
 
 impl WhitelistChange {
     pub fn event(&self) -> &'static str {
-        if self.added {
-            "whitelist_added"
-        } else {
-            "whitelist_removed"
+        match self.action {
+            ChangeAction::Added => "whitelist_added",
+            ChangeAction::Removed => "whitelist_removed",
+            ChangeAction::Preexisting => "whitelist_preexisting",
+        }
+    }
+}
+
+impl From<WhitelistReport> for WhitelistOutcome {
+    fn from(r: WhitelistReport) -> Self {
+        WhitelistOutcome {
+            statuses: r
+                .statuses
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_str().to_string()))
+                .collect(),
+            changes: r
+                .changes
+                .iter()
+                .map(|c| WhitelistChange {
+                    backend: c.backend.to_string(),
+                    address: c.address.clone(),
+                    action: c.action,
+                })
+                .collect(),
+            errors: r.errors,
         }
     }
 }
@@ -57,8 +81,21 @@ pub trait HostFirewall: Send + Sync {
     fn ensure(&self, ips: &[SupportIp]) -> WhitelistOutcome;
     /// Remove everything of ours from every backend.
     fn clear(&self) -> WhitelistOutcome;
-    /// Report without changing anything.
-    fn check(&self, ips: &[SupportIp]) -> WhitelistOutcome;
+    /// Report without changing anything: the `ticket_whitelist_check` data
+    /// (`chain_status`..., `problem`).
+    fn check(&self, ips: &[SupportIp]) -> Value;
+}
+
+impl HostFirewall for Whitelist {
+    fn ensure(&self, ips: &[SupportIp]) -> WhitelistOutcome {
+        Whitelist::ensure(self, ips).into()
+    }
+    fn clear(&self) -> WhitelistOutcome {
+        Whitelist::clear(self).into()
+    }
+    fn check(&self, ips: &[SupportIp]) -> Value {
+        Whitelist::check(self, ips).to_json()
+    }
 }
 
 /// Everything the engine may touch.

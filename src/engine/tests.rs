@@ -13,20 +13,6 @@ use crate::store::grants::GrantState;
 use crate::testing::{cannot_run, fresh_key, ScratchRoot};
 use crate::types::{ServerNum, TicketId, Username};
 
-/// The `backends = ["none"]` firewall: the whitelist is not managed.
-struct NoFirewall;
-impl HostFirewall for NoFirewall {
-    fn ensure(&self, _: &[SupportIp]) -> WhitelistOutcome {
-        WhitelistOutcome::default()
-    }
-    fn clear(&self) -> WhitelistOutcome {
-        WhitelistOutcome::default()
-    }
-    fn check(&self, _: &[SupportIp]) -> WhitelistOutcome {
-        WhitelistOutcome::default()
-    }
-}
-
 const T0: i64 = 1_800_000_000;
 
 struct Rig {
@@ -51,7 +37,10 @@ async fn rig(sshd_body: &str) -> Option<Rig> {
             .await
             .unwrap(),
     );
-    let host = Host::from_config(&cfg, Arc::new(NoFirewall));
+    // `firewall.backends = ["none"]` (set by ScratchRoot): no backend is managed.
+    let firewall = crate::firewall::Whitelist::detect(&cfg);
+    assert!(firewall.backends().is_empty());
+    let host = Host::from_config(&cfg, Arc::new(firewall));
     let engine = Engine::new(store, audit, host, clock.clone(), Policy::from_config(&cfg));
     let key = fresh_key(scratch.dir.path(), "support");
     Some(Rig {
