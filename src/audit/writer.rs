@@ -16,8 +16,11 @@ use std::sync::Arc;
 use nix::fcntl::{Flock, FlockArg};
 use tokio::sync::Mutex;
 
+use super::cpanel::render_cpanel_line;
+use super::journald::JournaldSink;
 use super::record::{open_line, AuditEvent, Record, GENESIS_HASH};
 use crate::clock::{rfc3339, Clock};
+use crate::config::{AuditFormat, Config};
 use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -61,18 +64,56 @@ pub struct AuditLog {
     path: PathBuf,
     store: Store,
     clock: Arc<dyn Clock>,
+    format: AuditFormat,
+    journald: Option<JournaldSink>,
     state: Mutex<State>,
 }
 
 impl AuditLog {
-    /// Prepares the log at `path` (directory 0700 and file 0600, created
-    /// when missing) and loads the chain head from the store, adopting the
-    /// file's last record when it is the store head's direct successor (a
-    /// crash between the fsync and the store update).
+    /// The hash-chained JSON log at `path`, without journald; see [`Self::open_with`].
     pub async fn open(
         path: &Path,
         store: Store,
         clock: Arc<dyn Clock>,
+    ) -> Result<AuditLog, AuditError> {
+        Self::open_with(path, store, clock, AuditFormat::Json, None).await
+    }
+
+    /// The log as configured: `audit.format`, and `audit.journald` sending
+    /// to the journal socket under the configured root.
+    pub async fn from_config(
+        cfg: &Config,
+        store: Store,
+        clock: Arc<dyn Clock>,
+    ) -> Result<AuditLog, AuditError> {
+        let journald = cfg
+            .audit
+            .journald
+            .then(|| JournaldSink::at(&cfg.host_path(Path::new(super::journald::SYSTEM_SOCKET))));
+        Self::open_with(
+            &cfg.audit_log_path(),
+            store,
+            clock,
+            cfg.audit.format,
+            journald,
+        )
+        .await
+    }
+
+    /// Prepares the log at `path` (directory 0700 and file 0600, created
+    /// when missing) and loads the chain head from the store, adopting the
+    /// file's last record when it is newer than the store head (a crash
+    /// between the fsync and the store update).
+    ///
+    /// `AuditFormat::Cpanel` writes cPanel's classic lines instead of JSON:
+    /// no chain in the file and the store head is left alone (sequence
+    /// numbers continue in memory and still go to journald).
+    pub async fn open_with(
+        path: &Path,
+        store: Store,
+        clock: Arc<dyn Clock>,
+        format: AuditFormat,
+        journald: Option<JournaldSink>,
     ) -> Result<AuditLog, AuditError> {
         let stored = load_head(&store).await?;
         let path_buf = path.to_path_buf();
@@ -84,9 +125,16 @@ impl AuditLog {
         .await
         .map_err(|e| io_err(path, format!("open task failed: {e}")))??;
         let mut head = stored.unwrap_or_else(ChainHead::genesis);
-        if let Some(rec) = last {
-            if rec.seq == head.seq + 1 && rec.prev == head.hash {
+        if let (Some(rec), AuditFormat::Json) = (last, format) {
+            if rec.seq > head.seq {
                 if let Some(hash) = rec.hash.clone() {
+                    if rec.seq != head.seq + 1 || rec.prev != head.hash {
+                        tracing::warn!(
+                            store_seq = head.seq,
+                            file_seq = rec.seq,
+                            "audit log is ahead of the store's chain head; continuing from the file"
+                        );
+                    }
                     head = ChainHead { seq: rec.seq, hash };
                     save_head(&store, &head).await?;
                 }
@@ -96,6 +144,8 @@ impl AuditLog {
             path: path.to_path_buf(),
             store,
             clock,
+            format,
+            journald,
             state: Mutex::new(State {
                 head,
                 open: Some(open),
@@ -105,6 +155,10 @@ impl AuditLog {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    pub fn format(&self) -> AuditFormat {
+        self.format
     }
 
     /// The current chain head (for verification against the file).
@@ -118,19 +172,38 @@ impl AuditLog {
         let seq = state.head.seq + 1;
         let rec = Record::from_event(&ev, seq, rfc3339(self.clock.now()), &state.head.hash);
         let (line, hash) = rec.seal()?;
+        let bytes = match self.format {
+            AuditFormat::Json => line.into_bytes(),
+            AuditFormat::Cpanel => {
+                let mut classic = render_cpanel_line(&rec);
+                classic.push('\n');
+                classic.into_bytes()
+            }
+        };
         let open = state.open.take();
         let path = self.path.clone();
-        let result =
-            tokio::task::spawn_blocking(move || write_durably(&path, open, line.as_bytes()))
-                .await
-                .map_err(|e| io_err(&self.path, format!("write task failed: {e}")))?;
+        let result = tokio::task::spawn_blocking(move || write_durably(&path, open, &bytes))
+            .await
+            .map_err(|e| io_err(&self.path, format!("write task failed: {e}")))?;
         match result {
             Ok(open) => state.open = Some(open),
             Err(e) => return Err(e),
         }
-        let head = ChainHead { seq, hash };
-        save_head(&self.store, &head).await?;
-        state.head = head;
+        // The record is durable: move the head now, so a failing store
+        // update below can never make the next record reuse this seq.
+        let head = ChainHead {
+            seq,
+            hash: hash.clone(),
+        };
+        state.head = head.clone();
+        if let Some(journald) = &self.journald {
+            let mut sealed = rec;
+            sealed.hash = Some(hash);
+            journald.emit(&sealed);
+        }
+        if self.format == AuditFormat::Json {
+            save_head(&self.store, &head).await?;
+        }
         tracing::debug!(seq, event = %ev.event, "audit record appended");
         Ok(seq)
     }
@@ -143,7 +216,8 @@ fn io_err(path: &Path, message: impl Into<String>) -> AuditError {
     }
 }
 
-async fn load_head(store: &Store) -> Result<Option<ChainHead>, AuditError> {
+/// The chain head the store holds (None before the first record).
+pub async fn load_head(store: &Store) -> Result<Option<ChainHead>, AuditError> {
     let row: Option<(i64, String)> =
         sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
             .fetch_optional(store.pool())
