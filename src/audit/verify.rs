@@ -1,30 +1,30 @@
 //! Verifying the chain across the log and its rotated files.
 //!
-//! One streaming pass per file (a large `BufReader`, one reused line buffer,
-//! no per-line allocation): each line's own hash, then seq +1 and `prev` =
-//! previous `hash` within the file; then the files are put in chain order by
+//! One streaming pass per file, read in 4 MiB chunks of whole lines that
+//! worker threads check (each line's own hash and frame) while the reading
+//! thread applies the chain rules in file order (seq +1, `prev` = previous
+//! `hash`); memory stays bounded (a few chunks in flight); then the files are put in chain order by
 //! their first record and each file's first record must follow the previous
 //! file's last; finally the last record must be the store's chain head.
 //! The first problem is reported with its file, line number and a reason an
 //! auditor can act on (edited line, deleted line, swapped pair, removed
 //! rotated file, truncated tail).
 //!
-//! For speed a line is parsed into borrowed fields only (the full JSON
-//! syntax and schema's field set are still checked); the canonical-form
-//! check of [`super::record::open_line`] is left to `show`, since the hash
-//! chain already pins every byte of every line.
+//! For speed, seq and prev are read from the line's canonical frame rather
+//! than by a JSON parse (see `check_line`); the full parse and canonical-form
+//! check of [`super::record::open_line`] is `show`'s and `replay`'s, since
+//! the hash chain already pins every byte of every line.
 
-use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt;
-use std::io::BufRead;
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Mutex};
 
-use serde::de::IgnoredAny;
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::files::open_reader;
-use super::record::{Outcome, SCHEMA_VERSION};
+use super::record::SCHEMA_VERSION;
 use super::writer::ChainHead;
 
 type Hash = [u8; 32];
@@ -167,35 +167,8 @@ impl fmt::Display for VerifyReport {
     }
 }
 
-/// The fields verification needs, borrowed from the line; every schema
-/// field must be present and no other (as in [`super::record::Record`]).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)] // fields are checked for presence and type only
-struct View<'a> {
-    v: u32,
-    seq: u64,
-    #[serde(borrow)]
-    time: Cow<'a, str>,
-    #[serde(borrow)]
-    event: Cow<'a, str>,
-    #[serde(borrow)]
-    actor: Cow<'a, str>,
-    #[serde(borrow)]
-    remote: Option<Cow<'a, str>>,
-    ticket_id: Option<u64>,
-    server_num: Option<u64>,
-    #[serde(borrow)]
-    ssh_username: Option<Cow<'a, str>>,
-    outcome: Outcome,
-    details: IgnoredAny,
-    #[serde(borrow)]
-    prev: Cow<'a, str>,
-    #[serde(borrow)]
-    hash: Cow<'a, str>,
-}
-
 /// One checked line.
+#[derive(Debug, Clone, Copy)]
 struct Link {
     seq: u64,
     prev: Hash,
@@ -208,7 +181,15 @@ fn decode_hash(hex_str: &[u8]) -> Option<Hash> {
     Some(out)
 }
 
-/// Checks one line (without its newline) on its own.
+const SEQ_PREFIX: &[u8] = b"{\"v\":";
+const TIME_MARK: &[u8] = b",\"time\":\"";
+const PREV_MARK: &[u8] = b",\"prev\":\"";
+
+/// Checks one line (without its newline) on its own: its hash, then the
+/// canonical frame around it (`{"v":1,"seq":N,"time":"…` … `"prev":"<hex>"`),
+/// from which seq and prev are read without a JSON parse. The hash pins the
+/// bytes, so a line that passes can only differ from the writer's by being
+/// forged whole, which the chain and the store head catch.
 fn check_line(line: &[u8]) -> Result<Link, Problem> {
     if line.is_empty() {
         return Err(Problem::EmptyLine);
@@ -230,19 +211,49 @@ fn check_line(line: &[u8]) -> Result<Link, Problem> {
     if actual != claimed {
         return Err(Problem::Edited);
     }
-    let view: View<'_> =
-        serde_json::from_slice(line).map_err(|e| Problem::Invalid(e.to_string()))?;
-    if view.v != SCHEMA_VERSION {
-        return Err(Problem::Version(view.v));
+    let invalid = |what: &str| Problem::Invalid(what.to_string());
+    std::str::from_utf8(line).map_err(|_| invalid("not UTF-8"))?;
+    let rest = line
+        .strip_prefix(SEQ_PREFIX)
+        .ok_or_else(|| invalid("does not start with {\"v\":"))?;
+    let (version, rest) = leading_number(rest).ok_or_else(|| invalid("bad v"))?;
+    if version != u64::from(SCHEMA_VERSION) {
+        return Err(Problem::Version(u32::try_from(version).unwrap_or(u32::MAX)));
     }
-    let prev = decode_hash(view.prev.as_bytes())
-        .filter(|_| view.prev.len() == 64)
-        .ok_or_else(|| Problem::Invalid("prev is not 64 hex digits".into()))?;
+    let rest = rest
+        .strip_prefix(b",\"seq\":")
+        .ok_or_else(|| invalid("seq is not the second member"))?;
+    let (seq, rest) = leading_number(rest).ok_or_else(|| invalid("bad seq"))?;
+    if !rest.starts_with(TIME_MARK) {
+        return Err(invalid("time is not the third member"));
+    }
+    let prev = head
+        .strip_suffix(b"\"")
+        .filter(|h| h.len() >= 64 + PREV_MARK.len())
+        .and_then(|h| {
+            let (before, hex_part) = h.split_at(h.len() - 64);
+            before.ends_with(PREV_MARK).then_some(hex_part)
+        })
+        .and_then(decode_hash)
+        .ok_or_else(|| invalid("prev is not the last member or not 64 hex digits"))?;
     Ok(Link {
-        seq: view.seq,
+        seq,
         prev,
         hash: claimed,
     })
+}
+
+/// A decimal number at the start of `s` (no sign, no leading zeros) and the rest.
+fn leading_number(s: &[u8]) -> Option<(u64, &[u8])> {
+    let digits = s
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(s.len());
+    if digits == 0 || (digits > 1 && s[0] == b'0') {
+        return None;
+    }
+    let n = std::str::from_utf8(&s[..digits]).ok()?.parse().ok()?;
+    Some((n, &s[digits..]))
 }
 
 /// What one file contributes to the chain.
@@ -255,6 +266,71 @@ struct Scan {
     /// The hash of the record whose seq is the store head's.
     at_head: Option<Hash>,
     error: Option<(u64, Problem)>,
+}
+
+/// The in-file chain rules, fed one checked line at a time, in order.
+struct Chain<'a> {
+    scan: &'a mut Scan,
+    head_seq: Option<u64>,
+    /// A seq gap is held back one line to tell a swapped pair from a deletion.
+    pending_gap: Option<(u64, u64, u64)>, // (line, previous, found)
+}
+
+impl Chain<'_> {
+    fn push(&mut self, checked: Result<Link, Problem>) -> Result<(), (u64, Problem)> {
+        self.scan.lines += 1;
+        let line_no = self.scan.lines;
+        if let Some((gap_line, previous, found)) = self.pending_gap.take() {
+            return Err(match checked {
+                Ok(link) if link.seq == previous + 1 && found == previous + 2 => (
+                    gap_line,
+                    Problem::Swapped {
+                        line: gap_line,
+                        found,
+                        next: link.seq,
+                    },
+                ),
+                _ => (gap_line, Problem::Deleted { previous, found }),
+            });
+        }
+        let link = checked.map_err(|p| (line_no, p))?;
+        if let Some((last_seq, last_hash)) = self.scan.last {
+            if link.seq <= last_seq {
+                return Err((
+                    line_no,
+                    Problem::OutOfOrder {
+                        previous: last_seq,
+                        found: link.seq,
+                    },
+                ));
+            }
+            if link.seq > last_seq + 1 {
+                self.pending_gap = Some((line_no, last_seq, link.seq));
+                return Ok(());
+            }
+            if link.prev != last_hash {
+                return Err((line_no, Problem::PrevMismatch));
+            }
+        } else {
+            self.scan.first = Some((link.seq, link.prev));
+        }
+        if (link.seq == 1) != (link.prev == GENESIS) {
+            return Err((line_no, Problem::BadGenesis));
+        }
+        if Some(link.seq) == self.head_seq {
+            self.scan.at_head = Some(link.hash);
+        }
+        self.scan.last = Some((link.seq, link.hash));
+        self.scan.records += 1;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), (u64, Problem)> {
+        match self.pending_gap.take() {
+            Some((line, previous, found)) => Err((line, Problem::Deleted { previous, found })),
+            None => Ok(()),
+        }
+    }
 }
 
 fn scan_file(path: &Path, head_seq: Option<u64>) -> Scan {
@@ -274,81 +350,172 @@ fn scan_file(path: &Path, head_seq: Option<u64>) -> Scan {
             return scan;
         }
     };
-    if let Err((line, problem)) = scan_lines(&mut reader, head_seq, &mut scan) {
-        scan.error = Some((line, problem));
+    let mut chain = Chain {
+        scan: &mut scan,
+        head_seq,
+        pending_gap: None,
+    };
+    let result = scan_chunks(&mut reader, &mut chain).and_then(|()| chain.finish());
+    if let Err(e) = result {
+        scan.error = Some(e);
     }
     scan
 }
 
-fn scan_lines(
-    reader: &mut dyn BufRead,
-    head_seq: Option<u64>,
-    scan: &mut Scan,
-) -> Result<(), (u64, Problem)> {
-    let mut buf = Vec::with_capacity(4096);
-    // A seq gap is held back one line to tell a swapped pair from a deletion.
-    let mut pending_gap: Option<(u64, u64, u64)> = None; // (line, previous, found)
+const CHUNK: usize = 4 << 20;
+
+/// Reads the next chunk of whole lines (the last chunk may end without a
+/// newline); `carry` holds the partial line left over from the last read.
+fn next_chunk(reader: &mut dyn Read, carry: &mut Vec<u8>) -> std::io::Result<Option<Vec<u8>>> {
+    let mut buf = std::mem::take(carry);
     loop {
-        buf.clear();
-        let n = reader
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| (scan.lines + 1, Problem::Io(e.to_string())))?;
-        if n == 0 {
-            break;
+        let mut filled = buf.len();
+        buf.resize(filled + CHUNK, 0);
+        let mut eof = false;
+        while filled < buf.len() {
+            match reader.read(&mut buf[filled..]) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
-        scan.lines += 1;
-        let line_no = scan.lines;
-        if buf.last() != Some(&b'\n') {
-            return Err((line_no, Problem::Incomplete));
+        buf.truncate(filled);
+        if eof {
+            return Ok((!buf.is_empty()).then_some(buf));
         }
-        let link = check_line(&buf[..buf.len() - 1]).map_err(|p| (line_no, p))?;
-        if let Some((gap_line, previous, found)) = pending_gap.take() {
-            return Err(if link.seq == previous + 1 && found == previous + 2 {
-                (
-                    gap_line,
-                    Problem::Swapped {
-                        line: gap_line,
-                        found,
-                        next: link.seq,
-                    },
-                )
-            } else {
-                (gap_line, Problem::Deleted { previous, found })
+        if let Some(pos) = memchr::memrchr(b'\n', &buf) {
+            *carry = buf.split_off(pos + 1);
+            return Ok(Some(buf));
+        }
+        // One line longer than a chunk: keep reading.
+    }
+}
+
+/// Checks every line of a chunk on its own (the parallel part).
+fn check_chunk(chunk: &[u8]) -> Vec<Result<Link, Problem>> {
+    let mut out = Vec::with_capacity(chunk.len() / 256 + 1);
+    let mut start = 0;
+    while start < chunk.len() {
+        match memchr::memchr(b'\n', &chunk[start..]) {
+            Some(len) => {
+                let checked = check_line(&chunk[start..start + len]);
+                let stop = checked.is_err();
+                out.push(checked);
+                start += len + 1;
+                if stop {
+                    // Nothing after a bad line is needed but the line right
+                    // after it (to classify a gap); the chain stops there.
+                    if let Some(next) = memchr::memchr(b'\n', &chunk[start..]) {
+                        out.push(check_line(&chunk[start..start + next]));
+                    }
+                    break;
+                }
+            }
+            None => {
+                out.push(Err(Problem::Incomplete));
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Streams the file in chunks: this thread reads, workers hash and check
+/// lines, and the chain rules are applied in order as results come back.
+fn scan_chunks(reader: &mut dyn Read, chain: &mut Chain<'_>) -> Result<(), (u64, Problem)> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4);
+    if workers == 1 {
+        let mut carry = Vec::new();
+        let read_err = |chain: &Chain<'_>, e: std::io::Error| {
+            (chain.scan.lines + 1, Problem::Io(e.to_string()))
+        };
+        while let Some(chunk) = next_chunk(reader, &mut carry).map_err(|e| read_err(chain, e))? {
+            for checked in check_chunk(&chunk) {
+                chain.push(checked)?;
+            }
+        }
+        return Ok(());
+    }
+    let (job_tx, job_rx) = mpsc::sync_channel::<(u64, Vec<u8>)>(workers * 2);
+    let job_rx = Mutex::new(job_rx);
+    let (res_tx, res_rx) = mpsc::channel::<(u64, Vec<Result<Link, Problem>>)>();
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            let res_tx = res_tx.clone();
+            let job_rx = &job_rx;
+            s.spawn(move || loop {
+                let job = match job_rx.lock() {
+                    Ok(rx) => rx.recv(),
+                    Err(_) => break,
+                };
+                let Ok((idx, chunk)) = job else { break };
+                if res_tx.send((idx, check_chunk(&chunk))).is_err() {
+                    break;
+                }
             });
         }
-        if let Some((last_seq, last_hash)) = scan.last {
-            if link.seq <= last_seq {
-                return Err((
-                    line_no,
-                    Problem::OutOfOrder {
-                        previous: last_seq,
-                        found: link.seq,
-                    },
-                ));
+        drop(res_tx);
+        let outcome = feed_in_order(reader, chain, &job_tx, &res_rx, workers * 2);
+        // Workers stop once the job channel closes, even after an early error.
+        drop(job_tx);
+        outcome
+    })
+}
+
+type Checked = Vec<Result<Link, Problem>>;
+
+/// Sends chunks to the workers (at most `ahead` in flight) and applies their
+/// results to the chain in file order.
+fn feed_in_order(
+    reader: &mut dyn Read,
+    chain: &mut Chain<'_>,
+    jobs: &mpsc::SyncSender<(u64, Vec<u8>)>,
+    results: &mpsc::Receiver<(u64, Checked)>,
+    ahead: usize,
+) -> Result<(), (u64, Problem)> {
+    let mut carry = Vec::new();
+    let mut pending: BTreeMap<u64, Checked> = BTreeMap::new();
+    let (mut sent, mut next) = (0u64, 0u64);
+    let mut read_error = None;
+    loop {
+        while read_error.is_none() && sent - next < ahead as u64 {
+            match next_chunk(reader, &mut carry) {
+                Ok(Some(chunk)) => {
+                    if jobs.send((sent, chunk)).is_err() {
+                        break;
+                    }
+                    sent += 1;
+                }
+                Ok(None) => break,
+                Err(e) => read_error = Some(Problem::Io(e.to_string())),
             }
-            if link.seq > last_seq + 1 {
-                pending_gap = Some((line_no, last_seq, link.seq));
-                continue;
+        }
+        if next == sent {
+            break;
+        }
+        let Ok((idx, checked)) = results.recv() else {
+            break;
+        };
+        pending.insert(idx, checked);
+        while let Some(checked) = pending.remove(&next) {
+            next += 1;
+            for c in checked {
+                chain.push(c)?;
             }
-            if link.prev != last_hash {
-                return Err((line_no, Problem::PrevMismatch));
-            }
-        } else {
-            scan.first = Some((link.seq, link.prev));
         }
-        if (link.seq == 1) != (link.prev == GENESIS) {
-            return Err((line_no, Problem::BadGenesis));
-        }
-        if Some(link.seq) == head_seq {
-            scan.at_head = Some(link.hash);
-        }
-        scan.last = Some((link.seq, link.hash));
-        scan.records += 1;
     }
-    if let Some((gap_line, previous, found)) = pending_gap {
-        return Err((gap_line, Problem::Deleted { previous, found }));
+    match read_error {
+        // Lines read before the error were checked first.
+        Some(p) => Err((chain.scan.lines + 1, p)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Verifies `files` (any order: they are put in chain order) against the
@@ -473,29 +640,97 @@ pub fn verify_files(files: &[PathBuf], head: Option<ChainHead>) -> VerifyReport 
     report
 }
 
-/// Scans the files, two at a time when there are several (the machine's
-/// cores are shared; more threads would not help a disk-bound pass).
+/// Scans the files one after another (each file's lines are checked in
+/// parallel already).
 fn scan_all(files: &[PathBuf], head_seq: Option<u64>) -> Vec<Scan> {
-    if files.len() < 2 {
-        return files.iter().map(|f| scan_file(f, head_seq)).collect();
+    files.iter().map(|f| scan_file(f, head_seq)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::record::{Outcome, Record, GENESIS_HASH};
+
+    /// A sealed chain of `n` records, `pad` bytes of details each.
+    fn chain(n: u64, pad: impl Fn(u64) -> usize) -> Vec<String> {
+        let mut prev = GENESIS_HASH.to_string();
+        (1..=n)
+            .map(|seq| {
+                let rec = Record {
+                    v: 1,
+                    seq,
+                    time: "2026-11-23T00:00:00Z".into(),
+                    event: "drift_repaired".into(),
+                    actor: "system".into(),
+                    remote: None,
+                    ticket_id: None,
+                    server_num: None,
+                    ssh_username: None,
+                    outcome: Outcome::Ok,
+                    details: serde_json::json!({"pad": "p".repeat(pad(seq))}),
+                    prev: prev.clone(),
+                    hash: None,
+                };
+                let (line, hash) = rec.seal().unwrap();
+                prev = hash;
+                line
+            })
+            .collect()
     }
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 4);
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results = std::sync::Mutex::new(Vec::with_capacity(files.len()));
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(f) = files.get(i) else { break };
-                let scan = scan_file(f, head_seq);
-                if let Ok(mut r) = results.lock() {
-                    r.push(scan);
-                }
-            });
-        }
-    });
-    results.into_inner().unwrap_or_default()
+
+    fn write(dir: &Path, lines: &[String]) -> PathBuf {
+        let p = dir.join("audit.log");
+        std::fs::write(&p, lines.concat()).unwrap();
+        p
+    }
+
+    #[test]
+    fn many_chunks_and_a_line_longer_than_a_chunk() {
+        let d = tempfile::tempdir().unwrap();
+        // ~12 MiB over several chunks, with one 5 MiB line in the middle.
+        let lines = chain(40_000, |s| {
+            if s == 20_000 {
+                5 << 20
+            } else {
+                100 + (s % 300) as usize
+            }
+        });
+        let p = write(d.path(), &lines);
+        let r = verify_files(&[p.clone()], None);
+        assert!(r.is_ok(), "{r}");
+        assert_eq!(r.records, 40_000);
+
+        // Damage deep in a later chunk: the right line number comes back.
+        let mut bad = lines.clone();
+        bad[33_333] = bad[33_333].replacen("\"pad\":\"p", "\"pad\":\"q", 1);
+        let p = write(d.path(), &bad);
+        let f = verify_files(&[p.clone()], None).failure.unwrap();
+        assert_eq!((f.line, f.problem), (33_334, Problem::Edited));
+
+        // A deletion followed at once by an edited line: the deletion is first.
+        let mut bad = lines.clone();
+        bad.remove(30_000);
+        bad[30_001] = bad[30_001].replacen("\"pad\":\"p", "\"pad\":\"q", 1);
+        let p = write(d.path(), &bad);
+        let f = verify_files(&[p], None).failure.unwrap();
+        assert_eq!(f.line, 30_001);
+        assert_eq!(
+            f.problem,
+            Problem::Deleted {
+                previous: 30_000,
+                found: 30_002
+            }
+        );
+    }
+
+    #[test]
+    fn frame_checks() {
+        let line = chain(1, |_| 3).remove(0);
+        let body = line.trim_end();
+        assert!(check_line(body.as_bytes()).is_ok());
+        assert_eq!(check_line(b"").unwrap_err(), Problem::EmptyLine);
+        assert_eq!(check_line(b"hello").unwrap_err(), Problem::NoHash);
+        assert_eq!(leading_number(b"012,"), None);
+        assert_eq!(leading_number(b"0,"), Some((0, &b","[..])));
+    }
 }
