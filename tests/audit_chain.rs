@@ -103,7 +103,7 @@ async fn intact_log_verifies_and_matches_the_store_head() {
     let e = env().await;
     let log = e.open().await;
     append_n(&log, 10).await;
-    let r = verify_files(&[e.log.clone()], Some(e.head().await));
+    let r = verify_files(std::slice::from_ref(&e.log), Some(e.head().await));
     assert!(r.is_ok(), "{r}");
     assert_eq!(
         (r.records, r.first_seq, r.last_seq),
@@ -123,7 +123,7 @@ async fn edited_line_is_named() {
     let mut lines = read_lines(&e.log);
     lines[4] = lines[4].replace("\"ticket_id\":1004", "\"ticket_id\":9004");
     write_lines(&e.log, &lines);
-    let r = verify_files(&[e.log.clone()], None);
+    let r = verify_files(std::slice::from_ref(&e.log), None);
     let f = r.failure.unwrap();
     assert_eq!((f.line, f.problem), (5, Problem::Edited));
 
@@ -131,7 +131,9 @@ async fn edited_line_is_named() {
     lines[4] = reseal(&lines[4]);
     assert!(open_line(&lines[4]).is_ok());
     write_lines(&e.log, &lines);
-    let f = verify_files(&[e.log.clone()], None).failure.unwrap();
+    let f = verify_files(std::slice::from_ref(&e.log), None)
+        .failure
+        .unwrap();
     assert_eq!((f.line, f.problem), (6, Problem::PrevMismatch));
     assert_eq!(f.file, e.log);
 }
@@ -143,7 +145,9 @@ async fn deleted_line_is_named() {
     let mut lines = read_lines(&e.log);
     lines.remove(4); // seq 5
     write_lines(&e.log, &lines);
-    let f = verify_files(&[e.log.clone()], None).failure.unwrap();
+    let f = verify_files(std::slice::from_ref(&e.log), None)
+        .failure
+        .unwrap();
     assert_eq!(f.line, 5);
     assert_eq!(
         f.problem,
@@ -162,7 +166,9 @@ async fn swapped_pair_is_named() {
     let mut lines = read_lines(&e.log);
     lines.swap(4, 5);
     write_lines(&e.log, &lines);
-    let f = verify_files(&[e.log.clone()], None).failure.unwrap();
+    let f = verify_files(std::slice::from_ref(&e.log), None)
+        .failure
+        .unwrap();
     assert_eq!(f.line, 5);
     assert_eq!(
         f.problem,
@@ -177,7 +183,9 @@ async fn swapped_pair_is_named() {
     lines.swap(4, 5);
     lines.swap(6, 7);
     write_lines(&e.log, &lines);
-    let f = verify_files(&[e.log.clone()], None).failure.unwrap();
+    let f = verify_files(std::slice::from_ref(&e.log), None)
+        .failure
+        .unwrap();
     assert_eq!(f.line, 7);
     assert!(matches!(f.problem, Problem::Swapped { .. }));
 }
@@ -191,9 +199,9 @@ async fn truncated_tail_is_caught_by_the_store_head() {
     lines.truncate(6);
     write_lines(&e.log, &lines);
     // The file alone is a valid, shorter chain ...
-    assert!(verify_files(&[e.log.clone()], None).is_ok());
+    assert!(verify_files(std::slice::from_ref(&e.log), None).is_ok());
     // ... but not the chain the store knows about.
-    let r = verify_files(&[e.log.clone()], Some(head.clone()));
+    let r = verify_files(std::slice::from_ref(&e.log), Some(head.clone()));
     let f = r.failure.clone().unwrap();
     assert_eq!(f.problem, Problem::Truncated { last: 6, head: 8 });
     assert_eq!(r.head, HeadCheck::Failed);
@@ -201,7 +209,7 @@ async fn truncated_tail_is_caught_by_the_store_head() {
 
     // Emptying the file entirely is caught too.
     std::fs::write(&e.log, b"").unwrap();
-    let f = verify_files(&[e.log.clone()], Some(head.clone()))
+    let f = verify_files(std::slice::from_ref(&e.log), Some(head.clone()))
         .failure
         .unwrap();
     assert_eq!(f.problem, Problem::Truncated { last: 0, head: 8 });
@@ -211,7 +219,7 @@ async fn truncated_tail_is_caught_by_the_store_head() {
     lines[7] = reseal(&lines[7].replace("\"i\":7", "\"i\":70"));
     write_lines(&e.log, &lines);
     let store_head = e.head().await;
-    let f = verify_files(&[e.log.clone()], Some(store_head))
+    let f = verify_files(std::slice::from_ref(&e.log), Some(store_head))
         .failure
         .unwrap();
     assert_eq!(f.problem, Problem::HeadMismatch { seq: 8 });
@@ -238,14 +246,16 @@ async fn one_record_past_the_head_is_a_pending_adoption_not_a_failure() {
         seq: 2,
         hash: second.hash.unwrap(),
     };
-    let r = verify_files(&[e.log.clone()], Some(stale.clone()));
+    let r = verify_files(std::slice::from_ref(&e.log), Some(stale.clone()));
     assert!(r.is_ok(), "{r}");
     assert_eq!(r.head, HeadCheck::OneAhead);
     let older = ChainHead {
         seq: 1,
         hash: open_line(&lines[0]).unwrap().hash.unwrap(),
     };
-    let f = verify_files(&[e.log.clone()], Some(older)).failure.unwrap();
+    let f = verify_files(std::slice::from_ref(&e.log), Some(older))
+        .failure
+        .unwrap();
     assert_eq!(f.problem, Problem::BeyondHead { last: 3, head: 1 });
 }
 
@@ -329,22 +339,28 @@ async fn torn_last_line_and_foreign_lines_fail() {
     let mut bytes = std::fs::read(&e.log).unwrap();
     bytes.truncate(bytes.len() - 10);
     std::fs::write(&e.log, &bytes).unwrap();
-    let f = verify_files(&[e.log.clone()], None).failure.unwrap();
+    let f = verify_files(std::slice::from_ref(&e.log), None)
+        .failure
+        .unwrap();
     assert_eq!((f.line, f.problem), (3, Problem::Incomplete));
     std::fs::write(
         &e.log,
         b"Mon Nov 23 13:28:53 2026:GRANT:root:root:undef:k\n",
     )
     .unwrap();
-    let f = verify_files(&[e.log.clone()], None).failure.unwrap();
+    let f = verify_files(std::slice::from_ref(&e.log), None)
+        .failure
+        .unwrap();
     assert_eq!((f.line, f.problem), (1, Problem::NoHash));
 }
 
 #[tokio::test]
 async fn cli_verify_uses_the_configured_log_and_the_store_read_only() {
     let e = env().await;
-    let mut cfg = Config::default();
-    cfg.root = e.dir.path().to_path_buf();
+    let cfg = Config {
+        root: e.dir.path().to_path_buf(),
+        ..Default::default()
+    };
     let store = Store::open(&cfg.database_path()).await.unwrap();
     let clock: Arc<dyn Clock> = e.clock.clone();
     let log = AuditLog::from_config(&cfg, store.clone(), clock)

@@ -696,7 +696,7 @@ mod tests {
             }
         });
         let p = write(d.path(), &lines);
-        let r = verify_files(&[p.clone()], None);
+        let r = verify_files(std::slice::from_ref(&p), None);
         assert!(r.is_ok(), "{r}");
         assert_eq!(r.records, 40_000);
 
@@ -704,7 +704,9 @@ mod tests {
         let mut bad = lines.clone();
         bad[33_333] = bad[33_333].replacen("\"pad\":\"p", "\"pad\":\"q", 1);
         let p = write(d.path(), &bad);
-        let f = verify_files(&[p.clone()], None).failure.unwrap();
+        let f = verify_files(std::slice::from_ref(&p), None)
+            .failure
+            .unwrap();
         assert_eq!((f.line, f.problem), (33_334, Problem::Edited));
 
         // A deletion followed at once by an edited line: the deletion is first.
