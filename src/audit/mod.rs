@@ -77,4 +77,4 @@ pub use journald::JournaldSink;
 pub use record::{AuditEvent, Outcome, Record};
 pub use replay::{active_grants, ReplayedGrant};
 pub use verify::{verify_files, VerifyReport};
-pub use writer::{AuditError, AuditLog, ChainHead};
+pub use writer::{AuditError, AuditLog, ChainHead, TailMissing};

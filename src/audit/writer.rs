@@ -49,6 +49,17 @@ impl ChainHead {
     }
 }
 
+/// Found at open: the live file's last record is behind the store's chain
+/// head (its tail was truncated, or rewritten when the seqs are equal),
+/// while the daemon was down. The daemon records `audit_tail_missing`.
+/// (An empty live file is not reported: logrotate leaves one behind;
+/// `audit verify` over the rotated files settles that case.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TailMissing {
+    pub file_last_seq: u64,
+    pub store_head_seq: u64,
+}
+
 struct OpenFile {
     file: File,
     dev: u64,
@@ -66,6 +77,7 @@ pub struct AuditLog {
     clock: Arc<dyn Clock>,
     format: AuditFormat,
     journald: Option<JournaldSink>,
+    tail_missing: Option<TailMissing>,
     state: Mutex<State>,
 }
 
@@ -125,6 +137,24 @@ impl AuditLog {
         .await
         .map_err(|e| io_err(path, format!("open task failed: {e}")))??;
         let mut head = stored.unwrap_or_else(ChainHead::genesis);
+        let tail_missing = match (&last, format) {
+            (Some(rec), AuditFormat::Json)
+                if rec.seq < head.seq
+                    || (rec.seq == head.seq && rec.hash.as_deref() != Some(head.hash.as_str())) =>
+            {
+                tracing::warn!(
+                    file_last_seq = rec.seq,
+                    store_head_seq = head.seq,
+                    path = %path.display(),
+                    "audit log ends before the store's chain head: its tail is missing or rewritten"
+                );
+                Some(TailMissing {
+                    file_last_seq: rec.seq,
+                    store_head_seq: head.seq,
+                })
+            }
+            _ => None,
+        };
         if let (Some(rec), AuditFormat::Json) = (last, format) {
             if rec.seq > head.seq {
                 if let Some(hash) = rec.hash.clone() {
@@ -146,6 +176,7 @@ impl AuditLog {
             clock,
             format,
             journald,
+            tail_missing,
             state: Mutex::new(State {
                 head,
                 open: Some(open),
@@ -159,6 +190,11 @@ impl AuditLog {
 
     pub fn format(&self) -> AuditFormat {
         self.format
+    }
+
+    /// Whether the live file was found behind the store's head at open.
+    pub fn tail_missing(&self) -> Option<TailMissing> {
+        self.tail_missing
     }
 
     /// The current chain head (for verification against the file).
@@ -468,6 +504,34 @@ mod tests {
         for (i, r) in recs.iter().enumerate() {
             assert_eq!(r.seq, i as u64 + 1);
         }
+    }
+
+    #[tokio::test]
+    async fn reports_a_truncated_tail_at_open() {
+        let (_d, store, path) = setup().await;
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(1_800_000_000));
+        {
+            let log = AuditLog::open(&path, store.clone(), clock.clone())
+                .await
+                .unwrap();
+            assert_eq!(log.tail_missing(), None);
+            for e in ["a", "b", "c"] {
+                log.append(AuditEvent::new(e, "system")).await.unwrap();
+            }
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let first = text.lines().next().unwrap();
+        std::fs::write(&path, format!("{first}\n")).unwrap();
+        let log = AuditLog::open(&path, store.clone(), clock).await.unwrap();
+        assert_eq!(
+            log.tail_missing(),
+            Some(TailMissing {
+                file_last_seq: 1,
+                store_head_seq: 3
+            })
+        );
+        // The chain continues from the store's head, never reusing seqs.
+        assert_eq!(log.append(AuditEvent::new("d", "system")).await.unwrap(), 4);
     }
 
     #[tokio::test]
