@@ -378,6 +378,20 @@ async fn cli_verify_uses_the_configured_log_and_the_store_read_only() {
     let copy = e.dir.path().join("copy.log");
     std::fs::copy(cfg.audit_log_path(), &copy).unwrap();
     assert_eq!(cli::verify(&cfg, &[copy]), std::process::ExitCode::SUCCESS);
+    // A WAL database without its -wal/-shm side files (the daemon gone)
+    // still reads, and read-only means no side files appear.
+    drop(log);
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    store.close().await;
+    let lone = e.dir.path().join("lone/state.db");
+    std::fs::create_dir_all(lone.parent().unwrap()).unwrap();
+    std::fs::copy(cfg.database_path(), &lone).unwrap();
+    assert_eq!(cli::read_store_head(&lone).unwrap().unwrap().seq, 5);
+    let side_files = std::fs::read_dir(lone.parent().unwrap()).unwrap().count();
+    assert_eq!(side_files, 1);
     // No database: nothing is created.
     let missing = e.dir.path().join("nothing/state.db");
     assert_eq!(cli::read_store_head(&missing).unwrap(), None);

@@ -24,6 +24,12 @@ pub fn read_store_head(db: &Path) -> Result<Option<ChainHead>, String> {
         return Ok(None);
     }
     let db = db.to_path_buf();
+    // Without side files no daemon has the database open: read it as
+    // immutable so SQLite creates no -wal/-shm files. With them, a plain
+    // read-only connection shares the daemon's WAL.
+    let mut wal = db.clone().into_os_string();
+    wal.push("-wal");
+    let immutable = !Path::new(&wal).exists();
     let worker = std::thread::spawn(move || -> Result<Option<ChainHead>, String> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -34,6 +40,7 @@ pub fn read_store_head(db: &Path) -> Result<Option<ChainHead>, String> {
                 .map_err(|e| e.to_string())?
                 .filename(&db)
                 .read_only(true)
+                .immutable(immutable)
                 .create_if_missing(false)
                 .busy_timeout(std::time::Duration::from_secs(10));
             let mut conn = opts
