@@ -114,8 +114,8 @@ impl AuditLog {
 
     /// Prepares the log at `path` (directory 0700 and file 0600, created
     /// when missing) and loads the chain head from the store, adopting the
-    /// file's last record when it is newer than the store head (a crash
-    /// between the fsync and the store update).
+    /// file's last record when it is the store head's direct successor (a
+    /// crash between the fsync and the store update).
     ///
     /// `AuditFormat::Cpanel` writes cPanel's classic lines instead of JSON:
     /// no chain in the file and the store head is left alone (sequence
@@ -156,18 +156,22 @@ impl AuditLog {
             _ => None,
         };
         if let (Some(rec), AuditFormat::Json) = (last, format) {
-            if rec.seq > head.seq {
+            if rec.seq == head.seq + 1 && rec.prev == head.hash {
                 if let Some(hash) = rec.hash.clone() {
-                    if rec.seq != head.seq + 1 || rec.prev != head.hash {
-                        tracing::warn!(
-                            store_seq = head.seq,
-                            file_seq = rec.seq,
-                            "audit log is ahead of the store's chain head; continuing from the file"
-                        );
-                    }
                     head = ChainHead { seq: rec.seq, hash };
                     save_head(&store, &head).await?;
                 }
+            } else if rec.seq > head.seq {
+                // Not ours to adopt: only a crash between the fsync and the
+                // head update leaves the file one record ahead. Continuing
+                // from the store's head keeps whatever was appended behind
+                // our back visible to `audit verify`.
+                tracing::warn!(
+                    file_last_seq = rec.seq,
+                    store_head_seq = head.seq,
+                    path = %path.display(),
+                    "audit log holds records past the store's chain head that the daemon did not write"
+                );
             }
         }
         Ok(AuditLog {
