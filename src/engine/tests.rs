@@ -400,3 +400,133 @@ async fn reconcile_rolls_back_interrupted_grants_and_sweeps_orphans() {
     let report = rig.engine.reconcile().await.unwrap();
     assert!(report.repairs.is_empty(), "{:?}", report.repairs);
 }
+
+/// Issue 5 item 5: after a long pseudo-random run of grants, revokes,
+/// expiries, hand-made drift and reconciliations, the grants active
+/// according to the audit log alone equal the store and the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_replay_equals_store_and_host_after_a_random_history() {
+    let Some(rig) = rig(
+        "PermitRootLogin prohibit-password\nMatch Address 198.51.100.0/24\n    PermitRootLogin no",
+    )
+    .await
+    else {
+        return;
+    };
+    let caller = Caller::LocalRoot { uid: 0 };
+    let mut seed: u64 = 0x5eed_2026;
+    let mut next = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    for _ in 0..60 {
+        let ticket = 1000 + next(8);
+        let tid = TicketId::parse(&ticket.to_string()).unwrap();
+        match next(6) {
+            0..=2 => {
+                let mut req = request(&rig, &ticket.to_string());
+                req.ttl = Some(30 + next(300));
+                if next(3) == 0 {
+                    // Root is refused from this range: the temporary-user path.
+                    req.access_ips = vec![SupportIp::parse("198.51.100.9").unwrap()];
+                }
+                let _ = rig.engine.grant(&caller, req).await;
+            }
+            3 => {
+                for user in [Username::root(), Username::temporary_for(tid)] {
+                    let _ = rig.engine.revoke(&caller, tid, None, &user).await;
+                }
+            }
+            4 => {
+                rig.clock.advance(next(120) as i64);
+                rig.engine.expire_due().await.unwrap();
+            }
+            _ => {
+                // Drift: someone empties root's authorized_keys by hand.
+                let ak = rig.scratch.path("root/.ssh/authorized_keys");
+                if ak.exists() && next(2) == 0 {
+                    std::fs::write(&ak, ADMIN_KEYS).unwrap();
+                }
+                let report = rig.engine.reconcile().await.unwrap();
+                assert!(report.errors.is_empty(), "{:?}", report.errors);
+            }
+        }
+    }
+    rig.engine.reconcile().await.unwrap();
+
+    let log = rig.scratch.cfg.audit_log_path();
+    let files = crate::audit::files::discover(&log).unwrap();
+    let report = crate::audit::verify::verify_files(&files, Some(rig.engine.audit.head().await));
+    assert!(report.failure.is_none(), "{report}");
+    let replayed: Vec<(u64, u64, String)> = crate::audit::replay::active_grants(
+        crate::audit::files::Records::new(&files).map(|r| r.unwrap()),
+    )
+    .into_iter()
+    .map(|((t, s), g)| (t, s, g.ssh_username))
+    .collect();
+    let mut stored: Vec<(u64, u64, String)> = rig
+        .engine
+        .store
+        .live_grants()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| {
+            assert_eq!(g.state, GrantState::Active);
+            (g.ticket.get(), g.server.get(), g.ssh_username.to_string())
+        })
+        .collect();
+    stored.sort();
+    assert_eq!(replayed, stored, "audit replay vs store");
+    assert!(
+        !stored.is_empty(),
+        "the history should leave some grants active"
+    );
+    // The host: exactly the stored grants' keys are present.
+    for (t, s, user) in &stored {
+        let home = if user == "root" {
+            "root".to_string()
+        } else {
+            format!("home/{user}")
+        };
+        let text = rig.scratch.read(&format!("{home}/.ssh/authorized_keys"));
+        let ours: Vec<_> = text
+            .lines()
+            .filter(|l| l.contains("@cpanel.net_"))
+            .collect();
+        assert!(
+            ours.iter()
+                .any(|l| l.contains(&format!(" {t}_server_{s}@cpanel.net_"))),
+            "{user}: {text}"
+        );
+    }
+    let root_ours = rig
+        .scratch
+        .read("root/.ssh/authorized_keys")
+        .lines()
+        .filter(|l| l.contains("@cpanel.net_"))
+        .count();
+    assert_eq!(
+        root_ours,
+        stored.iter().filter(|(_, _, u)| u == "root").count()
+    );
+    // Temporary users on the host are exactly the stored ones.
+    let mut temp_on_host: Vec<String> = rig
+        .scratch
+        .read("etc/passwd")
+        .lines()
+        .filter_map(|l| l.split(':').next())
+        .filter(|n| n.starts_with("cp") && n.ends_with(".ssh"))
+        .map(str::to_string)
+        .collect();
+    temp_on_host.sort();
+    let mut temp_stored: Vec<String> = stored
+        .iter()
+        .map(|(_, _, u)| u.clone())
+        .filter(|u| u != "root")
+        .collect();
+    temp_stored.sort();
+    assert_eq!(temp_on_host, temp_stored);
+}
