@@ -26,4 +26,6 @@ pub mod sshd_config;
 pub mod sshkey;
 pub mod store;
 pub mod system;
+#[cfg(test)]
+pub mod testing;
 pub mod types;

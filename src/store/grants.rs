@@ -1,1 +1,394 @@
-//! Grant rows: the desired state of access.
+//! Grant rows: the desired state of access, and the intent log that makes
+//! grants and revokes crash-safe (see migrations/0001_initial.sql).
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+
+use super::{Store, StoreError};
+use crate::types::{ServerNum, SupportIp, TicketId, Username};
+
+/// Lifecycle of a grant row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantState {
+    /// Recorded before the host is touched; rolled back if found at start.
+    Granting,
+    /// Applied and audited.
+    Active,
+    /// Recorded before removal; finished if found at start.
+    Revoking,
+    Revoked,
+    Failed,
+}
+
+impl GrantState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantState::Granting => "granting",
+            GrantState::Active => "active",
+            GrantState::Revoking => "revoking",
+            GrantState::Revoked => "revoked",
+            GrantState::Failed => "failed",
+        }
+    }
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        Ok(match s {
+            "granting" => GrantState::Granting,
+            "active" => GrantState::Active,
+            "revoking" => GrantState::Revoking,
+            "revoked" => GrantState::Revoked,
+            "failed" => GrantState::Failed,
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "unknown grant state {other:?}"
+                )))
+            }
+        })
+    }
+    /// Whether the grant may still have a footprint on the host.
+    pub fn is_live(self) -> bool {
+        matches!(
+            self,
+            GrantState::Granting | GrantState::Active | GrantState::Revoking
+        )
+    }
+}
+
+/// What a new grant will install, recorded before anything is touched.
+#[derive(Debug, Clone)]
+pub struct NewGrant {
+    pub ticket: TicketId,
+    pub server: ServerNum,
+    pub source: String,
+    pub ssh_username: Username,
+    pub temp_user: bool,
+    pub sudoers_dropin: bool,
+    pub ssh_key: String,
+    pub key_fingerprint: String,
+    pub key_comment: String,
+    pub access_ips: Vec<SupportIp>,
+    pub server_name: String,
+    pub ticket_subject: String,
+    pub ssh_ip: String,
+    pub ssh_port: u16,
+    pub whm_ip: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub granted_by: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrantRow {
+    pub id: i64,
+    pub ticket: TicketId,
+    pub server: ServerNum,
+    pub state: GrantState,
+    pub source: String,
+    pub ssh_username: Username,
+    pub temp_user: bool,
+    pub sudoers_dropin: bool,
+    pub ssh_key: String,
+    pub key_fingerprint: String,
+    pub key_comment: String,
+    pub access_ips: Vec<SupportIp>,
+    pub server_name: String,
+    pub ticket_subject: String,
+    pub ssh_ip: String,
+    pub ssh_port: u16,
+    pub whm_ip: String,
+    pub ticket_status: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub end_reason: Option<String>,
+    pub granted_by: String,
+}
+
+/// A compile-time `SELECT <every column> FROM grants <tail>`: SQL text is
+/// never assembled at run time.
+macro_rules! select_grants {
+    ($tail:literal) => {
+        concat!(
+            "SELECT id, ticket_id, server_num, state, source, ssh_username, temp_user, ",
+            "sudoers_dropin, ssh_key, key_fingerprint, key_comment, access_ips, server_name, ",
+            "ticket_subject, ssh_ip, ssh_port, whm_ip, ticket_status, created_at, expires_at, ",
+            "ended_at, end_reason, granted_by FROM grants ",
+            $tail
+        )
+    };
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+fn row_to_grant(r: &SqliteRow) -> Result<GrantRow, StoreError> {
+    let ips_json: String = r.try_get("access_ips")?;
+    let access_ips: Vec<SupportIp> = serde_json::from_str(&ips_json).map_err(corrupt)?;
+    let port: i64 = r.try_get("ssh_port")?;
+    Ok(GrantRow {
+        id: r.try_get("id")?,
+        ticket: TicketId::from_stored(r.try_get("ticket_id")?).map_err(corrupt)?,
+        server: ServerNum::from_stored(r.try_get("server_num")?).map_err(corrupt)?,
+        state: GrantState::parse(&r.try_get::<String, _>("state")?)?,
+        source: r.try_get("source")?,
+        ssh_username: Username::parse(&r.try_get::<String, _>("ssh_username")?).map_err(corrupt)?,
+        temp_user: r.try_get::<i64, _>("temp_user")? != 0,
+        sudoers_dropin: r.try_get::<i64, _>("sudoers_dropin")? != 0,
+        ssh_key: r.try_get("ssh_key")?,
+        key_fingerprint: r.try_get("key_fingerprint")?,
+        key_comment: r.try_get("key_comment")?,
+        access_ips,
+        server_name: r.try_get("server_name")?,
+        ticket_subject: r.try_get("ticket_subject")?,
+        ssh_ip: r.try_get("ssh_ip")?,
+        ssh_port: u16::try_from(port).map_err(corrupt)?,
+        whm_ip: r.try_get("whm_ip")?,
+        ticket_status: r.try_get("ticket_status")?,
+        created_at: r.try_get("created_at")?,
+        expires_at: r.try_get("expires_at")?,
+        ended_at: r.try_get("ended_at")?,
+        end_reason: r.try_get("end_reason")?,
+        granted_by: r.try_get("granted_by")?,
+    })
+}
+
+/// A live grant for this ticket and server already exists.
+#[derive(Debug, thiserror::Error)]
+#[error("a live grant for ticket {ticket} server {server} already exists")]
+pub struct AlreadyLive {
+    pub ticket: TicketId,
+    pub server: ServerNum,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InsertError {
+    #[error(transparent)]
+    AlreadyLive(#[from] AlreadyLive),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Store {
+    /// Records the intent to grant (state `granting`); fails with
+    /// [`AlreadyLive`] when (ticket, server) already has a live grant.
+    pub async fn insert_granting(&self, g: &NewGrant) -> Result<i64, InsertError> {
+        let ips =
+            serde_json::to_string(&g.access_ips).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let res = sqlx::query(
+            "INSERT INTO grants (ticket_id, server_num, state, source, ssh_username, temp_user, \
+             sudoers_dropin, ssh_key, key_fingerprint, key_comment, access_ips, server_name, \
+             ticket_subject, ssh_ip, ssh_port, whm_ip, created_at, expires_at, granted_by) \
+             VALUES (?1, ?2, 'granting', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+        )
+        .bind(g.ticket.as_i64())
+        .bind(g.server.as_i64())
+        .bind(&g.source)
+        .bind(g.ssh_username.as_str())
+        .bind(g.temp_user as i64)
+        .bind(g.sudoers_dropin as i64)
+        .bind(&g.ssh_key)
+        .bind(&g.key_fingerprint)
+        .bind(&g.key_comment)
+        .bind(ips)
+        .bind(&g.server_name)
+        .bind(&g.ticket_subject)
+        .bind(&g.ssh_ip)
+        .bind(i64::from(g.ssh_port))
+        .bind(&g.whm_ip)
+        .bind(g.created_at)
+        .bind(g.expires_at)
+        .bind(&g.granted_by)
+        .execute(self.pool())
+        .await;
+        match res {
+            Ok(r) => Ok(r.last_insert_rowid()),
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Err(AlreadyLive {
+                ticket: g.ticket,
+                server: g.server,
+            }
+            .into()),
+            Err(e) => Err(StoreError::Sql(e).into()),
+        }
+    }
+
+    /// Moves a grant to `state`; `ended` sets ended_at and end_reason.
+    pub async fn set_grant_state(
+        &self,
+        id: i64,
+        state: GrantState,
+        ended: Option<(i64, &str)>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE grants SET state = ?1, \
+             ended_at = COALESCE(?2, ended_at), end_reason = COALESCE(?3, end_reason) WHERE id = ?4",
+        )
+        .bind(state.as_str())
+        .bind(ended.map(|(t, _)| t))
+        .bind(ended.map(|(_, r)| r.to_string()))
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Marks a grant as being revoked, remembering why (so a crash mid-way
+    /// is finished with the same reason).
+    pub async fn mark_revoking(&self, id: i64, reason: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE grants SET state = 'revoking', end_reason = ?1 WHERE id = ?2 AND state IN ('active','revoking','granting')")
+            .bind(reason)
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_ticket_status(&self, id: i64, status: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE grants SET ticket_status = ?1 WHERE id = ?2")
+            .bind(status)
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn grant(&self, id: i64) -> Result<Option<GrantRow>, StoreError> {
+        let q = select_grants!("WHERE id = ?1");
+        let row = sqlx::query(q).bind(id).fetch_optional(self.pool()).await?;
+        row.as_ref().map(row_to_grant).transpose()
+    }
+
+    /// Grants that may have a footprint on the host, oldest first.
+    pub async fn live_grants(&self) -> Result<Vec<GrantRow>, StoreError> {
+        let q = select_grants!("WHERE state IN ('granting','active','revoking') ORDER BY id");
+        let rows = sqlx::query(q).fetch_all(self.pool()).await?;
+        rows.iter().map(row_to_grant).collect()
+    }
+
+    /// Active grants whose end time has come.
+    pub async fn due_for_expiry(&self, now: i64) -> Result<Vec<GrantRow>, StoreError> {
+        let q = select_grants!(
+            "WHERE state = 'active' AND expires_at IS NOT NULL \
+             AND expires_at <= ?1 ORDER BY expires_at, id"
+        );
+        let rows = sqlx::query(q).bind(now).fetch_all(self.pool()).await?;
+        rows.iter().map(row_to_grant).collect()
+    }
+
+    /// The earliest end time of an active grant, for the expiry timer.
+    pub async fn next_expiry(&self) -> Result<Option<i64>, StoreError> {
+        let t: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(expires_at) FROM grants WHERE state = 'active' AND expires_at IS NOT NULL",
+        )
+        .fetch_one(self.pool())
+        .await?;
+        Ok(t)
+    }
+
+    /// Every user a grant has ever used (where our keys could be).
+    pub async fn grant_users(&self) -> Result<Vec<Username>, StoreError> {
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT DISTINCT ssh_username FROM grants ORDER BY ssh_username")
+                .fetch_all(self.pool())
+                .await?;
+        names
+            .iter()
+            .map(|n| Username::parse(n).map_err(corrupt))
+            .collect()
+    }
+
+    /// Live grants, optionally filtered, for ticket_list.
+    pub async fn list_live(
+        &self,
+        ticket: Option<TicketId>,
+        server: Option<ServerNum>,
+        user: Option<&Username>,
+    ) -> Result<Vec<GrantRow>, StoreError> {
+        let q = select_grants!(
+            "WHERE state IN ('granting','active','revoking') \
+             AND (?1 IS NULL OR ticket_id = ?1) AND (?2 IS NULL OR server_num = ?2) \
+             AND (?3 IS NULL OR ssh_username = ?3) ORDER BY ticket_id, server_num"
+        );
+        let rows = sqlx::query(q)
+            .bind(ticket.map(TicketId::as_i64))
+            .bind(server.map(ServerNum::as_i64))
+            .bind(user.map(Username::as_str))
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(row_to_grant).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn sample(ticket: &str, server: &str) -> NewGrant {
+        NewGrant {
+            ticket: TicketId::parse(ticket).unwrap(),
+            server: ServerNum::parse(server).unwrap(),
+            source: "local".into(),
+            ssh_username: Username::root(),
+            temp_user: false,
+            sudoers_dropin: false,
+            ssh_key: "ssh-ed25519 AAAA".into(),
+            key_fingerprint: "SHA256:x".into(),
+            key_comment: format!("{ticket}_server_{server}@cpanel.net_1"),
+            access_ips: vec![SupportIp::parse("203.0.113.5").unwrap()],
+            server_name: String::new(),
+            ticket_subject: String::new(),
+            ssh_ip: String::new(),
+            ssh_port: 22,
+            whm_ip: String::new(),
+            created_at: 100,
+            expires_at: Some(200),
+            granted_by: "uid:0".into(),
+        }
+    }
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&d.path().join("s/state.db")).await.unwrap();
+        (d, s)
+    }
+
+    #[tokio::test]
+    async fn one_live_grant_per_ticket_and_server() {
+        let (_d, s) = store().await;
+        let id = s.insert_granting(&sample("1234", "1")).await.unwrap();
+        assert!(matches!(
+            s.insert_granting(&sample("1234", "1")).await,
+            Err(InsertError::AlreadyLive(_))
+        ));
+        s.insert_granting(&sample("1234", "2")).await.unwrap();
+        s.set_grant_state(id, GrantState::Revoked, Some((150, "revoke")))
+            .await
+            .unwrap();
+        // Once ended, the same ticket and server may be granted again.
+        s.insert_granting(&sample("1234", "1")).await.unwrap();
+        let row = s.grant(id).await.unwrap().unwrap();
+        assert_eq!(row.state, GrantState::Revoked);
+        assert_eq!(row.end_reason.as_deref(), Some("revoke"));
+        assert_eq!(row.access_ips[0].to_string(), "203.0.113.5");
+    }
+
+    #[tokio::test]
+    async fn expiry_queries() {
+        let (_d, s) = store().await;
+        let a = s.insert_granting(&sample("1001", "1")).await.unwrap();
+        let b = s.insert_granting(&sample("1002", "1")).await.unwrap();
+        s.set_grant_state(a, GrantState::Active, None)
+            .await
+            .unwrap();
+        s.set_grant_state(b, GrantState::Active, None)
+            .await
+            .unwrap();
+        assert_eq!(s.next_expiry().await.unwrap(), Some(200));
+        assert!(s.due_for_expiry(199).await.unwrap().is_empty());
+        assert_eq!(s.due_for_expiry(200).await.unwrap().len(), 2);
+        let filtered = s
+            .list_live(Some(TicketId::parse("1001").unwrap()), None, None)
+            .await
+            .unwrap();
+        assert_eq!(filtered.len(), 1);
+    }
+}

@@ -1,1 +1,0 @@
-//! Hash-chained, fsync-durable audit trail (see the audit work).
