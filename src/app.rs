@@ -1,12 +1,12 @@
 //! The daemon's shared state, handed to every request as `Arc<App>`.
 //!
 //! Kept deliberately small: configuration (swapped whole on SIGHUP), the
-//! store, the clock, and the authentication failure limiter. The engine and
-//! the audit log are added by their owners.
+//! store, the clock, the audit log, and the authentication failure limiter.
 
 use std::sync::{Arc, RwLock};
 
 use crate::api::auth::FailureLimiter;
+use crate::audit::AuditLog;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::store::Store;
@@ -17,6 +17,8 @@ pub struct App {
     config: RwLock<Arc<Config>>,
     pub store: Store,
     pub clock: Arc<dyn Clock>,
+    /// Every change is recorded here before it is acknowledged.
+    pub audit: AuditLog,
     /// Slows down addresses that keep failing authentication.
     pub limiter: FailureLimiter,
     /// Every dispatched call holds a read guard; shutdown takes the write
@@ -26,11 +28,12 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(config: Config, store: Store, clock: Arc<dyn Clock>) -> Arc<App> {
+    pub fn new(config: Config, store: Store, clock: Arc<dyn Clock>, audit: AuditLog) -> Arc<App> {
         Arc::new(App {
             config: RwLock::new(Arc::new(config)),
             store,
             clock,
+            audit,
             limiter: FailureLimiter::default(),
             inflight: Arc::new(tokio::sync::RwLock::new(())),
         })

@@ -15,6 +15,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::app::App;
+use crate::audit::{events, AuditError, AuditEvent, AuditLog, Outcome};
 use crate::clock::SystemClock;
 use crate::config::{Config, ConfigError, ConfigSource, DEFAULT_CONFIG_PATH};
 use crate::server::{self, ServerError};
@@ -28,6 +29,8 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Server(#[from] ServerError),
+    #[error("{0} (the daemon does not run without its audit log)")]
+    Audit(#[from] AuditError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error("cannot set up logging: {0}")]
@@ -66,7 +69,7 @@ pub fn run(config_path: Option<&Path>) -> ExitCode {
         Err(e) => return fatal(&logging, &DaemonError::Runtime(e)),
     };
     let path = config_path.map(Path::to_path_buf);
-    match runtime.block_on(run_async(cfg, path)) {
+    match runtime.block_on(run_async(cfg, source, path)) {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
@@ -139,7 +142,11 @@ fn init_logging(cfg: &Config) -> Result<Logging, DaemonError> {
     })
 }
 
-async fn run_async(cfg: Config, config_path: Option<PathBuf>) -> Result<(), DaemonError> {
+async fn run_async(
+    cfg: Config,
+    source: ConfigSource,
+    config_path: Option<PathBuf>,
+) -> Result<(), DaemonError> {
     // The lock comes first: a second daemon must not touch the socket.
     store::ensure_private_dir(&cfg.state_dir())?;
     let _lock = DaemonLock::acquire(&cfg.lock_path())?;
@@ -153,7 +160,26 @@ async fn run_async(cfg: Config, config_path: Option<PathBuf>) -> Result<(), Daem
         tracing::info!("listening on {scheme}://{addr}/json-api/");
     }
 
-    let app = App::new(cfg, store.clone(), Arc::new(SystemClock));
+    let clock: Arc<dyn crate::clock::Clock> = Arc::new(SystemClock);
+    let audit = AuditLog::from_config(&cfg, store.clone(), Arc::clone(&clock)).await?;
+    tracing::info!(audit_log = %audit.path().display(), "audit log open");
+    if let Some(t) = audit.tail_missing() {
+        let ev = AuditEvent::new(events::AUDIT_TAIL_MISSING, "system")
+            .outcome(Outcome::Failed)
+            .details(serde_json::json!({
+                "file_last_seq": t.file_last_seq,
+                "store_head_seq": t.store_head_seq,
+            }));
+        audit.append(ev).await?;
+    }
+    let start = AuditEvent::new(events::DAEMON_START, "system").details(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "config": source_name(&source),
+        "socket": listeners.socket_path().display().to_string(),
+        "tcp": listeners.tcp_addrs().iter().map(|(a, _)| a.to_string()).collect::<Vec<_>>(),
+    }));
+    audit.append(start).await?;
+    let app = App::new(cfg, store.clone(), clock, audit);
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(server::serve(Arc::clone(&app), listeners, stop_rx.clone()));
     let background = start_background_tasks(&app, stop_rx.clone());
@@ -167,7 +193,7 @@ async fn run_async(cfg: Config, config_path: Option<PathBuf>) -> Result<(), Daem
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     loop {
         tokio::select! {
-            _ = hup.recv() => reload(&app, config_path.as_deref()),
+            _ = hup.recv() => reload(&app, config_path.as_deref()).await,
             _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
         }
@@ -187,8 +213,19 @@ async fn run_async(cfg: Config, config_path: Option<PathBuf>) -> Result<(), Daem
     if let Some(w) = watchdog {
         w.abort();
     }
+    let stop = AuditEvent::new(events::DAEMON_STOP, "system");
+    if let Err(e) = app.audit.append(stop).await {
+        tracing::error!(error = %e, "cannot audit the daemon stop");
+    }
     store.close().await;
     Ok(())
+}
+
+fn source_name(source: &ConfigSource) -> String {
+    match source {
+        ConfigSource::File(p) => p.display().to_string(),
+        ConfigSource::BuiltInDefaults => "built-in defaults".into(),
+    }
 }
 
 /// LEAD: start the daemon's background work here (grant expiry, the
@@ -220,25 +257,49 @@ fn start_watchdog(mut shutdown: watch::Receiver<bool>) -> Option<JoinHandle<()>>
 
 /// SIGHUP: re-read and validate the configuration; keep the old one on any
 /// error. Listener and state settings only change on restart.
-fn reload(app: &App, path: Option<&Path>) {
-    match Config::load(path) {
+async fn reload(app: &App, path: Option<&Path>) {
+    let (ev, new) = match Config::load(path) {
         Ok((new, source)) => {
             let old = app.config();
-            if new.listen != old.listen || new.paths != old.paths || new.root != old.root {
-                tracing::warn!(
-                    "configuration reloaded, but changes to [listen], [paths] and root take effect only after a restart"
-                );
+            let mut restart_needed = Vec::new();
+            if new.listen != old.listen {
+                restart_needed.push("listen");
+            }
+            if new.paths != old.paths || new.root != old.root {
+                restart_needed.push("paths");
             }
             if new.log != old.log {
-                tracing::warn!("changes to [log] take effect only after a restart");
+                restart_needed.push("log");
             }
-            let from = match source {
-                ConfigSource::File(p) => p.display().to_string(),
-                ConfigSource::BuiltInDefaults => "built-in defaults".into(),
-            };
-            app.set_config(new);
+            if new.audit != old.audit {
+                restart_needed.push("audit");
+            }
+            if !restart_needed.is_empty() {
+                tracing::warn!(
+                    "changes to [{}] take effect only after a restart",
+                    restart_needed.join("], [")
+                );
+            }
+            let from = source_name(&source);
             tracing::info!(config = %from, "configuration reloaded (SIGHUP)");
+            let ev = AuditEvent::new(events::CONFIG_RELOAD, "system").details(serde_json::json!({
+                "config": from,
+                "restart_needed": restart_needed,
+            }));
+            (ev, Some(new))
         }
-        Err(e) => tracing::error!("configuration NOT reloaded, keeping the running one: {e}"),
+        Err(e) => {
+            tracing::error!("configuration NOT reloaded, keeping the running one: {e}");
+            let ev = AuditEvent::new(events::CONFIG_RELOAD, "system")
+                .outcome(Outcome::Failed)
+                .details(serde_json::json!({ "error": e.to_string() }));
+            (ev, None)
+        }
+    };
+    if let Some(new) = new {
+        app.set_config(new);
+    }
+    if let Err(e) = app.audit.append(ev).await {
+        tracing::error!(error = %e, "cannot audit the configuration reload");
     }
 }

@@ -191,3 +191,87 @@ fn cli_creates_lists_and_revokes_over_the_socket() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("No API tokens"));
     assert!(!d.stderr().contains(&token));
 }
+
+#[test]
+fn token_changes_are_audited_and_an_unauditable_create_is_refused() {
+    let d = Daemon::start();
+    let audit_log = d
+        .dir
+        .path()
+        .join("root/var/cpanel/logs/supportauth/audit.log");
+    let token = d.create_token("token_name=audited&acl-0=tickets-list");
+    let r = d.unix(&get(
+        "/json-api/api_token_update?api.version=1&token_name=audited&new_name=audited2",
+        None,
+    ));
+    assert_eq!(r.json()["metadata"]["result"], 1);
+    let r = d.tcp(&get(
+        "/json-api/api_token_list?api.version=1",
+        Some("whm root:ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"),
+    ));
+    assert_refused(&r, 401, "");
+    let r = d.unix(&get(
+        "/json-api/api_token_revoke?api.version=1&token_name=audited2",
+        None,
+    ));
+    let v = r.json();
+    assert_eq!(v["metadata"]["result"], 1);
+    assert_eq!(v["data"]["non_fatals"], json!([]));
+
+    let text = std::fs::read_to_string(&audit_log).unwrap();
+    for ev in [
+        "daemon_start",
+        "api_token_create",
+        "api_token_update",
+        "auth_failure",
+        "api_token_revoke",
+    ] {
+        assert!(
+            text.contains(&format!("\"event\":\"{ev}\"")),
+            "{ev} missing:\n{text}"
+        );
+    }
+    assert!(text.contains("\"actor\":\"uid:0\""), "{text}");
+    assert!(
+        !text.contains(&token),
+        "the token leaked into the audit log"
+    );
+
+    let cli = |args: &[&str]| {
+        std::process::Command::new(common::BIN)
+            .arg("--config")
+            .arg(&d.config)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["audit", "verify"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&["audit", "show", "--event", "api_token_update"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("audited2"));
+
+    // The audit log cannot be written: a token must not be created.
+    std::fs::rename(&audit_log, audit_log.with_extension("moved")).unwrap();
+    std::fs::create_dir(&audit_log).unwrap();
+    let r = d.unix(&get(
+        "/json-api/api_token_create?api.version=1&token_name=unaudited",
+        None,
+    ));
+    let v = r.json();
+    assert_eq!(v["metadata"]["result"], 0, "{v}");
+    assert!(
+        v["metadata"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not created"),
+        "{v}"
+    );
+    let r = d.unix(&get("/json-api/api_token_list?api.version=1", None));
+    assert_eq!(r.json()["data"]["tokens"], json!({}));
+}

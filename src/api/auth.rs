@@ -53,6 +53,16 @@ impl Peer {
             Peer::Unix { .. } => None,
         }
     }
+    /// The audit `actor` of a request that did not authenticate: `uid:N`
+    /// for a local peer (the kernel vouches for it), `unauthenticated`
+    /// otherwise.
+    pub fn actor_hint(&self) -> String {
+        match self {
+            Peer::Unix { uid, .. } => format!("uid:{uid}"),
+            Peer::Tcp { .. } => "unauthenticated".into(),
+        }
+    }
+
     /// For logs: the address or `unix:uid=N`.
     pub fn describe(&self) -> String {
         match self {

@@ -11,6 +11,7 @@ use serde_json::{json, Map, Value};
 use crate::api::caller::{Acl, Caller};
 use crate::api::envelope::{ApiError, ApiResult, Params};
 use crate::app::App;
+use crate::audit::{events, AuditEvent};
 use crate::store::tokens::{self, TokenRecord, TokenStoreError};
 use crate::types::{printable, Cidr, TokenName};
 
@@ -28,6 +29,20 @@ fn store_error(e: TokenStoreError) -> ApiError {
             ApiError::new("Internal error: the token store failed; see the daemon log.")
         }
     }
+}
+
+/// An audit event for a token change by `caller`.
+fn token_event(event: &str, caller: &Caller, details: Value) -> AuditEvent {
+    AuditEvent::new(event, caller.actor())
+        .remote(caller.remote())
+        .details(details)
+}
+
+fn audit_failed(e: &crate::audit::AuditError, what: &str) -> ApiError {
+    tracing::error!(error = %e, "audit log write failed; {what}");
+    ApiError::new(format!(
+        "{what}: the audit log cannot be written ({e}). Fix the audit log and try again."
+    ))
 }
 
 fn refuse_unknown(params: &Params, allowed: &[&str]) -> Result<(), ApiError> {
@@ -151,8 +166,16 @@ pub async fn create(app: &Arc<App>, caller: &Caller, params: &Params) -> ApiResu
     )
     .await
     .map_err(store_error)?;
+    // Never the token itself: its name and what it may do.
+    let ev = token_event(events::API_TOKEN_CREATE, caller, describe(&rec));
+    if let Err(e) = app.audit.append(ev).await {
+        // A token nobody can account for must not exist.
+        if let Err(del) = tokens::delete(app.store.pool(), &rec.name).await {
+            tracing::error!(error = %del, token_name = %rec.name, "cannot remove the unaudited token");
+        }
+        return Err(audit_failed(&e, "The token was not created"));
+    }
     tracing::info!(token_name = %rec.name, actor = %caller, "API token created");
-    // AUDIT: api_token_create {name, acls, expires_at, whitelist_ips} by caller (never the token)
     Ok(json!({
         "name": rec.name.as_str(),
         "token": token,
@@ -196,16 +219,29 @@ pub async fn revoke(app: &Arc<App>, caller: &Caller, params: &Params) -> ApiResu
         }
     }
     let mut revoked = Vec::new();
+    let mut non_fatals: Vec<&str> = Vec::new();
     for n in names {
         match tokens::delete(app.store.pool(), &n).await {
             Ok(()) | Err(TokenStoreError::NotFound(_)) => {}
             Err(e) => return Err(store_error(e)),
         }
         tracing::info!(token_name = %n, actor = %caller, "API token revoked");
-        // AUDIT: api_token_revoke {name} by caller
+        // Taking access away is always safe: a failed audit write does not
+        // undo the revocation, it is reported.
+        let ev = token_event(
+            events::API_TOKEN_REVOKE,
+            caller,
+            json!({ "name": n.as_str() }),
+        );
+        if let Err(e) = app.audit.append(ev).await {
+            tracing::error!(error = %e, token_name = %n, "revocation could not be audited");
+            if !non_fatals.contains(&"audit_log") {
+                non_fatals.push("audit_log");
+            }
+        }
         revoked.push(n.to_string());
     }
-    Ok(json!({ "revoked": revoked }))
+    Ok(json!({ "revoked": revoked, "non_fatals": non_fatals }))
 }
 
 pub async fn update(app: &Arc<App>, caller: &Caller, params: &Params) -> ApiResult {
@@ -226,7 +262,7 @@ pub async fn update(app: &Arc<App>, caller: &Caller, params: &Params) -> ApiResu
     else {
         return Err(store_error(TokenStoreError::NotFound(name)));
     };
-    let before = describe(&rec);
+    let old = rec.clone();
     if let Some(new) = params.get("new_name") {
         rec.name = TokenName::parse(new)?;
     }
@@ -243,10 +279,20 @@ pub async fn update(app: &Arc<App>, caller: &Caller, params: &Params) -> ApiResu
     tokens::update(app.store.pool(), &name, &rec)
         .await
         .map_err(store_error)?;
-    tracing::info!(token_name = %name, new_name = %rec.name, actor = %caller, "API token updated");
     let after = describe(&rec);
-    // AUDIT: api_token_update {name, before, after} by caller
-    let _ = before;
+    let ev = token_event(
+        events::API_TOKEN_UPDATE,
+        caller,
+        json!({ "name": name.as_str(), "before": describe(&old), "after": after }),
+    );
+    if let Err(e) = app.audit.append(ev).await {
+        // Put the token back as it was: no unaudited change stays.
+        if let Err(undo) = tokens::update(app.store.pool(), &rec.name, &old).await {
+            tracing::error!(error = %undo, token_name = %name, "cannot undo the unaudited token update");
+        }
+        return Err(audit_failed(&e, "The token was not updated"));
+    }
+    tracing::info!(token_name = %name, new_name = %rec.name, actor = %caller, "API token updated");
     Ok(after)
 }
 

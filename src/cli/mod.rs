@@ -235,10 +235,7 @@ fn audit(cli: &Cli, a: &AuditArgs) -> ExitCode {
         }
     };
     match &a.command {
-        AuditCmd::Verify { files } => {
-            // AUDIT-CLI: return crate::audit::cli::verify(&cfg, files);
-            let _ = (&cfg, files);
-        }
+        AuditCmd::Verify { files } => crate::audit::cli::verify(&cfg, files),
         AuditCmd::Show {
             ticket,
             event,
@@ -246,13 +243,16 @@ fn audit(cli: &Cli, a: &AuditArgs) -> ExitCode {
             since,
             until,
             format,
-        } => {
-            // AUDIT-CLI: return crate::audit::cli::show(&cfg, *ticket, event.clone(), actor.clone(), since.clone(), until.clone(), *format == AuditFormat::Cpanel);
-            let _ = (&cfg, ticket, event, actor, since, until, format);
-        }
+        } => crate::audit::cli::show(
+            &cfg,
+            *ticket,
+            event.clone(),
+            actor.clone(),
+            since.clone(),
+            until.clone(),
+            *format == AuditFormat::Cpanel,
+        ),
     }
-    eprintln!("supportauth: the audit commands are not available in this build yet");
-    ExitCode::FAILURE
 }
 
 /// Parses `--expires`: a Unix time, `0`/`never`, or `+N[smhdw]`.

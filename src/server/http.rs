@@ -11,12 +11,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use http_body_util::BodyExt;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::api::auth::{self, LimitKey, Peer};
 use crate::api::dispatch::{self, refusal};
 use crate::api::envelope::Params;
 use crate::app::App;
+use crate::audit::{events, AuditEvent, Outcome};
 use crate::server::form;
 use crate::types::printable;
 
@@ -137,7 +138,19 @@ async fn api_call(State(app): State<Arc<App>>, req: Request) -> Response {
                     "authentication failed"
                 );
                 if p.audit {
-                    // AUDIT: auth_failure {reason, failures} remote=peer (rate-limited by p.audit)
+                    // Rate-limited: the first failure of a window and the
+                    // one where slowing down starts.
+                    let ev = AuditEvent::new(events::AUTH_FAILURE, peer.actor_hint())
+                        .remote(Some(peer.describe()))
+                        .outcome(Outcome::Failed)
+                        .details(json!({
+                            "function": printable(&function),
+                            "reason": fail.reason,
+                            "failures": p.failures,
+                        }));
+                    if let Err(e) = app.audit.append(ev).await {
+                        tracing::error!(error = %e, "cannot audit an authentication failure");
+                    }
                 }
             }
             tokio::time::sleep(delay).await;
