@@ -1,7 +1,8 @@
 //! The daemon's shared state, handed to every request as `Arc<App>`.
 //!
 //! Kept deliberately small: configuration (swapped whole on SIGHUP), the
-//! store, the clock, the audit log, and the authentication failure limiter.
+//! store, the clock, the audit log, the access engine, and the
+//! authentication failure limiter.
 
 use std::sync::{Arc, RwLock};
 
@@ -9,6 +10,7 @@ use crate::api::auth::FailureLimiter;
 use crate::audit::AuditLog;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::engine::Engine;
 use crate::store::Store;
 
 pub struct App {
@@ -18,7 +20,9 @@ pub struct App {
     pub store: Store,
     pub clock: Arc<dyn Clock>,
     /// Every change is recorded here before it is acknowledged.
-    pub audit: AuditLog,
+    pub audit: Arc<AuditLog>,
+    /// Grants, revokes, expiry and reconciliation; the only path to the host.
+    pub engine: Arc<Engine>,
     /// Slows down addresses that keep failing authentication.
     pub limiter: FailureLimiter,
     /// Every dispatched call holds a read guard; shutdown takes the write
@@ -28,12 +32,19 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(config: Config, store: Store, clock: Arc<dyn Clock>, audit: AuditLog) -> Arc<App> {
+    pub fn new(
+        config: Config,
+        store: Store,
+        clock: Arc<dyn Clock>,
+        audit: Arc<AuditLog>,
+        engine: Arc<Engine>,
+    ) -> Arc<App> {
         Arc::new(App {
             config: RwLock::new(Arc::new(config)),
             store,
             clock,
             audit,
+            engine,
             limiter: FailureLimiter::default(),
             inflight: Arc::new(tokio::sync::RwLock::new(())),
         })

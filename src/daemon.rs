@@ -18,6 +18,8 @@ use crate::app::App;
 use crate::audit::{events, AuditError, AuditEvent, AuditLog, Outcome};
 use crate::clock::SystemClock;
 use crate::config::{Config, ConfigError, ConfigSource, DEFAULT_CONFIG_PATH};
+use crate::engine::{Engine, Host, Policy};
+use crate::firewall::Whitelist;
 use crate::server::{self, ServerError};
 use crate::store::{self, DaemonLock, Store, StoreError};
 
@@ -179,7 +181,28 @@ async fn run_async(
         "tcp": listeners.tcp_addrs().iter().map(|(a, _)| a.to_string()).collect::<Vec<_>>(),
     }));
     audit.append(start).await?;
-    let app = App::new(cfg, store.clone(), clock, audit);
+    let audit = Arc::new(audit);
+    let firewall = Whitelist::detect(&cfg);
+    tracing::info!(backends = ?firewall.backends(), "firewall backends");
+    let host = Host::from_config(&cfg, Arc::new(firewall));
+    let engine = Arc::new(Engine::new(
+        store.clone(),
+        Arc::clone(&audit),
+        host,
+        Arc::clone(&clock),
+        Policy::from_config(&cfg),
+    ));
+    // Converge before serving: finish or roll back whatever a crash left.
+    // A failure here is logged, not fatal: revoking must stay possible.
+    match engine.reconcile().await {
+        Ok(r) => tracing::info!(
+            repairs = r.repairs.len(),
+            errors = r.errors.len(),
+            "start-up reconciliation done"
+        ),
+        Err(e) => tracing::error!(error = %e, "start-up reconciliation failed; will retry"),
+    }
+    let app = App::new(cfg, store.clone(), clock, audit, engine);
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(server::serve(Arc::clone(&app), listeners, stop_rx.clone()));
     let background = start_background_tasks(&app, stop_rx.clone());
@@ -228,12 +251,16 @@ fn source_name(source: &ConfigSource) -> String {
     }
 }
 
-/// LEAD: start the daemon's background work here (grant expiry, the
-/// reconciler, portal polling). Every task must return once `shutdown`
-/// turns true; the daemon waits for them (bounded) before exiting.
+/// The daemon's own work: grant expiry and the periodic reconciler. Every
+/// task returns once `shutdown` turns true; the daemon waits for them
+/// (bounded) before exiting.
 fn start_background_tasks(app: &Arc<App>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
-    let _ = (app, shutdown);
-    Vec::new()
+    let every = Duration::from_secs(app.config().access.reconcile_interval_secs);
+    vec![tokio::spawn(crate::engine::background::run(
+        Arc::clone(&app.engine),
+        every,
+        shutdown,
+    ))]
 }
 
 /// Pings systemd's watchdog at half its interval when `WATCHDOG_USEC` is set.
@@ -297,6 +324,7 @@ async fn reload(app: &App, path: Option<&Path>) {
         }
     };
     if let Some(new) = new {
+        app.engine.set_policy(Policy::from_config(&new));
         app.set_config(new);
     }
     if let Err(e) = app.audit.append(ev).await {

@@ -9,7 +9,9 @@ pub mod auth;
 pub mod caller;
 pub mod dispatch;
 pub mod envelope;
+pub mod tickets;
 pub mod tokens;
+pub mod whitelist;
 
 use crate::api::caller::Acl;
 use crate::api::dispatch::Function;
@@ -37,7 +39,44 @@ pub static FUNCTIONS: &[Function] = &[
         acl: Acl::TokensAdmin,
         handler: handler!(tokens::update),
     },
-    // TICKETS: the lead registers the ticket_* functions here, e.g.
-    // Function { name: "ticket_list", acl: Acl::TicketsList, handler: handler!(tickets::ticket_list) },
-    // Function { name: "ticket_grant", acl: Acl::TicketsGrant, handler: handler!(tickets::ticket_grant) },
+    Function {
+        name: "ticket_list",
+        acl: Acl::TicketsList,
+        handler: handler!(tickets::ticket_list),
+    },
+    Function {
+        name: "ticket_grant",
+        acl: Acl::TicketsGrant,
+        handler: handler!(tickets::ticket_grant),
+    },
+    Function {
+        name: "ticket_revoke",
+        acl: Acl::TicketsGrant,
+        handler: handler!(tickets::ticket_revoke),
+    },
+    Function {
+        name: "ticket_remove_closed",
+        acl: Acl::TicketsGrant,
+        handler: handler!(tickets::ticket_remove_closed),
+    },
+    Function {
+        name: "ticket_revoke_all",
+        acl: Acl::TicketsGrant,
+        handler: handler!(tickets::ticket_revoke_all),
+    },
+    Function {
+        name: "ticket_whitelist_check",
+        acl: Acl::TicketsList,
+        handler: handler!(whitelist::ticket_whitelist_check),
+    },
+    Function {
+        name: "ticket_whitelist_setup",
+        acl: Acl::TicketsGrant,
+        handler: handler!(whitelist::ticket_whitelist_setup),
+    },
+    Function {
+        name: "ticket_whitelist_unsetup",
+        acl: Acl::TicketsGrant,
+        handler: handler!(whitelist::ticket_whitelist_unsetup),
+    },
 ];

@@ -191,3 +191,33 @@ impl Engine {
 
 #[cfg(test)]
 mod tests;
+
+impl Engine {
+    /// How many grants are live (granting, active or revoking).
+    pub async fn active_grant_count(&self) -> Result<usize, String> {
+        self.store
+            .live_grants()
+            .await
+            .map(|l| l.len())
+            .map_err(|e| format!("The state database failed: {e}"))
+    }
+
+    /// Converges the whitelist to the live grants, under the change lock.
+    pub async fn whitelist_converge(&self, caller: &Caller) -> WhitelistOutcome {
+        let _serial = self.changes.lock().await;
+        let mut non_fatals = Vec::new();
+        self.converge_whitelist(caller, &mut non_fatals).await
+    }
+
+    /// What the firewall has, compared with what the live grants need.
+    pub async fn whitelist_check(&self) -> Result<Value, String> {
+        let live = self
+            .store
+            .live_grants()
+            .await
+            .map_err(|e| format!("The state database failed: {e}"))?;
+        let ips = crate::planner::whitelist_ips(&live);
+        let fw = self.host.firewall.clone();
+        Ok(tokio::task::block_in_place(|| fw.check(&ips)))
+    }
+}

@@ -47,9 +47,24 @@ impl Daemon {
     /// Like [`start_with`](Self::start_with); `setup` prepares the scratch
     /// root before the daemon starts.
     pub fn start_with_setup(listen_extra: &str, extra: &str, setup: impl FnOnce(&Path)) -> Daemon {
+        Daemon::start_configured(listen_extra, extra, |root| {
+            setup(root);
+            String::new()
+        })
+    }
+
+    /// Like [`start_with_setup`](Self::start_with_setup), but `setup`
+    /// returns more configuration text (it may depend on the root's path).
+    pub fn start_configured(
+        listen_extra: &str,
+        extra: &str,
+        setup: impl FnOnce(&Path) -> String,
+    ) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().join("root");
-        setup(&root);
+        let more = setup(&root);
+        let extra = format!("{extra}\n{more}");
+        let extra = extra.as_str();
         let port = free_port();
         let config = dir.path().join("config.toml");
         // Tests may bring their own [auth]; the default never slows them.
@@ -89,6 +104,12 @@ impl Daemon {
 
     /// Starts another daemon process on this configuration.
     pub fn spawn(&self) -> Child {
+        self.spawn_env(&[])
+    }
+
+    /// Like [`spawn`](Self::spawn) with extra environment variables (e.g.
+    /// `SUPPORTAUTH_FAULT` for crash tests).
+    pub fn spawn_env(&self, env: &[(&str, &str)]) -> Child {
         let err = File::options()
             .create(true)
             .append(true)
@@ -98,11 +119,23 @@ impl Daemon {
             .arg("--config")
             .arg(&self.config)
             .arg("daemon")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(err)
             .spawn()
             .expect("spawn the daemon")
+    }
+
+    /// Makes `child` the daemon under test and waits until it serves.
+    pub fn adopt(&mut self, child: Child) {
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    /// Hands the running daemon process to the caller (e.g. to kill it).
+    pub fn take_child(&mut self) -> Option<Child> {
+        self.child.take()
     }
 
     fn wait_ready(&mut self) {
@@ -346,4 +379,118 @@ pub fn assert_refused(r: &Response, status: u16, token: &str) {
 
 pub fn path_exists(p: &Path) -> bool {
     std::fs::symlink_metadata(p).is_ok()
+}
+
+/// Why a test that runs the real useradd/visudo/sshd on a scratch root
+/// cannot run here (it then prints SKIPPED and returns).
+pub fn cannot_run_host_tools() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("needs root (useradd --prefix, chown, unshare -m)".into());
+    }
+    for tool in [
+        "/usr/sbin/sshd",
+        "/usr/sbin/useradd",
+        "/usr/sbin/visudo",
+        "/usr/bin/unshare",
+        "/usr/bin/ssh-keygen",
+    ] {
+        if !Path::new(tool).exists() {
+            return Some(format!("{tool} is not installed"));
+        }
+    }
+    None
+}
+
+/// Fills a scratch root with copies of this host's account files, sudoers,
+/// skel, an empty /root, an sshd_config (`sshd_body` appended) with its own
+/// host key, and a wrapper that runs the real sshd with a private /run
+/// (sshd -T needs /run/sshd, which exists only while sshd runs; creating it
+/// would change the host). Returns the `[tools]`/`[access]`/`[firewall]`
+/// config text that points the daemon at them.
+pub fn populate_scratch_root(root: &Path, sshd_body: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(root.join("etc/default")).unwrap();
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for f in [
+        "passwd",
+        "group",
+        "shadow",
+        "gshadow",
+        "login.defs",
+        "default/useradd",
+        "sudoers",
+    ] {
+        let from = Path::new("/etc").join(f);
+        if from.exists() {
+            std::fs::copy(&from, root.join("etc").join(f)).unwrap();
+        }
+    }
+    std::fs::create_dir_all(root.join("etc/sudoers.d")).unwrap();
+    std::fs::set_permissions(
+        root.join("etc/sudoers.d"),
+        std::fs::Permissions::from_mode(0o750),
+    )
+    .unwrap();
+    std::fs::create_dir_all(root.join("etc/skel")).unwrap();
+    std::fs::create_dir_all(root.join("home")).unwrap();
+    std::fs::create_dir_all(root.join("root")).unwrap();
+    std::fs::set_permissions(root.join("root"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let ssh = root.join("etc/ssh");
+    std::fs::create_dir_all(&ssh).unwrap();
+    let key = ssh.join("ssh_host_ed25519_key");
+    let st = Command::new("/usr/bin/ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", ""])
+        .arg("-f")
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::write(
+        ssh.join("sshd_config"),
+        format!("HostKey {}\n{sshd_body}\n", key.display()),
+    )
+    .unwrap();
+    let wrapper = root.join("sshd-in-private-run");
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh\nexec /usr/bin/unshare -m /bin/sh -c 'mount -t tmpfs -o mode=755 tmpfs /run && mkdir -m 755 /run/sshd && exec /usr/sbin/sshd \"$@\"' sshd \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!(
+        "[tools]\nsshd = \"{}\"\n[access]\nsupport_ips = [\"203.0.113.5\"]\nsshd_host = \"scratch.example\"\nsshd_lport = 22\n[firewall]\nbackends = [\"none\"]\n",
+        wrapper.display()
+    )
+}
+
+/// A fresh support key pair made by the real ssh-keygen; returns the
+/// public key line.
+pub fn support_key(dir: &Path) -> String {
+    let key = dir.join("support_key");
+    if !key.exists() {
+        let st = Command::new("/usr/bin/ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "support@example"])
+            .arg("-f")
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    std::fs::read_to_string(key.with_extension("pub"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// Percent-encodes a query value.
+pub fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
