@@ -1,1 +1,333 @@
-//! Daemon lifecycle.
+//! Daemon lifecycle: configuration, logging, the state lock, listeners,
+//! systemd readiness and watchdog, SIGHUP reload, graceful SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::app::App;
+use crate::audit::{events, AuditError, AuditEvent, AuditLog, Outcome};
+use crate::clock::SystemClock;
+use crate::config::{Config, ConfigError, ConfigSource, DEFAULT_CONFIG_PATH};
+use crate::engine::{Engine, Host, Policy};
+use crate::firewall::Whitelist;
+use crate::server::{self, ServerError};
+use crate::store::{self, DaemonLock, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Server(#[from] ServerError),
+    #[error("{0} (the daemon does not run without its audit log)")]
+    Audit(#[from] AuditError),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot set up logging: {0}")]
+    Logging(String),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// `supportauth daemon`: runs in the foreground until SIGTERM/SIGINT.
+pub fn run(config_path: Option<&Path>) -> ExitCode {
+    let (cfg, source) = match Config::load(config_path) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("supportauth: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let logging = match init_logging(&cfg) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("supportauth: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match &source {
+        ConfigSource::File(p) => tracing::info!(config = %p.display(), "configuration loaded"),
+        ConfigSource::BuiltInDefaults => tracing::warn!(
+            "no configuration file at {DEFAULT_CONFIG_PATH}; running on the built-in defaults"
+        ),
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fatal(&logging, &DaemonError::Runtime(e)),
+    };
+    let path = config_path.map(Path::to_path_buf);
+    match runtime.block_on(run_async(cfg, source, path)) {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fatal(&logging, &e),
+    }
+}
+
+fn fatal(logging: &Logging, e: &DaemonError) -> ExitCode {
+    tracing::error!("{e}");
+    if !logging.to_stderr {
+        eprintln!("supportauth: {e}");
+    }
+    let _ = sd_notify::notify(false, &[NotifyState::Status(&format!("failed: {e}"))]);
+    ExitCode::FAILURE
+}
+
+/// Keeps the file writer's flushing thread alive for the daemon's life.
+struct Logging {
+    to_stderr: bool,
+    _file_guard: Option<tracing_appender::non_blocking::WorkerGuard>,
+}
+
+fn init_logging(cfg: &Config) -> Result<Logging, DaemonError> {
+    let filter =
+        || EnvFilter::try_new(&cfg.log.level).map_err(|e| DaemonError::Logging(e.to_string()));
+    let mut layers: Vec<Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>> = Vec::new();
+    let to_stderr = !cfg.log.journald;
+    if cfg.log.journald {
+        let j = tracing_journald::layer()
+            .map_err(|e| DaemonError::Logging(format!("journald: {e}")))?
+            .with_syslog_identifier("supportauth".into());
+        layers.push(j.with_filter(filter()?).boxed());
+    } else {
+        let f = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .with_target(false);
+        layers.push(f.with_filter(filter()?).boxed());
+    }
+    let mut guard = None;
+    if let Some(file) = &cfg.log.file {
+        let file = cfg.host_path(file);
+        let (dir, name) = match (file.parent(), file.file_name()) {
+            (Some(d), Some(n)) => (d.to_path_buf(), n.to_owned()),
+            _ => {
+                return Err(DaemonError::Logging(format!(
+                    "log.file {} has no file name",
+                    file.display()
+                )))
+            }
+        };
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| DaemonError::Logging(format!("cannot create {}: {e}", dir.display())))?;
+        let appender = tracing_appender::rolling::daily(dir, name);
+        let (writer, g) = tracing_appender::non_blocking(appender);
+        guard = Some(g);
+        let f = tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_ansi(false);
+        layers.push(f.with_filter(filter()?).boxed());
+    }
+    tracing_subscriber::registry()
+        .with(layers)
+        .try_init()
+        .map_err(|e| DaemonError::Logging(e.to_string()))?;
+    Ok(Logging {
+        to_stderr,
+        _file_guard: guard,
+    })
+}
+
+async fn run_async(
+    cfg: Config,
+    source: ConfigSource,
+    config_path: Option<PathBuf>,
+) -> Result<(), DaemonError> {
+    // The lock comes first: a second daemon must not touch the socket.
+    store::ensure_private_dir(&cfg.state_dir())?;
+    let _lock = DaemonLock::acquire(&cfg.lock_path())?;
+    let store = Store::open(&cfg.database_path()).await?;
+    tracing::info!(database = %cfg.database_path().display(), "state store open");
+
+    let listeners = server::bind(&cfg)?;
+    tracing::info!(socket = %listeners.socket_path().display(), "listening on the control socket");
+    for (addr, tls) in listeners.tcp_addrs() {
+        let scheme = if tls { "https" } else { "http" };
+        tracing::info!("listening on {scheme}://{addr}/json-api/");
+    }
+
+    let clock: Arc<dyn crate::clock::Clock> = Arc::new(SystemClock);
+    let audit = AuditLog::from_config(&cfg, store.clone(), Arc::clone(&clock)).await?;
+    tracing::info!(audit_log = %audit.path().display(), "audit log open");
+    if let Some(t) = audit.tail_missing() {
+        let ev = AuditEvent::new(events::AUDIT_TAIL_MISSING, "system")
+            .outcome(Outcome::Failed)
+            .details(serde_json::json!({
+                "file_last_seq": t.file_last_seq,
+                "store_head_seq": t.store_head_seq,
+            }));
+        audit.append(ev).await?;
+    }
+    let start = AuditEvent::new(events::DAEMON_START, "system").details(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "config": source_name(&source),
+        "socket": listeners.socket_path().display().to_string(),
+        "tcp": listeners.tcp_addrs().iter().map(|(a, _)| a.to_string()).collect::<Vec<_>>(),
+    }));
+    audit.append(start).await?;
+    let audit = Arc::new(audit);
+    let firewall = Whitelist::detect(&cfg);
+    tracing::info!(backends = ?firewall.backends(), "firewall backends");
+    let host = Host::from_config(&cfg, Arc::new(firewall));
+    let engine = Arc::new(Engine::new(
+        store.clone(),
+        Arc::clone(&audit),
+        host,
+        Arc::clone(&clock),
+        Policy::from_config(&cfg),
+    ));
+    // Converge before serving: finish or roll back whatever a crash left.
+    // A failure here is logged, not fatal: revoking must stay possible.
+    match engine.reconcile().await {
+        Ok(r) => tracing::info!(
+            repairs = r.repairs.len(),
+            errors = r.errors.len(),
+            "start-up reconciliation done"
+        ),
+        Err(e) => tracing::error!(error = %e, "start-up reconciliation failed; will retry"),
+    }
+    let app = App::new(cfg, store.clone(), clock, audit, engine);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = tokio::spawn(server::serve(Arc::clone(&app), listeners, stop_rx.clone()));
+    let background = start_background_tasks(&app, stop_rx.clone());
+    let watchdog = start_watchdog(stop_rx.clone());
+
+    let _ = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status("serving")]);
+    tracing::info!("ready");
+
+    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => reload(&app, config_path.as_deref()).await,
+            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+        }
+    }
+
+    let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
+    let _ = stop_tx.send(true);
+    if let Err(e) = server.await {
+        tracing::error!(error = %e, "server task failed");
+    }
+    let grace = Duration::from_secs(app.config().listen.request_timeout_secs);
+    for task in background {
+        if tokio::time::timeout(grace, task).await.is_err() {
+            tracing::warn!("a background task did not stop within {grace:?}");
+        }
+    }
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    let stop = AuditEvent::new(events::DAEMON_STOP, "system");
+    if let Err(e) = app.audit.append(stop).await {
+        tracing::error!(error = %e, "cannot audit the daemon stop");
+    }
+    store.close().await;
+    Ok(())
+}
+
+fn source_name(source: &ConfigSource) -> String {
+    match source {
+        ConfigSource::File(p) => p.display().to_string(),
+        ConfigSource::BuiltInDefaults => "built-in defaults".into(),
+    }
+}
+
+/// The daemon's own work: grant expiry and the periodic reconciler. Every
+/// task returns once `shutdown` turns true; the daemon waits for them
+/// (bounded) before exiting.
+fn start_background_tasks(app: &Arc<App>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+    let every = Duration::from_secs(app.config().access.reconcile_interval_secs);
+    vec![tokio::spawn(crate::engine::background::run(
+        Arc::clone(&app.engine),
+        every,
+        shutdown,
+    ))]
+}
+
+/// Pings systemd's watchdog at half its interval when `WATCHDOG_USEC` is set.
+fn start_watchdog(mut shutdown: watch::Receiver<bool>) -> Option<JoinHandle<()>> {
+    let mut usec = 0u64;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return None;
+    }
+    let every = Duration::from_micros(usec / 2).max(Duration::from_millis(100));
+    tracing::info!("systemd watchdog enabled; pinging every {every:?}");
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => { let _ = sd_notify::notify(false, &[NotifyState::Watchdog]); }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }))
+}
+
+/// SIGHUP: re-read and validate the configuration; keep the old one on any
+/// error. Listener and state settings only change on restart.
+async fn reload(app: &App, path: Option<&Path>) {
+    let (ev, new) = match Config::load(path) {
+        Ok((new, source)) => {
+            let old = app.config();
+            let mut restart_needed = Vec::new();
+            if new.listen != old.listen {
+                restart_needed.push("listen");
+            }
+            if new.paths != old.paths || new.root != old.root {
+                restart_needed.push("paths");
+            }
+            if new.log != old.log {
+                restart_needed.push("log");
+            }
+            if new.audit != old.audit {
+                restart_needed.push("audit");
+            }
+            if !restart_needed.is_empty() {
+                tracing::warn!(
+                    "changes to [{}] take effect only after a restart",
+                    restart_needed.join("], [")
+                );
+            }
+            let from = source_name(&source);
+            tracing::info!(config = %from, "configuration reloaded (SIGHUP)");
+            let ev = AuditEvent::new(events::CONFIG_RELOAD, "system").details(serde_json::json!({
+                "config": from,
+                "restart_needed": restart_needed,
+            }));
+            (ev, Some(new))
+        }
+        Err(e) => {
+            tracing::error!("configuration NOT reloaded, keeping the running one: {e}");
+            let ev = AuditEvent::new(events::CONFIG_RELOAD, "system")
+                .outcome(Outcome::Failed)
+                .details(serde_json::json!({ "error": e.to_string() }));
+            (ev, None)
+        }
+    };
+    if let Some(new) = new {
+        app.engine.set_policy(Policy::from_config(&new));
+        app.set_config(new);
+    }
+    if let Err(e) = app.audit.append(ev).await {
+        tracing::error!(error = %e, "cannot audit the configuration reload");
+    }
+}

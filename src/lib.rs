@@ -11,6 +11,7 @@
 //! - [`api`], [`server`]: WHM API 1 endpoint; [`cli`]: the client; [`daemon`]: lifecycle.
 
 pub mod api;
+pub mod app;
 pub mod audit;
 pub mod authorized_keys;
 pub mod cli;
@@ -25,4 +26,6 @@ pub mod sshd_config;
 pub mod sshkey;
 pub mod store;
 pub mod system;
+#[cfg(test)]
+pub mod testing;
 pub mod types;

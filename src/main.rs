@@ -1,5 +1,7 @@
+//! `supportauth`: the daemon (`supportauth daemon`) and its command-line client.
+
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    ExitCode::SUCCESS
+    supportauth::cli::main()
 }

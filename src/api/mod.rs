@@ -1,4 +1,82 @@
-//! The WHM API 1 control endpoint: envelope, parameters, callers, dispatch.
+//! The WHM API 1 control endpoint: envelope, parameters, callers,
+//! authentication, and the table of functions.
+//!
+//! To add a function: write `pub async fn f(app: &Arc<App>, caller: &Caller,
+//! params: &Params) -> ApiResult` and add one line to [`FUNCTIONS`]:
+//! `Function { name: "f", acl: Acl::..., handler: handler!(module::f) }`.
 
+pub mod auth;
 pub mod caller;
+pub mod dispatch;
 pub mod envelope;
+pub mod tickets;
+pub mod tokens;
+pub mod whitelist;
+
+use crate::api::caller::Acl;
+use crate::api::dispatch::Function;
+use crate::handler;
+
+/// Every API function, the ACL a token needs for it, and its handler.
+pub static FUNCTIONS: &[Function] = &[
+    Function {
+        name: "api_token_create",
+        acl: Acl::TokensAdmin,
+        handler: handler!(tokens::create),
+    },
+    Function {
+        name: "api_token_list",
+        acl: Acl::TokensAdmin,
+        handler: handler!(tokens::list),
+    },
+    Function {
+        name: "api_token_revoke",
+        acl: Acl::TokensAdmin,
+        handler: handler!(tokens::revoke),
+    },
+    Function {
+        name: "api_token_update",
+        acl: Acl::TokensAdmin,
+        handler: handler!(tokens::update),
+    },
+    Function {
+        name: "ticket_list",
+        acl: Acl::TicketsList,
+        handler: handler!(tickets::ticket_list),
+    },
+    Function {
+        name: "ticket_grant",
+        acl: Acl::TicketsGrant,
+        handler: handler!(tickets::ticket_grant),
+    },
+    Function {
+        name: "ticket_revoke",
+        acl: Acl::TicketsGrant,
+        handler: handler!(tickets::ticket_revoke),
+    },
+    Function {
+        name: "ticket_remove_closed",
+        acl: Acl::TicketsGrant,
+        handler: handler!(tickets::ticket_remove_closed),
+    },
+    Function {
+        name: "ticket_revoke_all",
+        acl: Acl::TicketsGrant,
+        handler: handler!(tickets::ticket_revoke_all),
+    },
+    Function {
+        name: "ticket_whitelist_check",
+        acl: Acl::TicketsList,
+        handler: handler!(whitelist::ticket_whitelist_check),
+    },
+    Function {
+        name: "ticket_whitelist_setup",
+        acl: Acl::TicketsGrant,
+        handler: handler!(whitelist::ticket_whitelist_setup),
+    },
+    Function {
+        name: "ticket_whitelist_unsetup",
+        acl: Acl::TicketsGrant,
+        handler: handler!(whitelist::ticket_whitelist_unsetup),
+    },
+];

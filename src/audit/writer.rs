@@ -16,8 +16,11 @@ use std::sync::Arc;
 use nix::fcntl::{Flock, FlockArg};
 use tokio::sync::Mutex;
 
+use super::cpanel::render_cpanel_line;
+use super::journald::JournaldSink;
 use super::record::{open_line, AuditEvent, Record, GENESIS_HASH};
 use crate::clock::{rfc3339, Clock};
+use crate::config::{AuditFormat, Config};
 use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +49,17 @@ impl ChainHead {
     }
 }
 
+/// Found at open: the live file's last record is behind the store's chain
+/// head (its tail was truncated, or rewritten when the seqs are equal),
+/// while the daemon was down. The daemon records `audit_tail_missing`.
+/// (An empty live file is not reported: logrotate leaves one behind;
+/// `audit verify` over the rotated files settles that case.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TailMissing {
+    pub file_last_seq: u64,
+    pub store_head_seq: u64,
+}
+
 struct OpenFile {
     file: File,
     dev: u64,
@@ -61,18 +75,57 @@ pub struct AuditLog {
     path: PathBuf,
     store: Store,
     clock: Arc<dyn Clock>,
+    format: AuditFormat,
+    journald: Option<JournaldSink>,
+    tail_missing: Option<TailMissing>,
     state: Mutex<State>,
 }
 
 impl AuditLog {
-    /// Prepares the log at `path` (directory 0700 and file 0600, created
-    /// when missing) and loads the chain head from the store, adopting the
-    /// file's last record when it is the store head's direct successor (a
-    /// crash between the fsync and the store update).
+    /// The hash-chained JSON log at `path`, without journald; see [`Self::open_with`].
     pub async fn open(
         path: &Path,
         store: Store,
         clock: Arc<dyn Clock>,
+    ) -> Result<AuditLog, AuditError> {
+        Self::open_with(path, store, clock, AuditFormat::Json, None).await
+    }
+
+    /// The log as configured: `audit.format`, and `audit.journald` sending
+    /// to the journal socket under the configured root.
+    pub async fn from_config(
+        cfg: &Config,
+        store: Store,
+        clock: Arc<dyn Clock>,
+    ) -> Result<AuditLog, AuditError> {
+        let journald = cfg
+            .audit
+            .journald
+            .then(|| JournaldSink::at(&cfg.host_path(Path::new(super::journald::SYSTEM_SOCKET))));
+        Self::open_with(
+            &cfg.audit_log_path(),
+            store,
+            clock,
+            cfg.audit.format,
+            journald,
+        )
+        .await
+    }
+
+    /// Prepares the log at `path` (directory 0700 and file 0600, created
+    /// when missing) and loads the chain head from the store, adopting the
+    /// file's last record when it is the store head's direct successor (a
+    /// crash between the fsync and the store update).
+    ///
+    /// `AuditFormat::Cpanel` writes cPanel's classic lines instead of JSON:
+    /// no chain in the file and the store head is left alone (sequence
+    /// numbers continue in memory and still go to journald).
+    pub async fn open_with(
+        path: &Path,
+        store: Store,
+        clock: Arc<dyn Clock>,
+        format: AuditFormat,
+        journald: Option<JournaldSink>,
     ) -> Result<AuditLog, AuditError> {
         let stored = load_head(&store).await?;
         let path_buf = path.to_path_buf();
@@ -84,18 +137,50 @@ impl AuditLog {
         .await
         .map_err(|e| io_err(path, format!("open task failed: {e}")))??;
         let mut head = stored.unwrap_or_else(ChainHead::genesis);
-        if let Some(rec) = last {
+        let tail_missing = match (&last, format) {
+            (Some(rec), AuditFormat::Json)
+                if rec.seq < head.seq
+                    || (rec.seq == head.seq && rec.hash.as_deref() != Some(head.hash.as_str())) =>
+            {
+                tracing::warn!(
+                    file_last_seq = rec.seq,
+                    store_head_seq = head.seq,
+                    path = %path.display(),
+                    "audit log ends before the store's chain head: its tail is missing or rewritten"
+                );
+                Some(TailMissing {
+                    file_last_seq: rec.seq,
+                    store_head_seq: head.seq,
+                })
+            }
+            _ => None,
+        };
+        if let (Some(rec), AuditFormat::Json) = (last, format) {
             if rec.seq == head.seq + 1 && rec.prev == head.hash {
                 if let Some(hash) = rec.hash.clone() {
                     head = ChainHead { seq: rec.seq, hash };
                     save_head(&store, &head).await?;
                 }
+            } else if rec.seq > head.seq {
+                // Not ours to adopt: only a crash between the fsync and the
+                // head update leaves the file one record ahead. Continuing
+                // from the store's head keeps whatever was appended behind
+                // our back visible to `audit verify`.
+                tracing::warn!(
+                    file_last_seq = rec.seq,
+                    store_head_seq = head.seq,
+                    path = %path.display(),
+                    "audit log holds records past the store's chain head that the daemon did not write"
+                );
             }
         }
         Ok(AuditLog {
             path: path.to_path_buf(),
             store,
             clock,
+            format,
+            journald,
+            tail_missing,
             state: Mutex::new(State {
                 head,
                 open: Some(open),
@@ -105,6 +190,15 @@ impl AuditLog {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    pub fn format(&self) -> AuditFormat {
+        self.format
+    }
+
+    /// Whether the live file was found behind the store's head at open.
+    pub fn tail_missing(&self) -> Option<TailMissing> {
+        self.tail_missing
     }
 
     /// The current chain head (for verification against the file).
@@ -118,19 +212,38 @@ impl AuditLog {
         let seq = state.head.seq + 1;
         let rec = Record::from_event(&ev, seq, rfc3339(self.clock.now()), &state.head.hash);
         let (line, hash) = rec.seal()?;
+        let bytes = match self.format {
+            AuditFormat::Json => line.into_bytes(),
+            AuditFormat::Cpanel => {
+                let mut classic = render_cpanel_line(&rec);
+                classic.push('\n');
+                classic.into_bytes()
+            }
+        };
         let open = state.open.take();
         let path = self.path.clone();
-        let result =
-            tokio::task::spawn_blocking(move || write_durably(&path, open, line.as_bytes()))
-                .await
-                .map_err(|e| io_err(&self.path, format!("write task failed: {e}")))?;
+        let result = tokio::task::spawn_blocking(move || write_durably(&path, open, &bytes))
+            .await
+            .map_err(|e| io_err(&self.path, format!("write task failed: {e}")))?;
         match result {
             Ok(open) => state.open = Some(open),
             Err(e) => return Err(e),
         }
-        let head = ChainHead { seq, hash };
-        save_head(&self.store, &head).await?;
-        state.head = head;
+        // The record is durable: move the head now, so a failing store
+        // update below can never make the next record reuse this seq.
+        let head = ChainHead {
+            seq,
+            hash: hash.clone(),
+        };
+        state.head = head.clone();
+        if let Some(journald) = &self.journald {
+            let mut sealed = rec;
+            sealed.hash = Some(hash);
+            journald.emit(&sealed);
+        }
+        if self.format == AuditFormat::Json {
+            save_head(&self.store, &head).await?;
+        }
         tracing::debug!(seq, event = %ev.event, "audit record appended");
         Ok(seq)
     }
@@ -143,7 +256,8 @@ fn io_err(path: &Path, message: impl Into<String>) -> AuditError {
     }
 }
 
-async fn load_head(store: &Store) -> Result<Option<ChainHead>, AuditError> {
+/// The chain head the store holds (None before the first record).
+pub async fn load_head(store: &Store) -> Result<Option<ChainHead>, AuditError> {
     let row: Option<(i64, String)> =
         sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
             .fetch_optional(store.pool())
@@ -394,6 +508,34 @@ mod tests {
         for (i, r) in recs.iter().enumerate() {
             assert_eq!(r.seq, i as u64 + 1);
         }
+    }
+
+    #[tokio::test]
+    async fn reports_a_truncated_tail_at_open() {
+        let (_d, store, path) = setup().await;
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(1_800_000_000));
+        {
+            let log = AuditLog::open(&path, store.clone(), clock.clone())
+                .await
+                .unwrap();
+            assert_eq!(log.tail_missing(), None);
+            for e in ["a", "b", "c"] {
+                log.append(AuditEvent::new(e, "system")).await.unwrap();
+            }
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let first = text.lines().next().unwrap();
+        std::fs::write(&path, format!("{first}\n")).unwrap();
+        let log = AuditLog::open(&path, store.clone(), clock).await.unwrap();
+        assert_eq!(
+            log.tail_missing(),
+            Some(TailMissing {
+                file_last_seq: 1,
+                store_head_seq: 3
+            })
+        );
+        // The chain continues from the store's head, never reusing seqs.
+        assert_eq!(log.append(AuditEvent::new("d", "system")).await.unwrap(), 4);
     }
 
     #[tokio::test]

@@ -1,0 +1,190 @@
+//! `supportauth audit verify|show`: the auditor's commands (synchronous; a
+//! clap front end calls these and exits with the code they return).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::ConnectOptions;
+
+use super::files::discover;
+use super::show::{parse_time, show as show_records, Filter, ShowFormat};
+use super::verify::verify_files;
+use super::writer::ChainHead;
+use crate::config::{AuditFormat, Config};
+
+/// Reads the chain head from the state database without creating,
+/// migrating or writing anything (`None` if the database or the head does
+/// not exist yet). Runs on its own thread and runtime, so it works whether
+/// or not the caller is inside a tokio runtime.
+pub fn read_store_head(db: &Path) -> Result<Option<ChainHead>, String> {
+    if !db.exists() {
+        return Ok(None);
+    }
+    let db = db.to_path_buf();
+    // Without side files no daemon has the database open: read it as
+    // immutable so SQLite creates no -wal/-shm files. With them, a plain
+    // read-only connection shares the daemon's WAL.
+    let mut wal = db.clone().into_os_string();
+    wal.push("-wal");
+    let immutable = !Path::new(&wal).exists();
+    let worker = std::thread::spawn(move || -> Result<Option<ChainHead>, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start a runtime: {e}"))?;
+        rt.block_on(async move {
+            let opts = SqliteConnectOptions::from_str("sqlite://")
+                .map_err(|e| e.to_string())?
+                .filename(&db)
+                .read_only(true)
+                .immutable(immutable)
+                .create_if_missing(false)
+                .busy_timeout(std::time::Duration::from_secs(10));
+            let mut conn = opts
+                .connect()
+                .await
+                .map_err(|e| format!("cannot open {} read-only: {e}", db.display()))?;
+            let row: Result<Option<(i64, String)>, sqlx::Error> =
+                sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
+                    .fetch_optional(&mut conn)
+                    .await;
+            match row {
+                Ok(row) => Ok(row.map(|(seq, hash)| ChainHead {
+                    seq: seq.max(0) as u64,
+                    hash,
+                })),
+                // A database the daemon never migrated has no head yet.
+                Err(e) if e.to_string().contains("no such table") => Ok(None),
+                Err(e) => Err(format!(
+                    "cannot read the chain head from {}: {e}",
+                    db.display()
+                )),
+            }
+        })
+    });
+    worker
+        .join()
+        .map_err(|_| "the head reader thread failed".to_string())?
+}
+
+/// The configured log and its rotated siblings.
+fn configured_files(cfg: &Config) -> Result<Vec<PathBuf>, String> {
+    let log = cfg.audit_log_path();
+    discover(&log).map_err(|e| {
+        format!(
+            "cannot list the audit log directory of {}: {e}",
+            log.display()
+        )
+    })
+}
+
+/// `audit verify [FILES...]`: prints `OK: ...` (exit 0) or
+/// `FAIL: <file>:<line>: <why>` (exit 1). Without files, the configured log
+/// and its rotated siblings. The store's chain head is compared when the
+/// configured log is among the files verified.
+pub fn verify(cfg: &Config, files: &[PathBuf]) -> ExitCode {
+    let live = cfg.audit_log_path();
+    let (files, check_head) = if files.is_empty() {
+        match configured_files(cfg) {
+            Ok(f) => (f, true),
+            Err(e) => {
+                println!("FAIL: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let live_canon = canon(&live);
+        let includes_live = files.iter().any(|f| canon(f) == live_canon);
+        (files.to_vec(), includes_live)
+    };
+    if cfg.audit.format == AuditFormat::Cpanel {
+        eprintln!(
+            "note: audit.format = \"cpanel\": classic lines carry no hash chain; only JSON records can be verified"
+        );
+    }
+    let head = if check_head {
+        match read_store_head(&cfg.database_path()) {
+            Ok(h) => h,
+            Err(e) => {
+                println!("FAIL: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    let report = verify_files(&files, head);
+    println!("{report}");
+    if report.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// `audit show`: the configured log's records matching the filters, as
+/// JSON lines or (`--format cpanel`) cPanel's classic lines. Exit 0, 1 on
+/// a read error, 2 on a bad argument.
+pub fn show(
+    cfg: &Config,
+    ticket: Option<u64>,
+    event: Option<String>,
+    actor: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    cpanel_format: bool,
+) -> ExitCode {
+    let since = match since.as_deref().map(parse_time).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: --since: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let until = match until.as_deref().map(parse_time).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: --until: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = Filter {
+        ticket,
+        event,
+        actor,
+        since,
+        until,
+    };
+    let files = match configured_files(cfg) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let format = if cpanel_format {
+        ShowFormat::Cpanel
+    } else {
+        ShowFormat::Json
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let stderr = std::io::stderr();
+    let mut warn = stderr.lock();
+    let result = show_records(&files, &filter, format, &mut out, &mut warn).and_then(|s| {
+        out.flush()?;
+        Ok(s)
+    });
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(warn, "error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! The event names of schema v1, shared by the engine (which writes them)
+//! and by replay/rendering (which read them). Names are stable: auditors'
+//! filters and log pipelines match on them.
+
+// Lifecycle: access for (ticket_id, server_num) became active as ssh_username.
+pub const GRANT: &str = "grant";
+
+// Lifecycle: access for (ticket_id, server_num) is gone.
+pub const REVOKE: &str = "revoke";
+pub const EXPIRE: &str = "expire";
+pub const REVOKE_CLOSED: &str = "revoke_closed";
+pub const REVOKE_ALL: &str = "revoke_all";
+pub const GRANT_ROLLED_BACK: &str = "grant_rolled_back";
+
+// Steps: one host change each.
+pub const KEY_ADDED: &str = "key_added";
+pub const KEY_REMOVED: &str = "key_removed";
+pub const USER_CREATED: &str = "user_created";
+pub const USER_DELETED: &str = "user_deleted";
+pub const PASSWORD_SET: &str = "password_set";
+pub const SUDOERS_ADDED: &str = "sudoers_added";
+pub const SUDOERS_REMOVED: &str = "sudoers_removed";
+pub const WHITELIST_ADDED: &str = "whitelist_added";
+pub const WHITELIST_REMOVED: &str = "whitelist_removed";
+
+// Everything else that changes something or that an auditor must see.
+pub const API_TOKEN_CREATE: &str = "api_token_create";
+pub const API_TOKEN_UPDATE: &str = "api_token_update";
+pub const API_TOKEN_REVOKE: &str = "api_token_revoke";
+pub const AUTH_FAILURE: &str = "auth_failure";
+pub const CONFIG_RELOAD: &str = "config_reload";
+pub const DRIFT_REPAIRED: &str = "drift_repaired";
+pub const SSH_TEST: &str = "ssh_test";
+pub const DAEMON_START: &str = "daemon_start";
+pub const DAEMON_STOP: &str = "daemon_stop";
+pub const AUDIT_TAIL_MISSING: &str = "audit_tail_missing";
+
+/// Events after which access for (ticket_id, server_num) no longer exists.
+pub const ENDING: [&str; 5] = [REVOKE, EXPIRE, REVOKE_CLOSED, REVOKE_ALL, GRANT_ROLLED_BACK];
+
+/// Every event name schema v1 defines.
+pub const ALL: [&str; 25] = [
+    GRANT,
+    REVOKE,
+    EXPIRE,
+    REVOKE_CLOSED,
+    REVOKE_ALL,
+    GRANT_ROLLED_BACK,
+    KEY_ADDED,
+    KEY_REMOVED,
+    USER_CREATED,
+    USER_DELETED,
+    PASSWORD_SET,
+    SUDOERS_ADDED,
+    SUDOERS_REMOVED,
+    WHITELIST_ADDED,
+    WHITELIST_REMOVED,
+    API_TOKEN_CREATE,
+    API_TOKEN_UPDATE,
+    API_TOKEN_REVOKE,
+    AUTH_FAILURE,
+    CONFIG_RELOAD,
+    DRIFT_REPAIRED,
+    SSH_TEST,
+    DAEMON_START,
+    DAEMON_STOP,
+    AUDIT_TAIL_MISSING,
+];
+
+/// Whether `event` ends access for its (ticket_id, server_num).
+pub fn is_ending(event: &str) -> bool {
+    ENDING.contains(&event)
+}

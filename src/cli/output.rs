@@ -1,0 +1,125 @@
+//! Human-readable rendering of API answers.
+
+use serde_json::Value;
+
+use crate::clock::rfc3339;
+
+/// Left-aligned columns, two spaces apart.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = line(headers.iter().map(|h| h.to_string()).collect());
+    out.push('\n');
+    for row in rows {
+        out.push_str(&line(row.clone()));
+        out.push('\n');
+    }
+    out
+}
+
+fn time_or(v: &Value, none: &str) -> String {
+    match v.as_i64() {
+        Some(t) if t > 0 => rfc3339(t),
+        _ => none.to_string(),
+    }
+}
+
+/// `api_token_list` data as a table.
+pub fn token_list(data: &Value) -> String {
+    let mut rows = Vec::new();
+    if let Some(tokens) = data["tokens"].as_object() {
+        for (name, t) in tokens {
+            let acls: Vec<String> = t["acls"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .filter(|(_, v)| v.as_i64() == Some(1))
+                        .map(|(k, _)| k.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let wl = match t["whitelist_ips"].as_array() {
+                Some(a) => a
+                    .iter()
+                    .filter_map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                None => "any".into(),
+            };
+            rows.push(vec![
+                name.clone(),
+                time_or(&t["create_time"], "?"),
+                time_or(&t["expires_at"], "never"),
+                acls.join(","),
+                wl,
+            ]);
+        }
+    }
+    if rows.is_empty() {
+        return "No API tokens.\n".into();
+    }
+    table(&["NAME", "CREATED", "EXPIRES", "ACLS", "FROM"], &rows)
+}
+
+/// `api_token_create` data: the token, once, with a warning.
+pub fn token_created(data: &Value) -> String {
+    let acls: Vec<&str> = data["acls"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    format!(
+        "API token “{}” created (ACLs: {}; expires: {}).\n\
+         Save it now: it is shown only this once.\n\n{}\n\n\
+         Use it as: Authorization: whm root:<token>\n",
+        data["name"].as_str().unwrap_or("?"),
+        acls.join(", "),
+        time_or(&data["expires_at"], "never"),
+        data["token"].as_str().unwrap_or("?"),
+    )
+}
+
+/// Anything else: the `data` part, pretty-printed.
+pub fn data(data: &Value) -> String {
+    match data {
+        Value::Null => "OK\n".into(),
+        v => format!("{}\n", serde_json::to_string_pretty(v).unwrap_or_default()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn token_table() {
+        let d = json!({"tokens": {"ci": {"name":"ci","create_time":0,"expires_at":null,
+            "acls":{"all":0,"tickets-list":1},"whitelist_ips":null}}});
+        let t = token_list(&d);
+        assert!(t.starts_with("NAME"), "{t}");
+        assert!(
+            t.contains("ci  ")
+                && t.contains("never")
+                && t.contains("tickets-list")
+                && t.contains("any"),
+            "{t}"
+        );
+    }
+}

@@ -1,1 +1,0 @@
-//! Executes plans on the host, recording intent and auditing.

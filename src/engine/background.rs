@@ -1,0 +1,54 @@
+//! The daemon's own work: revoke grants when their time is up and converge
+//! the host to the store, without being asked.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::Engine;
+
+/// Runs until `shutdown` turns true. Wakes at the next expiry (or after
+/// `reconcile_every`, whichever is sooner): no busy polling.
+pub async fn run(
+    engine: Arc<Engine>,
+    reconcile_every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut next_reconcile = engine.now() + reconcile_every.as_secs() as i64;
+    loop {
+        let now = engine.now();
+        let next_expiry = engine.store().next_expiry().await.ok().flatten();
+        let wake_at = next_expiry.map_or(next_reconcile, |t| t.min(next_reconcile));
+        let wait = Duration::from_secs(wake_at.saturating_sub(now).clamp(0, 3600) as u64);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    return;
+                }
+                continue;
+            }
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        match engine.expire_due().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(count = n, "expired grants revoked"),
+            Err(e) => tracing::error!(error = %e, "expiry pass failed"),
+        }
+        if engine.now() >= next_reconcile {
+            match engine.reconcile().await {
+                Ok(r) if r.repairs.is_empty() && r.errors.is_empty() => {}
+                Ok(r) => tracing::info!(
+                    repairs = r.repairs.len(),
+                    errors = r.errors.len(),
+                    "reconciliation pass"
+                ),
+                Err(e) => tracing::error!(error = %e, "reconciliation pass failed"),
+            }
+            next_reconcile = engine.now() + reconcile_every.as_secs() as i64;
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! The executor: gathers facts from the host, asks the [`planner`], applies
+//! the plan through the host traits, records intent in the store before it
+//! touches anything, and audits every change.
+//!
+//! - [`grant`]: make a grant (fail closed: rolled back unless fully applied and audited).
+//! - [`revoke`]: take access away (never fails closed: proceeds and reports).
+//! - [`reconcile`]: converge the host to the store after a crash or drift.
+//!
+//! All host-changing work is serialised by one lock: grants are rare and
+//! short, and one order of events keeps every file and user consistent.
+//!
+//! [`planner`]: crate::planner
+
+pub mod background;
+pub mod fault;
+pub mod grant;
+pub mod host;
+pub mod reconcile;
+pub mod revoke;
+
+use std::sync::{Arc, RwLock};
+
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use crate::api::caller::Caller;
+use crate::audit::{AuditEvent, AuditLog, Outcome};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::planner::TtlPolicy;
+use crate::store::grants::GrantRow;
+use crate::store::Store;
+use crate::types::SupportIp;
+
+pub use host::{Host, HostFirewall, WhitelistOutcome};
+
+/// The parts of the configuration that may change on reload.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub ttl: TtlPolicy,
+    pub default_ips: Vec<SupportIp>,
+}
+
+impl Policy {
+    pub fn from_config(cfg: &Config) -> Policy {
+        Policy {
+            ttl: TtlPolicy {
+                default_ttl_secs: cfg.access.default_ttl_secs,
+                max_ttl_secs: cfg.access.max_ttl_secs,
+                allow_unlimited: cfg.access.allow_unlimited,
+            },
+            default_ips: cfg.access.support_ips.clone(),
+        }
+    }
+}
+
+pub struct Engine {
+    store: Store,
+    audit: Arc<AuditLog>,
+    host: Host,
+    clock: Arc<dyn Clock>,
+    policy: RwLock<Policy>,
+    /// Serialises every change to the host.
+    changes: Mutex<()>,
+}
+
+impl Engine {
+    pub fn new(
+        store: Store,
+        audit: Arc<AuditLog>,
+        host: Host,
+        clock: Arc<dyn Clock>,
+        policy: Policy,
+    ) -> Engine {
+        Engine {
+            store,
+            audit,
+            host,
+            clock,
+            policy: RwLock::new(policy),
+            changes: Mutex::new(()),
+        }
+    }
+
+    pub fn set_policy(&self, policy: Policy) {
+        if let Ok(mut p) = self.policy.write() {
+            *p = policy;
+        }
+    }
+
+    fn policy(&self) -> Policy {
+        match self.policy.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// Appends an audit record for `row`'s ticket.
+    async fn audit_for(
+        &self,
+        caller: &Caller,
+        event: &str,
+        row: &GrantRow,
+        outcome: Outcome,
+        details: Value,
+    ) -> Result<u64, crate::audit::AuditError> {
+        self.audit
+            .append(
+                AuditEvent::new(event, caller.actor())
+                    .remote(caller.remote())
+                    .ticket(row.ticket, Some(row.server))
+                    .user(row.ssh_username.as_str())
+                    .outcome(outcome)
+                    .details(details),
+            )
+            .await
+    }
+
+    /// Audits a change on a path that must not fail (revoke): a failed
+    /// write becomes the `audit_log` non-fatal.
+    async fn audit_nonfatal(
+        &self,
+        caller: &Caller,
+        event: &str,
+        row: &GrantRow,
+        outcome: Outcome,
+        details: Value,
+        non_fatals: &mut Vec<String>,
+    ) {
+        if let Err(e) = self.audit_for(caller, event, row, outcome, details).await {
+            tracing::error!(error = %e, event, "audit record could not be written");
+            if !non_fatals.iter().any(|n| n == "audit_log") {
+                non_fatals.push("audit_log".into());
+            }
+        }
+    }
+
+    /// Brings every whitelist to the union of the live grants' addresses
+    /// (or removes it when none is left), auditing each change.
+    async fn converge_whitelist(
+        &self,
+        caller: &Caller,
+        non_fatals: &mut Vec<String>,
+    ) -> WhitelistOutcome {
+        let live = match self.store.live_grants().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read grants to converge the whitelist");
+                return WhitelistOutcome::default();
+            }
+        };
+        let ips = crate::planner::whitelist_ips(&live);
+        let fw = self.host.firewall.clone();
+        let outcome = tokio::task::block_in_place(|| {
+            if ips.is_empty() {
+                fw.clear()
+            } else {
+                fw.ensure(&ips)
+            }
+        });
+        for change in &outcome.changes {
+            let ev = AuditEvent::new(change.event(), caller.actor())
+                .remote(caller.remote())
+                .details(serde_json::json!({
+                    "backend": change.backend,
+                    "address": change.address,
+                }));
+            if self.audit.append(ev).await.is_err() && !non_fatals.iter().any(|n| n == "audit_log")
+            {
+                non_fatals.push("audit_log".into());
+            }
+        }
+        for e in &outcome.errors {
+            tracing::warn!(error = %e, "whitelist backend reported an error");
+        }
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
+impl Engine {
+    /// How many grants are live (granting, active or revoking).
+    pub async fn active_grant_count(&self) -> Result<usize, String> {
+        self.store
+            .live_grants()
+            .await
+            .map(|l| l.len())
+            .map_err(|e| format!("The state database failed: {e}"))
+    }
+
+    /// Converges the whitelist to the live grants, under the change lock.
+    pub async fn whitelist_converge(&self, caller: &Caller) -> WhitelistOutcome {
+        let _serial = self.changes.lock().await;
+        let mut non_fatals = Vec::new();
+        self.converge_whitelist(caller, &mut non_fatals).await
+    }
+
+    /// What the firewall has, compared with what the live grants need.
+    pub async fn whitelist_check(&self) -> Result<Value, String> {
+        let live = self
+            .store
+            .live_grants()
+            .await
+            .map_err(|e| format!("The state database failed: {e}"))?;
+        let ips = crate::planner::whitelist_ips(&live);
+        let fw = self.host.firewall.clone();
+        Ok(tokio::task::block_in_place(|| fw.check(&ips)))
+    }
+}

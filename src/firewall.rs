@@ -1,1 +1,0 @@
-//! Firewall whitelist backends.

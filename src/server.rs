@@ -1,1 +1,0 @@
-//! Listeners for the control endpoint.

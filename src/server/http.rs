@@ -1,0 +1,283 @@
+//! The axum side: `GET`/`POST /json-api/<function>`, body limits,
+//! authentication, and handing the call to the dispatcher.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+
+use crate::api::auth::{self, LimitKey, Peer};
+use crate::api::dispatch::{self, refusal};
+use crate::api::envelope::Params;
+use crate::app::App;
+use crate::audit::{events, AuditEvent, Outcome};
+use crate::server::form;
+use crate::types::printable;
+
+/// How much of an oversized body we still read (and drop) so the client
+/// can see the 413 instead of a reset connection.
+const DRAIN_LIMIT: usize = 1024 * 1024;
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/json-api/{function}", get(api_call).post(api_call))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(app)
+}
+
+fn json(status: StatusCode, body: &Value) -> Response {
+    let mut resp = (status, body.to_string()).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    resp
+}
+
+/// A refusal (no `data`), optionally closing the connection.
+fn refuse(status: StatusCode, command: &str, reason: &str) -> Response {
+    json(status, &refusal(command, reason))
+}
+
+async fn not_found(req: Request) -> Response {
+    refuse(
+        StatusCode::NOT_FOUND,
+        "",
+        &format!(
+            "No such endpoint “{}”; call /json-api/<function>?api.version=1.",
+            printable(req.uri().path())
+        ),
+    )
+}
+
+async fn method_not_allowed() -> Response {
+    let mut r = refuse(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "",
+        "Only GET and POST are supported.",
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+    r
+}
+
+enum BodyError {
+    TooLarge,
+    Failed(String),
+}
+
+/// Reads at most `max` bytes; beyond that, drains up to [`DRAIN_LIMIT`]
+/// and reports [`BodyError::TooLarge`].
+async fn read_body(body: Body, max: usize) -> Result<Bytes, BodyError> {
+    let mut body = body;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError::Failed(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            seen = seen.saturating_add(data.len());
+            if seen > max {
+                if seen > DRAIN_LIMIT {
+                    return Err(BodyError::TooLarge);
+                }
+                continue;
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    if seen > max {
+        return Err(BodyError::TooLarge);
+    }
+    Ok(Bytes::from(buf))
+}
+
+async fn api_call(State(app): State<Arc<App>>, req: Request) -> Response {
+    let function = req
+        .uri()
+        .path()
+        .strip_prefix("/json-api/")
+        .unwrap_or("")
+        .to_string();
+    let Some(peer) = req.extensions().get::<Peer>().copied() else {
+        return refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &function,
+            "Internal error: connection details missing.",
+        );
+    };
+    let cfg = app.config();
+
+    // Authenticate before reading anything else the client sent.
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes().to_vec());
+    let caller = match auth::authenticate(&app, &peer, header.as_deref()).await {
+        Ok(c) => c,
+        Err(fail) => {
+            let mut delay = Duration::ZERO;
+            if fail.status == 401 {
+                let p = app
+                    .limiter
+                    .record(LimitKey::for_peer(&peer), Instant::now(), &cfg.auth);
+                delay = p.delay;
+                tracing::warn!(
+                    peer = %peer.describe(),
+                    function = %printable(&function),
+                    failures = p.failures,
+                    delay_ms = delay.as_millis() as u64,
+                    reason = %fail.reason,
+                    "authentication failed"
+                );
+                if p.audit {
+                    // Rate-limited: the first failure of a window and the
+                    // one where slowing down starts.
+                    let ev = AuditEvent::new(events::AUTH_FAILURE, peer.actor_hint())
+                        .remote(Some(peer.describe()))
+                        .outcome(Outcome::Failed)
+                        .details(json!({
+                            "function": printable(&function),
+                            "reason": fail.reason,
+                            "failures": p.failures,
+                        }));
+                    if let Err(e) = app.audit.append(ev).await {
+                        tracing::error!(error = %e, "cannot audit an authentication failure");
+                    }
+                }
+            }
+            tokio::time::sleep(delay).await;
+            let status =
+                StatusCode::from_u16(fail.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut r = refuse(status, &function, &fail.reason);
+            if status == StatusCode::UNAUTHORIZED {
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("whm realm=\"supportauth\""),
+                );
+            }
+            return r;
+        }
+    };
+
+    tracing::debug!(function = %printable(&function), actor = %caller, peer = %peer.describe(), "request authenticated");
+    let (parts, body) = req.into_parts();
+    let mut pairs = match form::parse(parts.uri.query().unwrap_or("").as_bytes()) {
+        Ok(p) => p,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                &function,
+                &format!("Bad query string: {e}."),
+            )
+        }
+    };
+    if parts.method == Method::POST {
+        let ctype = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/x-www-form-urlencoded");
+        if !ctype
+            .to_ascii_lowercase()
+            .starts_with("application/x-www-form-urlencoded")
+        {
+            return refuse(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                &function,
+                "POST bodies must be application/x-www-form-urlencoded.",
+            );
+        }
+        let max = cfg.listen.max_body_bytes;
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let too_large = || {
+            let mut r = refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &function,
+                &format!("The request body is larger than the limit of {max} bytes (listen.max_body_bytes)."),
+            );
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            r
+        };
+        if declared.is_some_and(|n| n > DRAIN_LIMIT as u64) {
+            return too_large();
+        }
+        let timeout = Duration::from_secs(cfg.listen.request_timeout_secs);
+        match tokio::time::timeout(timeout, read_body(body, max)).await {
+            Err(_) => {
+                return refuse(
+                    StatusCode::REQUEST_TIMEOUT,
+                    &function,
+                    "The request body was not received in time.",
+                )
+            }
+            Ok(Err(BodyError::TooLarge)) => return too_large(),
+            Ok(Err(BodyError::Failed(e))) => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    &function,
+                    &format!("Cannot read the request body: {}.", printable(&e)),
+                )
+            }
+            Ok(Ok(bytes)) => match form::parse(&bytes) {
+                Ok(more) => pairs.extend(more),
+                Err(e) => {
+                    return refuse(
+                        StatusCode::BAD_REQUEST,
+                        &function,
+                        &format!("Bad form body: {e}."),
+                    )
+                }
+            },
+        }
+    }
+    let params = Params::new(pairs);
+
+    // Run the call in its own task: a client that disconnects must not
+    // cancel a host change half-way. The in-flight guard lets shutdown wait.
+    let guard = Arc::clone(&app.inflight).read_owned().await;
+    let actor = caller.actor();
+    let task = {
+        let app = Arc::clone(&app);
+        let function = function.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            dispatch::call(&app, &caller, &function, &params).await
+        })
+    };
+    match task.await {
+        Ok(answer) => {
+            let result = &answer.body["metadata"]["result"];
+            tracing::info!(
+                function = %printable(&function),
+                actor = %actor,
+                peer = %peer.describe(),
+                status = answer.status,
+                result = %result,
+                "API call"
+            );
+            let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
+            json(status, &answer.body)
+        }
+        Err(e) => {
+            tracing::error!(function = %printable(&function), error = %e, "API call task failed");
+            refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &function,
+                "Internal error while handling the call; see the daemon log.",
+            )
+        }
+    }
+}

@@ -1,1 +1,0 @@
-//! Parsing of `sshd -T` output and login decisions.

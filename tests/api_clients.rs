@@ -1,0 +1,164 @@
+//! Real third-party clients against the daemon: the seed's Perl
+//! (HTTP::Tiny + JSON) style, curl (what the PHP example does), and curl
+//! over TLS with a certificate it verifies.
+
+mod common;
+
+use std::process::Command;
+
+use common::Daemon;
+
+fn have(tool: &str, args: &[&str]) -> bool {
+    Command::new(tool)
+        .args(args)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+#[test]
+fn perl_http_tiny_client_as_in_the_seed() {
+    if !have("perl", &["-MHTTP::Tiny", "-MJSON::PP", "-e", "1"]) {
+        eprintln!("SKIPPED: perl with HTTP::Tiny and JSON::PP is not installed");
+        return;
+    }
+    let d = Daemon::start();
+    let token = d.create_token("token_name=perl&acl-0=tokens-admin");
+    let script = r#"
+use strict; use warnings; use JSON::PP (); use HTTP::Tiny ();
+my ($port, $user, $token) = @ARGV;
+my $ua = HTTP::Tiny->new('verify_SSL' => 0,
+    'default_headers' => { 'Authorization' => "whm $user:$token" });
+my $response = $ua->get("http://127.0.0.1:$port/json-api/api_token_list?api.version=1");
+if ($response->{'success'}) {
+    my $json = JSON::PP::decode_json($response->{'content'});
+    print "[+] tokens:\n";
+    print "\t$_\n" for sort keys %{ $json->{'data'}->{'tokens'} };
+} else {
+    print "[!] Error: $response->{'status'} $response->{'reason'} returned\n";
+    exit 1;
+}
+"#;
+    let run = |t: &str| {
+        Command::new("perl")
+            .args(["-e", script, &d.port.to_string(), "root", t])
+            .output()
+            .unwrap()
+    };
+    let out = run(&token);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("[+] tokens:\n\tperl\n"), "{text}");
+    let out = run("ABCDEFGHIJKLMNOPQRSTUVWXYZ012345");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("401 Unauthorized"));
+}
+
+#[test]
+fn curl_get_and_post() {
+    if !have("curl", &["--version"]) {
+        eprintln!("SKIPPED: curl is not installed");
+        return;
+    }
+    let d = Daemon::start();
+    let token = d.create_token("token_name=curl");
+    let base = format!("http://127.0.0.1:{}/json-api", d.port);
+    let auth = format!("Authorization: whm root:{token}");
+    let out = Command::new("curl")
+        .args(["-sS", "-H", &auth])
+        .arg(format!("{base}/api_token_list?api.version=1"))
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["metadata"]["result"], 1, "{v}");
+    // POST form body (curl -d), numbered repeats.
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-H",
+            &auth,
+            "-d",
+            "token_name=made-by-curl",
+            "-d",
+            "acl-0=tickets-list",
+        ])
+        .arg(format!("{base}/api_token_create?api.version=1"))
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["metadata"]["result"], 1, "{v}");
+    assert_eq!(v["data"]["acls"], serde_json::json!(["tickets-list"]));
+}
+
+#[test]
+fn tls_listener_serves_verified_https() {
+    if !have("openssl", &["version"]) || !have("curl", &["--version"]) {
+        eprintln!("SKIPPED: openssl or curl is not installed");
+        return;
+    }
+    // Certificate and key under the scratch root, where the config's
+    // /etc/supportauth paths resolve.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+        ])
+        .arg(dir.path().join("key.pem"))
+        .arg("-out")
+        .arg(dir.path().join("cert.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = Daemon::start_with_setup(
+        "tls_cert = \"/etc/supportauth/cert.pem\"\ntls_key = \"/etc/supportauth/key.pem\"",
+        "",
+        |root| {
+            let etc = root.join("etc/supportauth");
+            std::fs::create_dir_all(&etc).unwrap();
+            for f in ["cert.pem", "key.pem"] {
+                std::fs::copy(dir.path().join(f), etc.join(f)).unwrap();
+            }
+        },
+    );
+    let token = d.create_token("token_name=tls");
+    let out = Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(dir.path().join("cert.pem"))
+        .args(["-H", &format!("Authorization: whm root:{token}")])
+        .arg(format!(
+            "https://127.0.0.1:{}/json-api/api_token_list?api.version=1",
+            d.port
+        ))
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(v["metadata"]["result"], 1, "{v}");
+    assert!(d.stderr().contains("https://127.0.0.1"));
+    // Plain HTTP on the TLS port gets no answer it could mistake for one.
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!(
+            "http://127.0.0.1:{}/json-api/api_token_list?api.version=1",
+            d.port
+        ))
+        .output()
+        .unwrap();
+    assert_ne!(String::from_utf8_lossy(&out.stdout), "200");
+}

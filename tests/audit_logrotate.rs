@@ -1,0 +1,138 @@
+//! The shipped logrotate policy, run by the real logrotate, in both modes
+//! (`create` and `copytruncate`): verification stays green and the chain
+//! continues across every rotated file, compressed ones included.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use supportauth::audit::files::discover;
+use supportauth::audit::record::open_line;
+use supportauth::audit::verify::HeadCheck;
+use supportauth::audit::writer::load_head;
+use supportauth::audit::{verify_files, AuditEvent, AuditLog};
+use supportauth::clock::{Clock, ManualClock};
+use supportauth::store::Store;
+
+const LOGROTATE: &str = "/usr/sbin/logrotate";
+const SHIPPED_PATH: &str = "/var/cpanel/logs/supportauth/audit.log";
+
+fn can_run() -> bool {
+    if !Path::new(LOGROTATE).exists() {
+        eprintln!("SKIPPED: {LOGROTATE} is not installed");
+        return false;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: `create 0600 root root` needs root");
+        return false;
+    }
+    true
+}
+
+/// The shipped policy pointed at `log`, with `create` swapped for
+/// `copytruncate` when asked.
+fn write_conf(dir: &Path, log: &Path, copytruncate: bool) -> PathBuf {
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/supportauth.logrotate"),
+    )
+    .unwrap();
+    assert!(shipped.contains(SHIPPED_PATH));
+    assert!(shipped.contains("create 0600 root root"));
+    let mut conf = shipped.replace(SHIPPED_PATH, log.to_str().unwrap());
+    if copytruncate {
+        conf = conf.replace("create 0600 root root", "copytruncate");
+    }
+    let path = dir.join("logrotate.conf");
+    std::fs::write(&path, conf).unwrap();
+    path
+}
+
+fn logrotate(conf: &Path, state: &Path) {
+    let out = Command::new(LOGROTATE)
+        .arg("-f")
+        .arg("-s")
+        .arg(state)
+        .arg(conf)
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "logrotate failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn rotate_between_appends(copytruncate: bool) {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("state/state.db"))
+        .await
+        .unwrap();
+    let log_path = dir.path().join("logs/supportauth/audit.log");
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(1_800_000_000));
+    let conf = write_conf(dir.path(), &log_path, copytruncate);
+    let state = dir.path().join("logrotate.state");
+
+    let mut log = AuditLog::open(&log_path, store.clone(), clock.clone())
+        .await
+        .unwrap();
+    let mut seq = 0;
+    for round in 0..4 {
+        for _ in 0..3 {
+            seq = log
+                .append(AuditEvent::new("config_reload", "system"))
+                .await
+                .unwrap();
+        }
+        logrotate(&conf, &state);
+        if round == 1 {
+            // A daemon restart between rotations changes nothing.
+            drop(log);
+            log = AuditLog::open(&log_path, store.clone(), clock.clone())
+                .await
+                .unwrap();
+        }
+    }
+    let last = log
+        .append(AuditEvent::new("daemon_stop", "system"))
+        .await
+        .unwrap();
+    assert_eq!(last, seq + 1);
+
+    let files = discover(&log_path).unwrap();
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    // delaycompress: .1 stays plain, older ones are gzipped.
+    assert!(names.contains(&"audit.log.1".to_string()), "{names:?}");
+    assert!(names.contains(&"audit.log.2.gz".to_string()), "{names:?}");
+    assert!(names.contains(&"audit.log.4.gz".to_string()), "{names:?}");
+    for f in &files {
+        assert_eq!(std::fs::metadata(f).unwrap().mode() & 0o077, 0, "{f:?}");
+    }
+    let head = load_head(&store).await.unwrap().unwrap();
+    let report = verify_files(&files, Some(head));
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.head, HeadCheck::Matches);
+    assert_eq!((report.first_seq, report.last_seq), (Some(1), Some(13)));
+    assert_eq!(report.records, 13);
+    // The live file starts where the last rotated one ended.
+    let live = std::fs::read_to_string(&log_path).unwrap();
+    let first_live = open_line(live.lines().next().unwrap()).unwrap();
+    assert_eq!(first_live.seq, 13);
+}
+
+#[tokio::test]
+async fn logrotate_create_mode_keeps_the_chain() {
+    rotate_between_appends(false).await;
+}
+
+#[tokio::test]
+async fn logrotate_copytruncate_mode_keeps_the_chain() {
+    rotate_between_appends(true).await;
+}
