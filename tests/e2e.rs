@@ -39,6 +39,7 @@ e2e_test!(harness_user_sudo_login => selftest::user_sudo_login);
 // Scenarios of issue 7 against the real daemon.
 e2e_test!(s1_root_prohibit_password => scenarios::root_prohibit_password);
 e2e_test!(s2_root_login_no_temp_user => scenarios::root_login_no);
+e2e_test!(s2_root_login_no_sudoers_dropin => scenarios::root_login_no_sudoers_dropin);
 e2e_test!(s3_match_address_forbids_root => scenarios::match_address_forbids_root);
 e2e_test!(s4_ttl_expires_without_api_call => scenarios::ttl_expires_without_api_call);
 e2e_test!(s4_ttl_backstop_with_daemon_down => scenarios::ttl_backstop_with_daemon_down);

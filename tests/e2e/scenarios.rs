@@ -31,6 +31,9 @@ pub struct SceneSetup<'a> {
     pub sshd_tail: &'a str,
     pub reconcile_secs: u64,
     pub fault: Option<&'a str>,
+    /// false: the sandbox's /etc/sudoers loses its `%sudo`/`%wheel` rules,
+    /// so a temporary user needs the daemon's drop-in to become root.
+    pub group_sudo_rule: bool,
 }
 
 impl<'a> SceneSetup<'a> {
@@ -40,12 +43,16 @@ impl<'a> SceneSetup<'a> {
             sshd_tail: "",
             reconcile_secs: 60,
             fault: None,
+            group_sudo_rule: true,
         }
     }
 }
 
 impl Scene {
     pub fn new(sb: &Sandbox, setup: &SceneSetup) -> Scene {
+        if !setup.group_sudo_rule {
+            drop_group_sudo_rules();
+        }
         let support = KeyPair::generate(&sb.path("support"), "support@e2e");
         let admin = KeyPair::generate(&sb.path("admin"), "admin@e2e");
         let sshd = Sshd::start(
@@ -218,6 +225,26 @@ impl Scene {
     }
 }
 
+/// Comments out the distribution's `%sudo`/`%wheel` rules in the
+/// sandbox's /etc/sudoers (checked with visudo afterwards).
+fn drop_group_sudo_rules() {
+    let path = "/etc/sudoers";
+    let text = std::fs::read_to_string(path).expect("read sandbox sudoers");
+    let edited: String = text
+        .lines()
+        .map(|l| {
+            let t = l.trim_start();
+            if t.starts_with("%sudo") || t.starts_with("%wheel") {
+                format!("# e2e removed: {l}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(path, edited).expect("write sandbox sudoers");
+    cmd::run_ok(Path::new("/usr/sbin/visudo"), &["-c"]);
+}
+
 fn write_0600(p: &Path, bytes: &[u8], uid: u32, gid: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(p, bytes).expect("write key file");
@@ -296,13 +323,23 @@ pub fn root_prohibit_password(sb: &Sandbox) {
 
 // ---- scenarios 2 and 3 -------------------------------------------------
 
-fn temp_user_round_trip(scene: &Scene, ticket: u64) {
+fn temp_user_round_trip(scene: &Scene, ticket: u64, expect_dropin: bool) {
     let data = scene.grant(ticket, &[]);
     let user = format!("cp{ticket}.ssh");
     assert_eq!(str_field(&data, "ssh_username"), user, "{data}");
     let password = str_field(&data, "wheel_password").to_string();
+    let dropin = format!("/etc/sudoers.d/ticket{ticket}");
+    if expect_dropin {
+        use std::os::unix::fs::MetadataExt;
+        let meta =
+            std::fs::metadata(&dropin).unwrap_or_else(|e| panic!("{dropin} not installed: {e}"));
+        assert_eq!(
+            (meta.mode() & 0o7777, meta.uid(), meta.gid()),
+            (0o440, 0, 0)
+        );
+    }
     assert!(
-        Path::new(&format!("/etc/sudoers.d/ticket{ticket}")).exists()
+        Path::new(&dropin).exists()
             || group_members("sudo").contains(&user)
             || group_members("wheel").contains(&user),
         "{user} has neither a sudoers drop-in nor a wheel/sudo group"
@@ -319,7 +356,20 @@ fn temp_user_round_trip(scene: &Scene, ticket: u64) {
 
 pub fn root_login_no(sb: &Sandbox) {
     let scene = Scene::new(sb, &SceneSetup::root_login("no"));
-    temp_user_round_trip(&scene, 102);
+    temp_user_round_trip(&scene, 102, false);
+}
+
+/// As above, on a host whose sudoers has no rule for the wheel/sudo group:
+/// the daemon's /etc/sudoers.d/ticket<id> is what makes sudo work.
+pub fn root_login_no_sudoers_dropin(sb: &Sandbox) {
+    let scene = Scene::new(
+        sb,
+        &SceneSetup {
+            group_sudo_rule: false,
+            ..SceneSetup::root_login("no")
+        },
+    );
+    temp_user_round_trip(&scene, 106, true);
 }
 
 pub fn match_address_forbids_root(sb: &Sandbox) {
@@ -330,7 +380,7 @@ pub fn match_address_forbids_root(sb: &Sandbox) {
             ..SceneSetup::root_login("prohibit-password")
         },
     );
-    temp_user_round_trip(&scene, 103);
+    temp_user_round_trip(&scene, 103, false);
 }
 
 fn group_members(group: &str) -> Vec<String> {
@@ -416,6 +466,7 @@ pub fn crash_grant(sb: &Sandbox, step: &str) {
         sb,
         &SceneSetup {
             fault: Some(step),
+            group_sudo_rule: false,
             ..SceneSetup::root_login("no")
         },
     );
@@ -423,7 +474,9 @@ pub fn crash_grant(sb: &Sandbox, step: &str) {
     scene.daemon.wait_killed();
     scene.daemon.restart();
     let listed = scene.listed(ticket);
-    if listed.iter().any(|(_, s)| s == "AUTHED") {
+    let rolled_forward = listed.iter().any(|(_, s)| s == "AUTHED");
+    eprintln!("crash at {step}: after restart ticket_list shows {listed:?} (rolled forward: {rolled_forward})");
+    if rolled_forward {
         // Rolled forward: it must really work (the password never reached
         // the caller, so only the key login is checked).
         match scene.sshd.login(&scene.support, &user, &["id", "-un"], b"") {
@@ -450,6 +503,7 @@ pub fn crash_revoke(sb: &Sandbox, step: &str) {
         sb,
         &SceneSetup {
             fault: Some(step),
+            group_sudo_rule: false,
             ..SceneSetup::root_login("no")
         },
     );
