@@ -457,6 +457,35 @@ pub fn ttl_backstop_with_daemon_down(sb: &Sandbox) {
 
 // ---- scenario 5 ---------------------------------------------------------
 
+/// Before the restart, the host must show the step the daemon died at:
+/// proof that the restart (not a grant that never started, or a revoke
+/// that had finished) is what cleaned up.
+fn assert_half_done(step: &str, ticket: u64) {
+    let user = format!("cp{ticket}.ssh");
+    let user_exists = passwd_line(&user).is_some();
+    let dropin = Path::new(&format!("/etc/sudoers.d/ticket{ticket}")).exists();
+    let mark = format!("{ticket}_server_");
+    let key = key_files().iter().any(|f| {
+        std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .contains(&mark)
+    });
+    let want = match step {
+        "after_intent" => (false, false, false),
+        "after_user_created" | "after_password_set" => (true, false, false),
+        "after_sudoers_installed" => (true, true, false),
+        "after_key_installed" | "after_grant_audited" | "revoke_after_intent" => (true, true, true),
+        "revoke_after_key_removed" => (true, true, false),
+        "revoke_after_user_deleted" => (false, dropin, false),
+        other => panic!("unknown fault step {other}"),
+    };
+    assert_eq!(
+        (user_exists, dropin, key),
+        want,
+        "host at the {step} crash: (user, sudoers drop-in, key)"
+    );
+}
+
 /// `kill -9` at a grant step, restart: the grant is either complete (and
 /// works) or gone without a trace; then a revoke leaves nothing.
 pub fn crash_grant(sb: &Sandbox, step: &str) {
@@ -472,6 +501,7 @@ pub fn crash_grant(sb: &Sandbox, step: &str) {
     );
     scene.grant_unanswered(ticket);
     scene.daemon.wait_killed();
+    assert_half_done(step, ticket);
     scene.daemon.restart();
     let listed = scene.listed(ticket);
     let rolled_forward = listed.iter().any(|(_, s)| s == "AUTHED");
