@@ -34,6 +34,11 @@ pub struct SceneSetup<'a> {
     /// false: the sandbox's /etc/sudoers loses its `%sudo`/`%wheel` rules,
     /// so a temporary user needs the daemon's drop-in to become root.
     pub group_sudo_rule: bool,
+    /// `firewall.backends` of the daemon.
+    pub firewall: &'a str,
+    /// Also make a second network namespace `support` joined by a veth
+    /// pair: 10.200.0.2 there, 10.200.0.1 here (sshd listens on it too).
+    pub support_netns: bool,
 }
 
 impl<'a> SceneSetup<'a> {
@@ -44,6 +49,8 @@ impl<'a> SceneSetup<'a> {
             reconcile_secs: 60,
             fault: None,
             group_sudo_rule: true,
+            firewall: "none",
+            support_netns: false,
         }
     }
 }
@@ -53,6 +60,9 @@ impl Scene {
         if !setup.group_sudo_rule {
             drop_group_sudo_rules();
         }
+        if setup.support_netns {
+            make_support_netns();
+        }
         let support = KeyPair::generate(&sb.path("support"), "support@e2e");
         let admin = KeyPair::generate(&sb.path("admin"), "admin@e2e");
         let sshd = Sshd::start(
@@ -60,6 +70,11 @@ impl Scene {
             &SshdSetup {
                 permit_root_login: setup.permit_root_login,
                 tail: setup.sshd_tail,
+                also_listen: if setup.support_netns {
+                    &[HOST_VETH_IP]
+                } else {
+                    &[]
+                },
             },
         );
         // The admin's own root keys: a comment, an option-bearing line, and
@@ -91,7 +106,7 @@ impl Scene {
         );
         daemon::write_config(&DaemonSetup {
             sshd_port: sshd.port,
-            firewall: "none",
+            firewall: setup.firewall,
             reconcile_secs: setup.reconcile_secs,
         });
         let daemon = Daemon::start(sb, setup.fault);
@@ -118,6 +133,7 @@ impl Scene {
     /// `ticket_grant`, which must succeed; returns its `data`.
     pub fn grant(&self, ticket: u64, extra: &[(&'static str, String)]) -> Value {
         let mut args = self.grant_args(&ticket.to_string());
+        args.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
         args.extend(extra.iter().cloned());
         let args: Vec<(&str, &str)> = args.iter().map(|(k, v)| (*k, v.as_str())).collect();
         self.daemon.call_ok("ticket_grant", &args)
@@ -214,6 +230,7 @@ impl Scene {
             match self.sshd.login(&self.support, user, &["id", "-u"], b"") {
                 Login::Refused { .. } => return,
                 Login::Ran { .. } => {}
+                Login::Unreachable { stderr } => panic!("sshd unreachable: {stderr}"),
             }
             assert!(
                 Instant::now() < deadline,
@@ -222,6 +239,52 @@ impl Scene {
             );
             std::thread::sleep(Duration::from_millis(500));
         }
+    }
+}
+
+const SUPPORT_NETNS: &str = "support";
+const HOST_VETH_IP: &str = "10.200.0.1";
+const SUPPORT_IP: &str = "10.200.0.2";
+
+fn ip_tool() -> std::path::PathBuf {
+    cmd::tool(&["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"])
+}
+
+/// The support side of the network: its own namespace on a veth pair.
+fn make_support_netns() {
+    let ip = ip_tool();
+    let host_cidr = format!("{HOST_VETH_IP}/24");
+    let support_cidr = format!("{SUPPORT_IP}/24");
+    let steps: [&[&str]; 7] = [
+        &["netns", "add", SUPPORT_NETNS],
+        &[
+            "link",
+            "add",
+            "e2e-host",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "e2e-sup",
+            "netns",
+            SUPPORT_NETNS,
+        ],
+        &["addr", "add", &host_cidr, "dev", "e2e-host"],
+        &["link", "set", "e2e-host", "up"],
+        &[
+            "-n",
+            SUPPORT_NETNS,
+            "addr",
+            "add",
+            &support_cidr,
+            "dev",
+            "e2e-sup",
+        ],
+        &["-n", SUPPORT_NETNS, "link", "set", "e2e-sup", "up"],
+        &["-n", SUPPORT_NETNS, "link", "set", "lo", "up"],
+    ];
+    for args in steps {
+        cmd::run_ok(&ip, args);
     }
 }
 
@@ -551,6 +614,79 @@ pub fn crash_revoke(sb: &Sandbox, step: &str) {
     scene.daemon.restart();
     scene.assert_no_trace(ticket);
     scene.sshd.assert_refused(&scene.support, &user);
+    scene.assert_admin_intact();
+    daemon::assert_audit_verifies();
+}
+
+// ---- scenario 6 ---------------------------------------------------------
+
+/// The admin's firewall: default drop on input, loopback and replies only.
+const ADMIN_RULESET: &str = "table inet admin {\n\
+    chain in {\n\
+        type filter hook input priority 0; policy drop;\n\
+        iif \"lo\" accept\n\
+        ct state established,related accept\n\
+    }\n\
+}\n";
+
+fn nft_tool() -> std::path::PathBuf {
+    cmd::tool(&["/usr/sbin/nft", "/sbin/nft"])
+}
+
+/// Support at 10.200.0.2 (another netns) reaches sshd through the admin's
+/// default-drop nftables only while its grant is active; afterwards the
+/// admin's ruleset is back byte for byte.
+pub fn firewall_default_drop(sb: &Sandbox) {
+    let scene = Scene::new(
+        sb,
+        &SceneSetup {
+            firewall: "nftables",
+            support_netns: true,
+            ..SceneSetup::root_login("prohibit-password")
+        },
+    );
+    let rules = sb.path("admin.nft");
+    std::fs::write(&rules, ADMIN_RULESET).expect("write admin ruleset");
+    cmd::run_ok(&nft_tool(), &["-f".as_ref(), rules.as_os_str()]);
+    let admin_listing = cmd::run_ok(&nft_tool(), &["list", "ruleset"]);
+    let from_support = |scene: &Scene| {
+        scene.sshd.login_via(
+            Some(SUPPORT_NETNS),
+            HOST_VETH_IP,
+            &scene.support,
+            "root",
+            &["id", "-u"],
+            b"",
+        )
+    };
+    match from_support(&scene) {
+        Login::Unreachable { .. } => {}
+        other => panic!("default drop let support through before any grant: {other:?}"),
+    }
+    let data = scene.grant(107, &[("access_ip-0", SUPPORT_IP.into())]);
+    match from_support(&scene) {
+        Login::Ran {
+            code: Some(0),
+            stdout,
+            ..
+        } if stdout.trim() == "0" => {}
+        other => panic!(
+            "granted support at {SUPPORT_IP} cannot log in: {other:?}\ngrant: {data}\nruleset:\n{}\ndaemon log:\n{}",
+            cmd::run_ok(&nft_tool(), &["list", "ruleset"]),
+            scene.daemon.log()
+        ),
+    }
+    scene.revoke(107, "root");
+    match from_support(&scene) {
+        Login::Unreachable { .. } => {}
+        other => panic!("support still reaches sshd after revoke: {other:?}"),
+    }
+    assert_eq!(
+        cmd::run_ok(&nft_tool(), &["list", "ruleset"]),
+        admin_listing,
+        "the admin's ruleset is not back as it was"
+    );
+    scene.assert_no_trace(107);
     scene.assert_admin_intact();
     daemon::assert_audit_verifies();
 }

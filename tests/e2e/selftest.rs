@@ -17,6 +17,7 @@ pub fn root_key_login(sb: &Sandbox) {
         &SshdSetup {
             permit_root_login: "prohibit-password",
             tail: "",
+            also_listen: &[],
         },
     );
     if !Path::new("/root/.ssh").exists() {
@@ -49,6 +50,7 @@ pub fn user_sudo_login(sb: &Sandbox) {
         &SshdSetup {
             permit_root_login: "no",
             tail: "",
+            also_listen: &[],
         },
     );
     let user = "cp900001.ssh";

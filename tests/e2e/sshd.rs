@@ -55,6 +55,8 @@ pub struct SshdSetup<'a> {
     pub permit_root_login: &'a str,
     /// Appended verbatim at the end (Match blocks must come last).
     pub tail: &'a str,
+    /// Addresses besides 127.0.0.1 to listen on (they must exist).
+    pub also_listen: &'a [&'a str],
 }
 
 pub struct Sshd {
@@ -71,10 +73,16 @@ impl Sshd {
             KeyPair::generate(Path::new(HOST_KEY), "e2e-host");
         }
         let port = free_port();
+        let also: String = setup
+            .also_listen
+            .iter()
+            .map(|a| format!("ListenAddress {a}\n"))
+            .collect();
         let config = format!(
             "# written by the supportauth e2e harness\n\
              Port {port}\n\
              ListenAddress 127.0.0.1\n\
+             {also}\
              HostKey {HOST_KEY}\n\
              PidFile /run/sshd-e2e.pid\n\
              UsePAM yes\n\
@@ -128,14 +136,34 @@ impl Sshd {
     /// Connects with `key` as `user` and runs `remote` (argv, joined by
     /// ssh), feeding `stdin` to it.
     pub fn login(&self, key: &KeyPair, user: &str, remote: &[&str], stdin: &[u8]) -> Login {
+        self.login_via(None, "127.0.0.1", key, user, remote, stdin)
+    }
+
+    /// Like [`Sshd::login`], to `addr`, from the network namespace `netns`
+    /// (`ip netns exec`) when given.
+    pub fn login_via(
+        &self,
+        netns: Option<&str>,
+        addr: &str,
+        key: &KeyPair,
+        user: &str,
+        remote: &[&str],
+        stdin: &[u8],
+    ) -> Login {
         let port = self.port.to_string();
-        let dest = format!("{user}@127.0.0.1");
-        let mut args: Vec<&std::ffi::OsStr> = vec![
+        let dest = format!("{user}@{addr}");
+        let mut args: Vec<&std::ffi::OsStr> = Vec::new();
+        if let Some(ns) = netns {
+            for a in ["netns", "exec", ns, SSH] {
+                args.push(std::ffi::OsStr::new(a));
+            }
+        }
+        args.extend::<[&std::ffi::OsStr; 4]>([
             "-i".as_ref(),
             key.private.as_os_str(),
             "-p".as_ref(),
             port.as_ref(),
-        ];
+        ]);
         for o in [
             "StrictHostKeyChecking=no",
             "UserKnownHostsFile=/dev/null",
@@ -149,13 +177,25 @@ impl Sshd {
         }
         args.push(dest.as_ref());
         args.extend(remote.iter().map(std::ffi::OsStr::new));
-        let out = cmd::run_with_stdin(Path::new(SSH), &args, stdin);
+        let prog = match netns {
+            Some(_) => cmd::tool(&["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]),
+            None => PathBuf::from(SSH),
+        };
+        let out = cmd::run_with_stdin(&prog, &args, stdin);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         match out.status.code() {
             Some(255) if stderr.contains("Permission denied") => Login::Refused { stderr },
+            // A firewall's drop (timeout) or reset: sshd never saw us.
+            Some(255)
+                if stderr.contains("timed out")
+                    || stderr.contains("Connection refused")
+                    || stderr.contains("No route") =>
+            {
+                Login::Unreachable { stderr }
+            }
             Some(255) => panic!(
-                "ssh {user}@127.0.0.1 failed without reaching authentication:\n{stderr}\nsshd log:\n{}",
+                "ssh {dest} failed without reaching authentication:\n{stderr}\nsshd log:\n{}",
                 self.log()
             ),
             code => Login::Ran {
@@ -207,6 +247,8 @@ impl Drop for Sshd {
 pub enum Login {
     /// Authentication failed ("Permission denied").
     Refused { stderr: String },
+    /// No connection (dropped or rejected before sshd).
+    Unreachable { stderr: String },
     /// Logged in; the remote command ended with `code`.
     Ran {
         code: Option<i32>,
