@@ -44,6 +44,7 @@ e2e_test!(s3_match_address_forbids_root => scenarios::match_address_forbids_root
 e2e_test!(s4_ttl_expires_without_api_call => scenarios::ttl_expires_without_api_call);
 e2e_test!(s4_ttl_backstop_with_daemon_down => scenarios::ttl_backstop_with_daemon_down);
 e2e_test!(s6_firewall_default_drop => scenarios::firewall_default_drop);
+e2e_test!(s7_parallel_mixed_operations => scenarios::parallel_mixed_operations);
 
 /// Scenario 5: one test per fault point of the daemon (`SUPPORTAUTH_FAULT`).
 macro_rules! crash_tests {
