@@ -186,6 +186,15 @@ fn run_inner(name: &str) -> Outcome {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
+    // The sandbox's tmpfs over the scratch dir lived only in its mount
+    // namespace: the host's dir must still be empty.
+    let leftovers: Vec<_> = std::fs::read_dir(scratch.path())
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        leftovers.is_empty(),
+        "sandbox files reached the host scratch dir: {leftovers:?}"
+    );
     Outcome {
         status,
         success,

@@ -412,6 +412,7 @@ fn temp_user_round_trip(scene: &Scene, ticket: u64, expect_dropin: bool) {
     wait_logged_out(&user);
     scene.revoke(ticket, &user);
     scene.assert_no_trace(ticket);
+    assert_no_firewall_trace();
     scene.sshd.assert_refused(&scene.support, &user);
     scene.assert_admin_intact();
     daemon::assert_audit_verifies();
@@ -559,6 +560,7 @@ pub fn crash_grant(sb: &Sandbox, step: &str) {
         &SceneSetup {
             fault: Some(step),
             group_sudo_rule: false,
+            firewall: "nftables",
             ..SceneSetup::root_login("no")
         },
     );
@@ -584,6 +586,7 @@ pub fn crash_grant(sb: &Sandbox, step: &str) {
         scene.revoke(ticket, &user);
     }
     scene.assert_no_trace(ticket);
+    assert_no_firewall_trace();
     scene.sshd.assert_refused(&scene.support, &user);
     scene.assert_admin_intact();
     daemon::assert_audit_verifies();
@@ -597,6 +600,7 @@ pub fn crash_revoke(sb: &Sandbox, step: &str) {
         &SceneSetup {
             fault: Some(step),
             group_sudo_rule: false,
+            firewall: "nftables",
             ..SceneSetup::root_login("no")
         },
     );
@@ -613,6 +617,7 @@ pub fn crash_revoke(sb: &Sandbox, step: &str) {
     scene.daemon.wait_killed();
     scene.daemon.restart();
     scene.assert_no_trace(ticket);
+    assert_no_firewall_trace();
     scene.sshd.assert_refused(&scene.support, &user);
     scene.assert_admin_intact();
     daemon::assert_audit_verifies();
@@ -631,6 +636,16 @@ const ADMIN_RULESET: &str = "table inet admin {\n\
 
 fn nft_tool() -> std::path::PathBuf {
     cmd::tool(&["/usr/sbin/nft", "/sbin/nft"])
+}
+
+/// No table, set element or hook rule of ours is left in the ruleset
+/// (the sandbox starts with an empty one).
+fn assert_no_firewall_trace() {
+    let ruleset = cmd::run_ok(&nft_tool(), &["list", "ruleset"]);
+    assert!(
+        !ruleset.contains("supportauth"),
+        "nftables still holds our state with no grant active:\n{ruleset}"
+    );
 }
 
 /// Support at 10.200.0.2 (another netns) reaches sshd through the admin's
@@ -734,6 +749,7 @@ pub fn parallel_mixed_operations(sb: &Sandbox) {
             sshd_tail: "Match Address 10.9.0.0/16\n    PermitRootLogin no\n",
             reconcile_secs: 1,
             group_sudo_rule: false,
+            firewall: "nftables",
             ..SceneSetup::root_login("prohibit-password")
         },
     );
@@ -853,6 +869,7 @@ pub fn parallel_mixed_operations(sb: &Sandbox) {
         scene.assert_no_trace(t);
     }
     assert!(replay_access().is_empty(), "replay after revoke_all");
+    assert_no_firewall_trace();
     scene.assert_admin_intact();
     daemon::assert_audit_verifies();
 }
