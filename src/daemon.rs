@@ -324,8 +324,18 @@ async fn reload(app: &App, path: Option<&Path>) {
         }
     };
     if let Some(new) = new {
+        let old_ips = app.config().access.support_ips.clone();
+        let new_ips = new.access.support_ips.clone();
         app.engine.set_policy(Policy::from_config(&new));
         app.set_config(new);
+        if old_ips != new_ips {
+            match app.engine.follow_support_ips(&old_ips, &new_ips).await {
+                Ok(n) => tracing::info!(grants = n, "support addresses changed; grants updated"),
+                Err(e) => {
+                    tracing::error!(error = %e, "support addresses changed but grants could not all follow")
+                }
+            }
+        }
     }
     if let Err(e) = app.audit.append(ev).await {
         tracing::error!(error = %e, "cannot audit the configuration reload");

@@ -342,6 +342,18 @@ fn temporary_user_through_the_cli_and_the_kill_switch() {
         .read("var/cpanel/logs/supportauth/audit.log")
         .contains(pw));
 
+    // The readable table for people.
+    let (pass, out) = rig.cli(&["list"]);
+    assert!(pass, "{out}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("777 "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        row.contains("cp777.ssh") && row.contains("AUTHED") && row.contains("203.0.113.5"),
+        "{out}"
+    );
+
     let (pass, out) = rig.cli(&["--json", "revoke-all"]);
     assert!(pass, "{out}");
     let v: Value = serde_json::from_str(&out).unwrap();

@@ -306,6 +306,9 @@ enum Render {
     Envelope,
     TokenCreated,
     TokenList,
+    TicketList,
+    Granted,
+    Revoked,
     Data,
 }
 
@@ -380,7 +383,7 @@ fn to_call(cmd: &Command) -> Result<PlannedCall, String> {
             opt(&mut p, "ssh_username", ssh_username);
             opt(&mut p, "ttl", ttl);
             numbered(&mut p, "access_ip", access_ip);
-            ("ticket_grant", Render::Data)
+            ("ticket_grant", Render::Granted)
         }
         Command::Revoke {
             ticket_id,
@@ -390,7 +393,7 @@ fn to_call(cmd: &Command) -> Result<PlannedCall, String> {
             p.push(("ticket_id".into(), ticket_id.clone()));
             p.push(("ssh_username".into(), ssh_username.clone()));
             opt(&mut p, "server_num", server_num);
-            ("ticket_revoke", Render::Data)
+            ("ticket_revoke", Render::Revoked)
         }
         Command::List {
             ticket_id,
@@ -400,10 +403,10 @@ fn to_call(cmd: &Command) -> Result<PlannedCall, String> {
             opt(&mut p, "ticket_id", ticket_id);
             opt(&mut p, "server_num", server_num);
             opt(&mut p, "ssh_username", ssh_username);
-            ("ticket_list", Render::Data)
+            ("ticket_list", Render::TicketList)
         }
-        Command::RemoveClosed => ("ticket_remove_closed", Render::Data),
-        Command::RevokeAll => ("ticket_revoke_all", Render::Data),
+        Command::RemoveClosed => ("ticket_remove_closed", Render::Revoked),
+        Command::RevokeAll => ("ticket_revoke_all", Render::Revoked),
         Command::Daemon | Command::Config(_) | Command::Audit(_) => {
             return Err("not an API command".into())
         }
@@ -442,6 +445,9 @@ fn call_command(cli: &Cli) -> Result<ExitCode, String> {
         let text = match render {
             Render::TokenCreated => output::token_created(data),
             Render::TokenList => output::token_list(data),
+            Render::TicketList => output::ticket_list(data),
+            Render::Granted => output::granted(data),
+            Render::Revoked => output::revoked(data),
             Render::Data | Render::Envelope => output::data(data),
         };
         print!("{text}");

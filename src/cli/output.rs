@@ -41,6 +41,100 @@ fn time_or(v: &Value, none: &str) -> String {
     }
 }
 
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        v => v.to_string(),
+    }
+}
+
+/// The whitelist status fields of an answer, one per line.
+fn statuses(data: &Value) -> String {
+    let mut out = String::new();
+    for key in [
+        "chain_status",
+        "csf_wl_status",
+        "hulk_wl_status",
+        "host_access_wl_status",
+    ] {
+        if let Some(v) = data.get(key) {
+            out.push_str(&format!("{key}: {}\n", text(v)));
+        }
+    }
+    if let Some(n) = data["non_fatals"].as_array().filter(|a| !a.is_empty()) {
+        let names: Vec<String> = n.iter().map(text).collect();
+        out.push_str(&format!("non-fatal problems: {}\n", names.join(", ")));
+    }
+    out
+}
+
+/// `ticket_list` data as a table, one row per ticket and server.
+pub fn ticket_list(data: &Value) -> String {
+    let mut rows = Vec::new();
+    for t in data["auths"].as_array().into_iter().flatten() {
+        for s in t["servers"].as_array().into_iter().flatten() {
+            let ips: Vec<String> = s["access_ips"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(text)
+                .collect();
+            rows.push(vec![
+                text(&t["ticket_id"]),
+                text(&s["server_num"]),
+                text(&t["ticket_status"]),
+                text(&s["auth_status"]),
+                text(&s["ssh_username"]),
+                time_or(&s["auth_time"], "-"),
+                time_or(&s["expires_at"], "never"),
+                ips.join(","),
+            ]);
+        }
+    }
+    if rows.is_empty() {
+        return "No grants.\n".into();
+    }
+    table(
+        &[
+            "TICKET",
+            "SERVER",
+            "TICKET_STATUS",
+            "AUTH",
+            "USER",
+            "GRANTED",
+            "EXPIRES",
+            "SUPPORT_IPS",
+        ],
+        &rows,
+    )
+}
+
+/// A `ticket_grant` answer.
+pub fn granted(data: &Value) -> String {
+    let mut out = format!(
+        "Granted ticket {} server {} as {} until {}.\n",
+        text(&data["ticket_id"]),
+        text(&data["server_num"]),
+        text(&data["ssh_username"]),
+        time_or(&data["expires_at"], "revoked (no expiry)"),
+    );
+    if let Some(pw) = data["wheel_password"].as_str() {
+        out.push_str(&format!(
+            "Temporary user password (for sudo; shown only this once):\n\n{pw}\n\n"
+        ));
+    }
+    out.push_str(&statuses(data));
+    out
+}
+
+/// A `ticket_revoke` / `ticket_remove_closed` / `ticket_revoke_all` answer.
+pub fn revoked(data: &Value) -> String {
+    let mut out = format!("Revoked {} key(s).\n", text(&data["revoked_keys"]));
+    out.push_str(&statuses(data));
+    out
+}
+
 /// `api_token_list` data as a table.
 pub fn token_list(data: &Value) -> String {
     let mut rows = Vec::new();

@@ -17,6 +17,7 @@ pub mod grant;
 pub mod host;
 pub mod reconcile;
 pub mod revoke;
+pub mod support_ips;
 
 use std::sync::{Arc, RwLock};
 
@@ -170,6 +171,18 @@ impl Engine {
                 fw.ensure(&ips)
             }
         });
+        self.audit_whitelist_changes(caller, &outcome, non_fatals)
+            .await;
+        outcome
+    }
+
+    /// Audits each whitelist entry added, removed or found pre-existing.
+    async fn audit_whitelist_changes(
+        &self,
+        caller: &Caller,
+        outcome: &WhitelistOutcome,
+        non_fatals: &mut Vec<String>,
+    ) {
         for change in &outcome.changes {
             let ev = AuditEvent::new(change.event(), caller.actor())
                 .remote(caller.remote())
@@ -185,7 +198,6 @@ impl Engine {
         for e in &outcome.errors {
             tracing::warn!(error = %e, "whitelist backend reported an error");
         }
-        outcome
     }
 }
 

@@ -530,3 +530,48 @@ async fn audit_replay_equals_store_and_host_after_a_random_history() {
     temp_stored.sort();
     assert_eq!(temp_on_host, temp_stored);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_on_the_configured_addresses_follow_a_change_of_them() {
+    let Some(rig) = rig("PermitRootLogin prohibit-password").await else {
+        return;
+    };
+    let caller = Caller::LocalRoot { uid: 0 };
+    let old = vec![SupportIp::parse("203.0.113.5").unwrap()];
+    let new = vec![
+        SupportIp::parse("198.51.100.20").unwrap(),
+        SupportIp::parse("198.51.100.21").unwrap(),
+    ];
+    let g = rig
+        .engine
+        .grant(&caller, request(&rig, "2020"))
+        .await
+        .unwrap();
+    let mut own = request(&rig, "2021");
+    own.access_ips = vec![SupportIp::parse("192.0.2.44").unwrap()];
+    rig.engine.grant(&caller, own).await.unwrap();
+
+    assert_eq!(rig.engine.follow_support_ips(&old, &new).await.unwrap(), 1);
+    let text = rig.scratch.read("root/.ssh/authorized_keys");
+    let line = text
+        .lines()
+        .find(|l| l.contains(&g.row.key_comment))
+        .unwrap();
+    assert!(
+        line.starts_with("from=\"198.51.100.20,198.51.100.21\","),
+        "{line}"
+    );
+    let own_line = text.lines().find(|l| l.contains("2021_server_1")).unwrap();
+    assert!(
+        own_line.starts_with("from=\"192.0.2.44\","),
+        "a grant with its own addresses keeps them: {own_line}"
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.contains("@cpanel.net_")).count(),
+        2
+    );
+    let row = rig.engine.store.grant(g.row.id).await.unwrap().unwrap();
+    assert_eq!(row.access_ips, new);
+    // Nothing to do the second time.
+    assert_eq!(rig.engine.follow_support_ips(&old, &new).await.unwrap(), 0);
+}

@@ -88,14 +88,18 @@ pub(crate) fn backends(cfg: &Config) -> Vec<Box<dyn Backend>> {
     let mut out: Vec<Box<dyn Backend>> = Vec::new();
 
     let fwd = make_firewalld(cfg);
+    // The kernel's firewall is not under the root prefix: a scratch root
+    // ("trying it out", tests) must never auto-select it. Only an explicit
+    // list (e.g. inside a private network namespace) manages it there.
+    let kernel_auto = auto && cfg.is_real_root();
     // A running firewalld owns the ruleset: our nft table or iptables chain
     // would be flushed by its next reload, so it is used instead of them.
     let fwd_on = if auto {
-        !csf_on && fwd.running()
+        kernel_auto && !csf_on && fwd.running()
     } else {
         wants("firewalld")
     };
-    let (use_nft, use_ipt) = if auto && !fwd_on {
+    let (use_nft, use_ipt) = if kernel_auto && !fwd_on {
         auto_chain_backends(cfg, csf_on)
     } else if auto {
         (false, false)
@@ -151,5 +155,27 @@ fn auto_chain_backends(cfg: &Config, csf_on: bool) -> (bool, bool) {
         (false, false) if ipt_present => (false, true),
         (false, false) => (nft_present, false),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On this machine iptables/nft are installed (and the real root would
+    /// auto-select one); a scratch root must select neither.
+    #[test]
+    fn a_scratch_root_never_auto_selects_the_kernel_firewall() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config {
+            root: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        assert!(backends(&cfg).is_empty());
+        // hosts.allow under the scratch root is file-based and is used.
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::write(dir.path().join("etc/hosts.allow"), "").unwrap();
+        let names: Vec<_> = backends(&cfg).iter().map(|b| b.name()).collect();
+        assert_eq!(names, ["hosts_allow"]);
     }
 }

@@ -242,6 +242,17 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces a grant's support addresses (the configured list changed).
+    pub async fn set_access_ips(&self, id: i64, ips: &[SupportIp]) -> Result<(), StoreError> {
+        let json = serde_json::to_string(ips).map_err(corrupt)?;
+        sqlx::query("UPDATE grants SET access_ips = ?1 WHERE id = ?2")
+            .bind(json)
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
     pub async fn set_ticket_status(&self, id: i64, status: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE grants SET ticket_status = ?1 WHERE id = ?2")
             .bind(status)
