@@ -40,6 +40,14 @@ e2e_test!(harness_user_sudo_login => selftest::user_sudo_login);
 e2e_test!(s1_root_prohibit_password => scenarios::root_prohibit_password);
 e2e_test!(s2_root_login_no_temp_user => scenarios::root_login_no);
 e2e_test!(s2_root_login_no_sudoers_dropin => scenarios::root_login_no_sudoers_dropin);
+e2e_test!(
+    /// Fails today (product bug reported to the lead): `userdel -r` refuses
+    /// a user with a live session, so the revoke answers result 0 and the
+    /// support session (sudo-capable) stays open. Run it with
+    /// `cargo test --test e2e -- --ignored s2_revoke_during_open_session`.
+    #[ignore = "product bug: revoke cannot delete a temporary user with an open ssh session"]
+    s2_revoke_during_open_session => scenarios::revoke_during_open_session
+);
 e2e_test!(s3_match_address_forbids_root => scenarios::match_address_forbids_root);
 e2e_test!(s4_ttl_expires_without_api_call => scenarios::ttl_expires_without_api_call);
 e2e_test!(s4_ttl_backstop_with_daemon_down => scenarios::ttl_backstop_with_daemon_down);

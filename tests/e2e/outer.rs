@@ -203,12 +203,19 @@ fn run_inner(name: &str) -> Outcome {
     }
 }
 
-/// libtest arguments that select exactly the test `name`.
+/// libtest arguments that select exactly the test `name` (even when it
+/// is `#[ignore]`d: the outer run was asked for it).
 pub fn inner_test_args(name: &str) -> Vec<String> {
-    [name, "--exact", "--nocapture", "--test-threads=1"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    [
+        name,
+        "--exact",
+        "--include-ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {

@@ -447,6 +447,37 @@ pub fn match_address_forbids_root(sb: &Sandbox) {
     temp_user_round_trip(&scene, 103, false);
 }
 
+/// Support is still logged in when access is revoked: the revoke must
+/// still take the user away (and with it the session).
+pub fn revoke_during_open_session(sb: &Sandbox) {
+    let scene = Scene::new(sb, &SceneSetup::root_login("no"));
+    let data = scene.grant(108, &[]);
+    let user = str_field(&data, "ssh_username").to_string();
+    let mut session = scene
+        .sshd
+        .open_session(&scene.support, &user, &["sleep", "600"]);
+    let uid = lookup_user(&user).expect("temp user").uid.as_raw();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !sandbox::process_uids().iter().any(|(_, u)| *u == uid) {
+        assert!(Instant::now() < deadline, "the session never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let answer = scene.revoke(108, &user);
+    eprintln!("revoke with an open session: {answer}");
+    scene.assert_no_trace(108);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while session.try_wait().expect("wait ssh").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the support session outlived the revoke by 30s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    scene.sshd.assert_refused(&scene.support, &user);
+    scene.assert_admin_intact();
+    daemon::assert_audit_verifies();
+}
+
 fn group_members(group: &str) -> Vec<String> {
     nix::unistd::Group::from_name(group)
         .ok()

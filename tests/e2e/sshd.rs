@@ -206,6 +206,34 @@ impl Sshd {
         }
     }
 
+    /// Starts `ssh user@127.0.0.1 remote...` without waiting for it: an
+    /// open support session.
+    pub fn open_session(&self, key: &KeyPair, user: &str, remote: &[&str]) -> Child {
+        let port = self.port.to_string();
+        Command::new(SSH)
+            .args(["-i".as_ref(), key.private.as_os_str()])
+            .args(["-p", &port])
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "LogLevel=ERROR",
+            ])
+            .arg(format!("{user}@127.0.0.1"))
+            .args(remote)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ssh session")
+    }
+
     /// Asserts that `user` logs in with `key` and `remote` prints "0" (its
     /// uid, directly or through sudo).
     pub fn assert_root(&self, key: &KeyPair, user: &str, remote: &[&str], stdin: &[u8]) {
