@@ -51,6 +51,7 @@ e2e_test!(
 e2e_test!(s3_match_address_forbids_root => scenarios::match_address_forbids_root);
 e2e_test!(s4_ttl_expires_without_api_call => scenarios::ttl_expires_without_api_call);
 e2e_test!(s4_ttl_backstop_with_daemon_down => scenarios::ttl_backstop_with_daemon_down);
+e2e_test!(s5_crash_external_kill_during_burst => scenarios::crash_external_kill_during_burst);
 e2e_test!(s6_firewall_default_drop => scenarios::firewall_default_drop);
 e2e_test!(s7_parallel_mixed_operations => scenarios::parallel_mixed_operations);
 

@@ -197,6 +197,22 @@ impl Daemon {
         }
     }
 
+    /// `kill -9` from outside through a shared reference (clients may be
+    /// calling it meanwhile); [`Daemon::reap`] collects it afterwards.
+    pub fn kill_pid_9(&self) {
+        if let Some(c) = &self.child {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(c.id()).expect("pid"));
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill -9");
+        }
+    }
+
+    /// Waits for a daemon killed by [`Daemon::kill_pid_9`].
+    pub fn reap(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+    }
+
     /// `kill -9` from outside.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
