@@ -444,6 +444,28 @@ pub fn match_address_forbids_root(sb: &Sandbox) {
             ..SceneSetup::root_login("prohibit-password")
         },
     );
+    // The block forbids root for the support address only: from anywhere
+    // else sshd would still let root in with a key.
+    let effective = |addr: &str| {
+        let spec = format!(
+            "user=root,host=e2e.test,addr={addr},laddr=127.0.0.1,lport={}",
+            scene.sshd.port
+        );
+        let out = cmd::run_ok(
+            Path::new(super::sshd::SSHD),
+            &["-T", "-C", &spec, "-f", super::sshd::SSHD_CONFIG],
+        );
+        out.lines()
+            .find_map(|l| l.strip_prefix("permitrootlogin "))
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(effective("127.0.0.1"), "no");
+    assert!(
+        ["prohibit-password", "without-password"].contains(&effective("192.0.2.7").as_str()),
+        "root elsewhere: {}",
+        effective("192.0.2.7")
+    );
     temp_user_round_trip(&scene, 103, false);
 }
 
