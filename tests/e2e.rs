@@ -36,6 +36,16 @@ macro_rules! e2e_test {
 e2e_test!(harness_root_key_login => selftest::root_key_login);
 e2e_test!(harness_user_sudo_login => selftest::user_sudo_login);
 
+/// The harness can fail: a sandbox body that panics must fail the test.
+#[test]
+fn harness_inner_failure_is_reported() {
+    outer::run_expecting_failure(
+        "harness_inner_failure_is_reported",
+        selftest::deliberate_failure,
+        selftest::DELIBERATE,
+    );
+}
+
 // Scenarios of issue 7 against the real daemon.
 e2e_test!(s1_root_prohibit_password => scenarios::root_prohibit_password);
 e2e_test!(s2_root_login_no_temp_user => scenarios::root_login_no);

@@ -79,6 +79,31 @@ pub fn run(name: &str, body: fn(&Sandbox)) {
     outcome.assert_passed(name);
 }
 
+/// Like [`run`], for a body that must fail: proves that a failure inside
+/// the sandbox reaches the outer test (the harness can fail).
+pub fn run_expecting_failure(name: &str, body: fn(&Sandbox), marker: &str) {
+    if std::env::var(INNER_ENV).is_ok() {
+        run(name, body);
+        return;
+    }
+    if let Some(why) = skip_reason() {
+        skip(name, why);
+        return;
+    }
+    let guard = HostGuard::capture();
+    let outcome = run_inner(name);
+    guard.assert_unchanged(name);
+    assert!(
+        !outcome.success,
+        "a failing sandbox body was reported as passing"
+    );
+    assert!(
+        outcome.stderr.contains(marker),
+        "the sandbox's failure message did not reach the outer test:\n{}",
+        outcome.stderr
+    );
+}
+
 /// Prints the one skip line where CI logs show it (straight to fd 2, past
 /// libtest's capture), or fails when the environment requires the suite.
 fn skip(name: &str, why: &str) {

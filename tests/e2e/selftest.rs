@@ -132,3 +132,23 @@ pub fn user_sudo_login(sb: &Sandbox) {
     assert!(!home.exists(), "userdel -r left {}", home.display());
     sshd.assert_refused(&key, user);
 }
+
+/// Marker of [`deliberate_failure`]'s panic.
+pub const DELIBERATE: &str = "deliberate e2e failure: sshd refused as expected";
+
+/// Fails on purpose, after real work in the sandbox: a refused login
+/// asserted as a success.
+pub fn deliberate_failure(sb: &Sandbox) {
+    let key = KeyPair::generate(&sb.path("support"), "e2e-support");
+    let sshd = Sshd::start(
+        sb,
+        &SshdSetup {
+            permit_root_login: "prohibit-password",
+            tail: "",
+            also_listen: &[],
+        },
+    );
+    if let Login::Refused { .. } = sshd.login(&key, "root", &["id", "-u"], b"") {
+        panic!("{DELIBERATE}");
+    }
+}
