@@ -47,6 +47,12 @@ impl Sandbox {
             1,
             "the scenario must run under the sandbox init"
         );
+        // And pid 1 must be that init (this binary), not the host's.
+        assert_eq!(
+            std::fs::read_link("/proc/1/exe").ok(),
+            std::env::current_exe().ok(),
+            "pid 1 is not the sandbox init: refusing to mount anything"
+        );
         let scratch = PathBuf::from(std::env::var(SCRATCH_ENV).expect("scratch dir from outer"));
         assert!(
             scratch.is_absolute() && scratch.is_dir(),
