@@ -414,7 +414,9 @@ mod tests {
     fn ssh_keygen_reads_our_lines() {
         let tool = std::path::Path::new("/usr/bin/ssh-keygen");
         if !tool.exists() {
-            eprintln!("SKIPPED: ssh_keygen_reads_our_lines: /usr/bin/ssh-keygen not installed");
+            crate::test_skip!(
+                "SKIPPED: ssh_keygen_reads_our_lines: /usr/bin/ssh-keygen not installed"
+            );
             return;
         }
         let keys = [ED25519, ECDSA256, RSA2048];

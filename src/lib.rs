@@ -29,3 +29,19 @@ pub mod system;
 #[cfg(test)]
 pub mod testing;
 pub mod types;
+
+/// For tests that cannot run on this machine (not root, a tool missing, no
+/// namespaces): prints one loud `SKIPPED: …` line. When
+/// `SUPPORTAUTH_TESTS_MUST_RUN` is set (CI sets it), the test fails
+/// instead, so a skip can never pass for a success there.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! test_skip {
+    ($($arg:tt)*) => {{
+        let msg = format!($($arg)*);
+        eprintln!("{msg}");
+        if std::env::var_os("SUPPORTAUTH_TESTS_MUST_RUN").is_some() {
+            panic!("{msg} (SUPPORTAUTH_TESTS_MUST_RUN is set: every test must run here)");
+        }
+    }};
+}

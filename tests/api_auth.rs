@@ -126,11 +126,11 @@ fn non_root_local_peer_needs_a_token() {
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: not root, cannot run a client as another uid");
+        supportauth::test_skip!("SKIPPED: not root, cannot run a client as another uid");
         return;
     }
     let Some(group) = nix::unistd::Group::from_name("nogroup").ok().flatten() else {
-        eprintln!("SKIPPED: no group “nogroup” to give the socket to");
+        supportauth::test_skip!("SKIPPED: no group “nogroup” to give the socket to");
         return;
     };
     let d = Daemon::start_with("socket_group = \"nogroup\"", "");

@@ -19,7 +19,7 @@ fn have(tool: &str, args: &[&str]) -> bool {
 #[test]
 fn perl_http_tiny_client_as_in_the_seed() {
     if !have("perl", &["-MHTTP::Tiny", "-MJSON::PP", "-e", "1"]) {
-        eprintln!("SKIPPED: perl with HTTP::Tiny and JSON::PP is not installed");
+        supportauth::test_skip!("SKIPPED: perl with HTTP::Tiny and JSON::PP is not installed");
         return;
     }
     let d = Daemon::start();
@@ -56,7 +56,7 @@ if ($response->{'success'}) {
 #[test]
 fn curl_get_and_post() {
     if !have("curl", &["--version"]) {
-        eprintln!("SKIPPED: curl is not installed");
+        supportauth::test_skip!("SKIPPED: curl is not installed");
         return;
     }
     let d = Daemon::start();
@@ -92,7 +92,7 @@ fn curl_get_and_post() {
 #[test]
 fn tls_listener_serves_verified_https() {
     if !have("openssl", &["version"]) || !have("curl", &["--version"]) {
-        eprintln!("SKIPPED: openssl or curl is not installed");
+        supportauth::test_skip!("SKIPPED: openssl or curl is not installed");
         return;
     }
     // Certificate and key under the scratch root, where the config's

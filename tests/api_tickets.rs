@@ -19,7 +19,7 @@ struct Rig {
 
 fn rig(sshd_body: &str) -> Option<Rig> {
     if let Some(why) = cannot_run_host_tools() {
-        eprintln!("SKIPPED api_tickets: {why}");
+        supportauth::test_skip!("SKIPPED api_tickets: {why}");
         return None;
     }
     let d = Daemon::start_configured("", "", |root| populate_scratch_root(root, sshd_body));

@@ -20,11 +20,11 @@ const SHIPPED_PATH: &str = "/var/cpanel/logs/supportauth/audit.log";
 
 fn can_run() -> bool {
     if !Path::new(LOGROTATE).exists() {
-        eprintln!("SKIPPED: {LOGROTATE} is not installed");
+        supportauth::test_skip!("SKIPPED: {LOGROTATE} is not installed");
         return false;
     }
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: `create 0600 root root` needs root");
+        supportauth::test_skip!("SKIPPED: `create 0600 root root` needs root");
         return false;
     }
     true

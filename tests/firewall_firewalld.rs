@@ -44,7 +44,9 @@ fn offline(sysconf: &Path, args: &[&str]) {
 #[test]
 fn firewalld_offline_ipsets_in_trusted_zone_and_admin_source_survives() {
     if !Path::new(OFFLINE).exists() {
-        eprintln!("SKIPPED: firewalld: {OFFLINE} not installed (apt package firewalld)");
+        supportauth::test_skip!(
+            "SKIPPED: firewalld: {OFFLINE} not installed (apt package firewalld)"
+        );
         return;
     }
     let host_before = snapshot(Path::new("/etc/firewalld"));

@@ -24,7 +24,7 @@ struct Rig {
 
 async fn rig(sshd_body: &str) -> Option<Rig> {
     if let Some(why) = cannot_run() {
-        eprintln!("SKIPPED engine test: {why}");
+        crate::test_skip!("SKIPPED engine test: {why}");
         return None;
     }
     let scratch = ScratchRoot::new(sshd_body);

@@ -624,7 +624,7 @@ pub(crate) mod tests {
         if nix::unistd::geteuid().is_root() {
             return false;
         }
-        eprintln!("SKIPPED: {test} needs root to chown test files");
+        crate::test_skip!("SKIPPED: {test} needs root to chown test files");
         true
     }
 

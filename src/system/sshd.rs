@@ -146,7 +146,7 @@ mod tests {
     impl Scratch {
         fn new() -> Option<Scratch> {
             if !nix::unistd::geteuid().is_root() {
-                eprintln!("SKIPPED: sshd -T tests need root for unshare -m");
+                crate::test_skip!("SKIPPED: sshd -T tests need root for unshare -m");
                 return None;
             }
             let dir = tempfile::tempdir().unwrap();

@@ -568,7 +568,7 @@ mod tests {
 
     fn scratch(main: &str) -> Option<Scratch> {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIPPED: sudoers drop-in tests need root (fchown root:root)");
+            crate::test_skip!("SKIPPED: sudoers drop-in tests need root (fchown root:root)");
             return None;
         }
         let dir = tempfile::tempdir().unwrap();

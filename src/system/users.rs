@@ -339,7 +339,7 @@ mod tests {
 
     fn scratch(add_wheel: bool) -> Option<Scratch> {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIPPED: useradd/userdel/chpasswd need root");
+            crate::test_skip!("SKIPPED: useradd/userdel/chpasswd need root");
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
