@@ -5,7 +5,8 @@
 //! every scenario and must come out byte-identical.
 //!
 //! Not root / no namespaces: each test prints `SKIPPED e2e: <why>` and
-//! returns; `SUPPORTAUTH_E2E_REQUIRE=1` turns that into a failure (CI).
+//! returns; `SUPPORTAUTH_E2E_REQUIRE=1` or `SUPPORTAUTH_TESTS_MUST_RUN`
+//! (set by .ci/run) turns that into a failure.
 
 /// The harness; `e2e/*.rs`.
 mod e2e {

@@ -20,9 +20,10 @@ use super::sandbox::{self, Sandbox};
 
 /// Set (to the test's name) in the re-executed inner run.
 pub const INNER_ENV: &str = "SUPPORTAUTH_E2E_INNER";
-/// "1": a machine that cannot run the sandbox fails instead of skipping
-/// (CI sets it so a broken runner cannot pass silently).
+/// "1": a machine that cannot run the sandbox fails instead of skipping.
 pub const REQUIRE_ENV: &str = "SUPPORTAUTH_E2E_REQUIRE";
+/// The project-wide switch (.ci/run sets it): no test may skip.
+pub const MUST_RUN_ENV: &str = "SUPPORTAUTH_TESTS_MUST_RUN";
 /// Upper bound for one scenario, in seconds (default 300).
 pub const TIMEOUT_ENV: &str = "SUPPORTAUTH_E2E_TIMEOUT_SECS";
 
@@ -109,8 +110,9 @@ pub fn run_expecting_failure(name: &str, body: fn(&Sandbox), marker: &str) {
 fn skip(name: &str, why: &str) {
     let line = format!("SKIPPED e2e: {name}: {why}\n");
     let _ = std::io::stderr().write_all(line.as_bytes());
-    if std::env::var(REQUIRE_ENV).as_deref() == Ok("1") {
-        panic!("{REQUIRE_ENV}=1 but the e2e sandbox cannot run here: {why}");
+    if std::env::var(REQUIRE_ENV).as_deref() == Ok("1") || std::env::var_os(MUST_RUN_ENV).is_some()
+    {
+        panic!("{REQUIRE_ENV}=1 or {MUST_RUN_ENV} set, but the e2e sandbox cannot run here: {why}");
     }
 }
 
