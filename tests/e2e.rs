@@ -53,11 +53,7 @@ e2e_test!(s1_root_prohibit_password => scenarios::access::root_prohibit_password
 e2e_test!(s2_root_login_no_temp_user => scenarios::access::root_login_no);
 e2e_test!(s2_root_login_no_sudoers_dropin => scenarios::access::root_login_no_sudoers_dropin);
 e2e_test!(
-    /// Fails today (product bug reported to the lead): `userdel -r` refuses
-    /// a user with a live session, so the revoke answers result 0 and the
-    /// support session (sudo-capable) stays open. Run it with
-    /// `cargo test --test e2e -- --ignored s2_revoke_during_open_session`.
-    #[ignore = "product bug: revoke cannot delete a temporary user with an open ssh session"]
+    /// Revoking while support is still logged in ends the session too.
     s2_revoke_during_open_session => scenarios::access::revoke_during_open_session
 );
 e2e_test!(s3_match_address_forbids_root => scenarios::access::match_address_forbids_root);

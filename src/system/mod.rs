@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod exec;
 pub mod keystore;
 pub mod net;
+pub mod processes;
 pub mod safefile;
 pub mod sshd;
 pub mod sudoers;

@@ -26,6 +26,8 @@ pub enum UsersError {
     NotOurs(String, String),
     #[error("user “{name}” has home {home}, which is not a directory named after it; refusing to delete it with its home — check /etc/passwd")]
     OddHome { name: String, home: String },
+    #[error("cannot end the sessions of “{name}” before deleting it: {message}")]
+    Sessions { name: String, message: String },
     #[error("group “{0}” does not exist on this host")]
     NoSuchGroup(String),
     #[error("neither a “wheel” nor a “sudo” group exists; create one that sudoers allows, or set access.wheel_group")]
@@ -285,6 +287,18 @@ impl HostUsers for ShadowUsers {
                 name: name.to_string(),
                 home: acct.home.display().to_string(),
             });
+        }
+        // On the real host an open support session must end with the
+        // account. Under a scratch root the uid is not the host's: never
+        // signal anything there.
+        if self.prefix.is_none() {
+            let n = super::processes::end_all(acct.uid).map_err(|e| UsersError::Sessions {
+                name: name.to_string(),
+                message: e.to_string(),
+            })?;
+            if n > 0 {
+                tracing::info!(user = %name, processes = n, "ended the temporary user's sessions");
+            }
         }
         exec::run(&self.userdel, self.userdel_args(name), None)?;
         Ok(true)
