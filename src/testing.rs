@@ -2,7 +2,6 @@
 //! the real useradd/userdel/chpasswd (with --prefix), visudo and sshd -T
 //! work without touching the machine running the tests.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
@@ -32,12 +31,7 @@ pub fn cannot_run() -> Option<String> {
     None
 }
 
-fn copy_file(from: &Path, to: &Path) {
-    if from.exists() {
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::copy(from, to).unwrap();
-    }
-}
+include!("../tests/common/scratch_root.rs");
 
 impl ScratchRoot {
     /// Builds the scratch root; `sshd_body` is appended to sshd_config
@@ -45,60 +39,7 @@ impl ScratchRoot {
     pub fn new(sshd_body: &str) -> ScratchRoot {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
-        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
-        for f in [
-            "passwd",
-            "group",
-            "shadow",
-            "gshadow",
-            "login.defs",
-            "default/useradd",
-            "sudoers",
-        ] {
-            copy_file(&Path::new("/etc").join(f), &root.join("etc").join(f));
-        }
-        std::fs::create_dir_all(root.join("etc/sudoers.d")).unwrap();
-        std::fs::set_permissions(
-            root.join("etc/sudoers.d"),
-            std::fs::Permissions::from_mode(0o750),
-        )
-        .unwrap();
-        let skel = root.join("etc/skel");
-        std::fs::create_dir_all(&skel).unwrap();
-        for e in std::fs::read_dir("/etc/skel").unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_file() {
-                std::fs::copy(e.path(), skel.join(e.file_name())).unwrap();
-            }
-        }
-        std::fs::create_dir_all(root.join("home")).unwrap();
-        std::fs::create_dir_all(root.join("root")).unwrap();
-        std::fs::set_permissions(root.join("root"), std::fs::Permissions::from_mode(0o700))
-            .unwrap();
-        // sshd -T needs its privilege separation directory, which only
-        // exists while sshd runs: give the real sshd a private /run.
-        let ssh = root.join("etc/ssh");
-        std::fs::create_dir_all(&ssh).unwrap();
-        let key = ssh.join("ssh_host_ed25519_key");
-        let st = std::process::Command::new("/usr/bin/ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", ""])
-            .arg("-f")
-            .arg(&key)
-            .status()
-            .unwrap();
-        assert!(st.success());
-        std::fs::write(
-            ssh.join("sshd_config"),
-            format!("HostKey {}\n{sshd_body}\n", key.display()),
-        )
-        .unwrap();
-        let wrapper = root.join("sshd-in-private-run");
-        std::fs::write(
-            &wrapper,
-            "#!/bin/sh\nexec /usr/bin/unshare -m /bin/sh -c 'mount -t tmpfs -o mode=755 tmpfs /run && mkdir -m 755 /run/sshd && exec /usr/sbin/sshd \"$@\"' sshd \"$@\"\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let wrapper = populate_scratch_root(&root, sshd_body);
         let mut cfg = Config {
             root: root.clone(),
             ..Config::default()

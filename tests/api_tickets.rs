@@ -22,7 +22,7 @@ fn rig(sshd_body: &str) -> Option<Rig> {
         supportauth::test_skip!("SKIPPED api_tickets: {why}");
         return None;
     }
-    let d = Daemon::start_configured("", "", |root| populate_scratch_root(root, sshd_body));
+    let d = Daemon::start_configured("", "", |root| scratch_root_config(root, sshd_body));
     let key = support_key(d.dir.path());
     Some(Rig { d, key })
 }

@@ -120,9 +120,6 @@ impl Backend for Cphulk {
     ) -> Result<(), FwError> {
         self.converge(want, changes)
     }
-    fn clear(&self, changes: &mut Vec<WhitelistChange>) -> Result<(), FwError> {
-        self.converge(&BTreeSet::new(), changes)
-    }
     fn observe(&self) -> Result<Observed, FwError> {
         let held = self.read()?;
         Ok(Observed {

@@ -210,9 +210,6 @@ impl Backend for HostsAllow {
     ) -> Result<(), FwError> {
         self.converge(want, changes)
     }
-    fn clear(&self, changes: &mut Vec<WhitelistChange>) -> Result<(), FwError> {
-        self.converge(&BTreeSet::new(), changes)
-    }
     fn observe(&self) -> Result<Observed, FwError> {
         let text = atomic::read(&self.path)?.unwrap_or_default();
         let (ours, rest) = parse(&text);

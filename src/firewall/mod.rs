@@ -226,8 +226,10 @@ pub(crate) trait Backend: Send + Sync {
         want: &BTreeSet<IpNet>,
         changes: &mut Vec<WhitelistChange>,
     ) -> Result<(), FwError>;
-    /// Remove everything ours.
-    fn clear(&self, changes: &mut Vec<WhitelistChange>) -> Result<(), FwError>;
+    /// Remove everything ours: by default, converge to nothing.
+    fn clear(&self, changes: &mut Vec<WhitelistChange>) -> Result<(), FwError> {
+        self.ensure(&BTreeSet::new(), changes)
+    }
     fn observe(&self) -> Result<Observed, FwError>;
 }
 

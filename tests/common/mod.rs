@@ -401,62 +401,12 @@ pub fn cannot_run_host_tools() -> Option<String> {
     None
 }
 
-/// Fills a scratch root with copies of this host's account files, sudoers,
-/// skel, an empty /root, an sshd_config (`sshd_body` appended) with its own
-/// host key, and a wrapper that runs the real sshd with a private /run
-/// (sshd -T needs /run/sshd, which exists only while sshd runs; creating it
-/// would change the host). Returns the `[tools]`/`[access]`/`[firewall]`
-/// config text that points the daemon at them.
-pub fn populate_scratch_root(root: &Path, sshd_body: &str) -> String {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(root.join("etc/default")).unwrap();
-    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
-    for f in [
-        "passwd",
-        "group",
-        "shadow",
-        "gshadow",
-        "login.defs",
-        "default/useradd",
-        "sudoers",
-    ] {
-        let from = Path::new("/etc").join(f);
-        if from.exists() {
-            std::fs::copy(&from, root.join("etc").join(f)).unwrap();
-        }
-    }
-    std::fs::create_dir_all(root.join("etc/sudoers.d")).unwrap();
-    std::fs::set_permissions(
-        root.join("etc/sudoers.d"),
-        std::fs::Permissions::from_mode(0o750),
-    )
-    .unwrap();
-    std::fs::create_dir_all(root.join("etc/skel")).unwrap();
-    std::fs::create_dir_all(root.join("home")).unwrap();
-    std::fs::create_dir_all(root.join("root")).unwrap();
-    std::fs::set_permissions(root.join("root"), std::fs::Permissions::from_mode(0o700)).unwrap();
-    let ssh = root.join("etc/ssh");
-    std::fs::create_dir_all(&ssh).unwrap();
-    let key = ssh.join("ssh_host_ed25519_key");
-    let st = Command::new("/usr/bin/ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", ""])
-        .arg("-f")
-        .arg(&key)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    std::fs::write(
-        ssh.join("sshd_config"),
-        format!("HostKey {}\n{sshd_body}\n", key.display()),
-    )
-    .unwrap();
-    let wrapper = root.join("sshd-in-private-run");
-    std::fs::write(
-        &wrapper,
-        "#!/bin/sh\nexec /usr/bin/unshare -m /bin/sh -c 'mount -t tmpfs -o mode=755 tmpfs /run && mkdir -m 755 /run/sshd && exec /usr/sbin/sshd \"$@\"' sshd \"$@\"\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+include!("scratch_root.rs");
+
+/// [`populate_scratch_root`] plus the `[tools]`/`[access]`/`[firewall]`
+/// config text that points the daemon at it.
+pub fn scratch_root_config(root: &Path, sshd_body: &str) -> String {
+    let wrapper = populate_scratch_root(root, sshd_body);
     format!(
         "[tools]\nsshd = \"{}\"\n[access]\nsupport_ips = [\"203.0.113.5\"]\nsshd_host = \"scratch.example\"\nsshd_lport = 22\n[firewall]\nbackends = [\"none\"]\n",
         wrapper.display()
