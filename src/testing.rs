@@ -13,24 +13,6 @@ pub struct ScratchRoot {
     pub cfg: Config,
 }
 
-/// Why a real-tool test cannot run here; the caller prints it loudly.
-pub fn cannot_run() -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("needs root (useradd --prefix, chown, unshare -m)".into());
-    }
-    for tool in [
-        "/usr/sbin/sshd",
-        "/usr/sbin/useradd",
-        "/usr/sbin/visudo",
-        "/usr/bin/unshare",
-    ] {
-        if !Path::new(tool).exists() {
-            return Some(format!("{tool} is not installed"));
-        }
-    }
-    None
-}
-
 include!("../tests/common/scratch_root.rs");
 
 impl ScratchRoot {

@@ -10,7 +10,7 @@ use crate::audit::record::open_line;
 use crate::clock::ManualClock;
 use crate::sshkey::SupportKey;
 use crate::store::grants::GrantState;
-use crate::testing::{cannot_run, fresh_key, ScratchRoot};
+use crate::testing::{cannot_run_host_tools, fresh_key, ScratchRoot};
 use crate::types::{ServerNum, TicketId, Username};
 
 const T0: i64 = 1_800_000_000;
@@ -23,7 +23,7 @@ struct Rig {
 }
 
 async fn rig(sshd_body: &str) -> Option<Rig> {
-    if let Some(why) = cannot_run() {
+    if let Some(why) = cannot_run_host_tools() {
         crate::test_skip!("SKIPPED engine test: {why}");
         return None;
     }

@@ -381,26 +381,6 @@ pub fn path_exists(p: &Path) -> bool {
     std::fs::symlink_metadata(p).is_ok()
 }
 
-/// Why a test that runs the real useradd/visudo/sshd on a scratch root
-/// cannot run here (it then prints SKIPPED and returns).
-pub fn cannot_run_host_tools() -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("needs root (useradd --prefix, chown, unshare -m)".into());
-    }
-    for tool in [
-        "/usr/sbin/sshd",
-        "/usr/sbin/useradd",
-        "/usr/sbin/visudo",
-        "/usr/bin/unshare",
-        "/usr/bin/ssh-keygen",
-    ] {
-        if !Path::new(tool).exists() {
-            return Some(format!("{tool} is not installed"));
-        }
-    }
-    None
-}
-
 include!("scratch_root.rs");
 
 /// [`populate_scratch_root`] plus the `[tools]`/`[access]`/`[firewall]`

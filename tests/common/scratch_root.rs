@@ -1,7 +1,21 @@
 // Shared by the library's unit tests (src/testing.rs, via include!) and the
 // integration tests (tests/common): a scratch root in which the real
 // useradd/userdel/chpasswd (--prefix), visudo and sshd -T work without
-// touching the machine. Plain std only, so both can include it.
+// touching the machine. Plain std (and nix) only, so both can include it.
+
+/// Why a test that runs the real useradd/visudo/sshd on a scratch root
+/// cannot run here (the caller then reports it with `test_skip!`).
+pub fn cannot_run_host_tools() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("needs root (useradd --prefix, chown, unshare -m)".into());
+    }
+    for tool in ["/usr/sbin/sshd", "/usr/sbin/useradd", "/usr/sbin/visudo", "/usr/bin/unshare", "/usr/bin/ssh-keygen"] {
+        if !std::path::Path::new(tool).exists() {
+            return Some(format!("{tool} is not installed"));
+        }
+    }
+    None
+}
 
 /// Fills `root` with copies of this host's account files, sudoers, skel,
 /// an empty /root, an sshd_config (`sshd_body` appended) with its own host
