@@ -256,11 +256,14 @@ fn source_name(source: &ConfigSource) -> String {
 /// (bounded) before exiting.
 fn start_background_tasks(app: &Arc<App>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
     let every = Duration::from_secs(app.config().access.reconcile_interval_secs);
-    vec![tokio::spawn(crate::engine::background::run(
-        Arc::clone(&app.engine),
-        every,
-        shutdown,
-    ))]
+    vec![
+        tokio::spawn(crate::engine::background::run(
+            Arc::clone(&app.engine),
+            every,
+            shutdown.clone(),
+        )),
+        tokio::spawn(crate::portal::poller::run(Arc::clone(app), shutdown)),
+    ]
 }
 
 /// Pings systemd's watchdog at half its interval when `WATCHDOG_USEC` is set.
@@ -300,6 +303,9 @@ async fn reload(app: &App, path: Option<&Path>) {
             }
             if new.audit != old.audit {
                 restart_needed.push("audit");
+            }
+            if new.portal != old.portal {
+                restart_needed.push("portal");
             }
             if !restart_needed.is_empty() {
                 tracing::warn!(
