@@ -61,17 +61,26 @@ fn connect_error(e: &std::io::Error) -> SshTestResult {
     }
 }
 
-/// Looks at (without consuming) what the server says first.
+/// Looks at (without consuming) what the server says first: its first
+/// complete line must be an SSH-2 version string.
 async fn peek_banner(stream: &TcpStream, limit: Duration) -> Result<(), Verdict> {
     let deadline = tokio::time::Instant::now() + limit;
     let mut buf = [0u8; 512];
     let mut seen = 0;
     loop {
+        // A ready peek never lets a timeout fire, so the deadline is
+        // checked here as well.
+        if seen > 0 && tokio::time::Instant::now() >= deadline {
+            break;
+        }
         let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
             Err(_) if seen == 0 => {
                 return Err(Verdict::fail(
                     SshTestResult::Environment,
-                    format!("the server accepted the connection but sent nothing within {} s (not an SSH server?)", limit.as_secs()),
+                    format!(
+                        "the server accepted the connection but sent nothing within {} s (not an SSH server?)",
+                        limit.as_secs()
+                    ),
                 ))
             }
             Err(_) => break,
@@ -89,14 +98,16 @@ async fn peek_banner(stream: &TcpStream, limit: Duration) -> Result<(), Verdict>
             }
             Ok(Ok(n)) => n,
         };
-        let text = String::from_utf8_lossy(&buf[..n]);
-        if text
-            .lines()
-            .any(|l| l.starts_with("SSH-2.0-") || l.starts_with("SSH-1.99-"))
-        {
-            return Ok(());
+        if let Some(end) = buf[..n].iter().position(|b| *b == b'\n') {
+            let line = &buf[..end];
+            if line.starts_with(b"SSH-2.0-") || line.starts_with(b"SSH-1.99-") {
+                return Ok(());
+            }
+            seen = end;
+            break;
         }
-        if buf[..n].contains(&b'\n') && !text.starts_with("SSH-") || n == buf.len() {
+        if n == buf.len() {
+            seen = n;
             break;
         }
         if n == seen {
@@ -104,12 +115,12 @@ async fn peek_banner(stream: &TcpStream, limit: Duration) -> Result<(), Verdict>
         }
         seen = n;
     }
-    let first = String::from_utf8_lossy(&buf[..seen.max(1).min(buf.len())]).into_owned();
+    let first = String::from_utf8_lossy(&buf[..seen.min(buf.len())]).into_owned();
     Err(Verdict::fail(
         SshTestResult::Protocol,
         format!(
             "the server does not speak SSH-2 (it said {:?})",
-            crate::types::printable(first.lines().next().unwrap_or(""))
+            crate::types::printable(first.trim_end())
         ),
     ))
 }
