@@ -149,6 +149,12 @@ async fn run_async(
     source: ConfigSource,
     config_path: Option<PathBuf>,
 ) -> Result<(), DaemonError> {
+    // Handlers first: a SIGHUP/SIGTERM that arrives while starting (the
+    // socket already accepts) must not kill the daemon with the default
+    // action; it is handled once the loop below runs.
+    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     // The lock comes first: a second daemon must not touch the socket.
     store::ensure_private_dir(&cfg.state_dir())?;
     let _lock = DaemonLock::acquire(&cfg.lock_path())?;
@@ -211,9 +217,6 @@ async fn run_async(
     let _ = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status("serving")]);
     tracing::info!("ready");
 
-    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
-    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     loop {
         tokio::select! {
             _ = hup.recv() => reload(&app, config_path.as_deref()).await,

@@ -40,7 +40,9 @@ pub struct HttpClient {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub max_body: usize,
-    tls: Option<Result<TlsConnector, String>>,
+    /// Built on first use: reading the CA bundle is not start-up work.
+    tls: Option<Arc<std::sync::OnceLock<Result<TlsConnector, String>>>>,
+    ca_file: String,
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -84,8 +86,9 @@ fn tls_connector(ca_file: &str) -> Result<TlsConnector, String> {
 
 impl HttpClient {
     pub fn new(base: BaseUrl, cfg: &crate::config::PortalConfig, ca_file: &str) -> HttpClient {
-        let tls = base.tls.then(|| tls_connector(ca_file));
+        let tls = base.tls.then(|| Arc::new(std::sync::OnceLock::new()));
         HttpClient {
+            ca_file: ca_file.to_string(),
             base,
             connect_timeout: Duration::from_secs(cfg.connect_timeout_secs),
             read_timeout: Duration::from_secs(cfg.read_timeout_secs),
@@ -118,7 +121,11 @@ impl HttpClient {
         body: Option<Body>,
     ) -> Result<Reply, PortalError> {
         let tcp = self.connect().await?;
-        match &self.tls {
+        let tls = self
+            .tls
+            .as_ref()
+            .map(|cell| cell.get_or_init(|| tls_connector(&self.ca_file)));
+        match tls {
             None => self.exchange(tcp, method, call, bearer, body).await,
             Some(Err(e)) => Err(PortalError::Connect(format!(
                 "{} (TLS: {e})",
