@@ -199,12 +199,20 @@ fn connect_list_and_every_failure_mode() {
         (Mode::Malformed, "cannot understand"),
         (Mode::Huge, "larger than 65536 bytes"),
     ];
+    let gets = || rig.stub.received("GET /tickets/open").len();
     for (mode, needle) in cases {
         rig.stub.with(|s| s.open_mode = mode.clone());
+        let before = gets();
         let l = rig.list();
         assert_eq!(l["ticket_system"], "UNREACHABLE", "{mode:?}: {l}");
         let err = l["ticket_system_error"].as_str().unwrap();
         assert!(err.contains(needle), "{mode:?}: {err}");
+        // GETs are retried (get_attempts = 2) only when trying again can help.
+        let tries = match mode {
+            Mode::Status(_) | Mode::Slow(_) => 2,
+            _ => 1,
+        };
+        assert_eq!(gets() - before, tries, "{mode:?}");
     }
     rig.stub.with(|s| s.open_mode = Mode::Normal);
 
@@ -375,11 +383,19 @@ fn the_poller_revokes_a_closed_ticket_and_leaves_local_grants() {
     };
     let (_sshd, port) = listener();
     rig.stub.add_ticket(1001, 1, "127.0.0.1", port);
+    rig.stub.add_ticket(1003, 1, "127.0.0.1", port);
     rig.connect();
     ok(&rig.call(
         "ticket_grant",
         &[("ticket_id", "1001"), ("server_num", "1")],
     ));
+    let v = rig.call(
+        "ticket_grant",
+        &[("ticket_id", "1003"), ("server_num", "1")],
+    );
+    assert_eq!(ok(&v)["access_ips"], serde_json::json!(["203.0.113.9"]));
+    // The support IPs were asked for once: cached for the second grant.
+    assert_eq!(rig.stub.received("GET /support/access_ips").len(), 1);
     // A local grant (key given by the admin) is not the portal's to close.
     ok(&rig.call(
         "ticket_grant",
@@ -458,10 +474,13 @@ fn ssh_test_preflight_then_portal_pending_result_and_timeout() {
     let (_sshd, port) = start_sshd(&rig.root());
     rig.stub.add_ticket(1001, 1, "127.0.0.1", port);
     rig.connect();
-    ok(&rig.call(
+    // The portal's support IPs are unusable: the configured list is used.
+    rig.stub.with(|s| s.access_ips = vec!["0.0.0.0/0".into()]);
+    let v = rig.call(
         "ticket_grant",
         &[("ticket_id", "1001"), ("server_num", "1")],
-    ));
+    );
+    assert_eq!(ok(&v)["access_ips"], serde_json::json!(["203.0.113.5"]));
     let t = [("ticket_id", "1001"), ("server_num", "1")];
 
     // Preflight passes (TCP, banner, key exchange, key, sudo); the portal
@@ -491,6 +510,14 @@ fn ssh_test_preflight_then_portal_pending_result_and_timeout() {
     assert!(log.matches("\"ssh_test\"").count() >= n_before + 2);
     assert!(log.contains("TICKET_SYSTEM_TIMEOUT") && log.contains("\"preflight\""));
 
+    // The portal fails to start the test: a POST is tried once only.
+    rig.stub.with(|s| s.mode = Mode::Status(500));
+    let starts = rig.stub.received("POST /ssh_tests").len();
+    let v = rig.call("ticket_ssh_test", &t);
+    assert_eq!(ok(&v)["result"], "TICKET_SYSTEM_TIMEOUT", "{v}");
+    assert!(ok(&v)["detail"].as_str().unwrap().contains("HTTP 500"));
+    assert_eq!(rig.stub.received("POST /ssh_tests").len(), starts + 1);
+    rig.stub.with(|s| s.mode = Mode::Normal);
     // The escalation path gone: ESCALATE, without asking the portal.
     let polls = rig.stub.received("/ssh_tests").len();
     let dropin = rig.root().join("etc/sudoers.d/ticket1001");

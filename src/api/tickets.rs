@@ -185,28 +185,30 @@ pub async fn ticket_revoke(app: &Arc<App>, caller: &Caller, params: &Params) -> 
 
 /// `ticket_remove_closed`: revoke every grant whose ticket is closed. When
 /// connected, the portal's open tickets are fetched first; a portal that
-/// cannot be asked closes nothing (grants already marked CLOSED still go).
+/// cannot be asked closes nothing (grants already marked CLOSED still go)
+/// and the answer says why in `ticket_system_error`.
 pub async fn ticket_remove_closed(app: &Arc<App>, caller: &Caller, params: &Params) -> ApiResult {
     reject_unknown(params, &[])?;
-    let mut non_fatals = Vec::new();
+    let mut portal_error = None;
     if app.portal.is_connected().await {
         if let Err(e) = crate::portal::poller::mark_closed(app).await {
             tracing::warn!(error = %e, "cannot ask the portal which tickets are closed");
-            non_fatals.push(format!("ticket_system: {e}"));
+            portal_error = Some(e.to_string());
         }
     }
-    let mut out = crate::portal::poller::revoke_closed(app, caller)
+    let out = crate::portal::poller::revoke_closed(app, caller)
         .await
         .map_err(ApiError::new)?;
     if out.grants.is_empty() && out.errors.is_empty() {
         let mut reason = "There are no closed tickets with access to remove.".to_string();
-        if let Some(n) = non_fatals.first() {
-            reason.push_str(&format!(" ({n})"));
+        if let Some(e) = &portal_error {
+            reason.push_str(&format!(" (The ticket system could not be asked: {e})"));
         }
         return Err(ApiError::new(reason));
     }
-    out.non_fatals.extend(non_fatals);
-    revoke_result(out, Map::new())
+    let mut base = Map::new();
+    base.insert("ticket_system_error".into(), json!(portal_error));
+    revoke_result(out, base)
 }
 
 /// `ticket_revoke_all`: the kill switch. Revokes every active grant at
@@ -214,11 +216,13 @@ pub async fn ticket_remove_closed(app: &Arc<App>, caller: &Caller, params: &Para
 /// emergency script never fails for the wrong reason.
 pub async fn ticket_revoke_all(app: &Arc<App>, caller: &Caller, params: &Params) -> ApiResult {
     reject_unknown(params, &[])?;
-    let out = app
+    let mut out = app
         .engine
         .revoke_where(caller, EndReason::RevokeAll, &|_: &GrantRow| true)
         .await
         .map_err(ApiError::new)?;
+    // After the revoke, never before: the portal must not slow the switch.
+    crate::portal::poller::log_revokes(app, &mut out).await;
     let mut base = Map::new();
     base.insert("revoked_grants".into(), json!(out.grants.len()));
     revoke_result(out, base)
