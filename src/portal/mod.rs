@@ -119,7 +119,13 @@ impl Portal {
         matches!(session::load(&self.store).await, Ok(Some(_)))
     }
 
-    async fn token_call(&self, form: &[(&str, &str)]) -> Result<Tokens, PortalError> {
+    /// Calls the token endpoint and stores the answer. `keep_refresh` is
+    /// kept when a refresh answer carries no new refresh token.
+    async fn token_call(
+        &self,
+        form: &[(&str, &str)],
+        keep_refresh: &str,
+    ) -> Result<Tokens, PortalError> {
         let body = Body {
             content_type: "application/x-www-form-urlencoded",
             bytes: wire::form_encode(form).into_bytes(),
@@ -136,7 +142,11 @@ impl Portal {
         let now = self.clock.now();
         let tokens = Tokens {
             access: t.access_token,
-            refresh: t.refresh_token,
+            refresh: if t.refresh_token.is_empty() {
+                keep_refresh.to_string()
+            } else {
+                t.refresh_token
+            },
             expires_at: now.saturating_add(i64::try_from(t.expires_in).unwrap_or(i64::MAX)),
         };
         session::save(&self.store, &tokens, now)
@@ -148,11 +158,14 @@ impl Portal {
     /// Exchanges an authorization code for tokens and stores them.
     pub async fn connect(&self, code: &str, redirect_uri: &str) -> Result<(), PortalError> {
         let _one = self.refresh.lock().await;
-        self.token_call(&[
-            ("grant_type", "authorization_code"),
-            ("code", code),
-            ("redirect_uri", redirect_uri),
-        ])
+        self.token_call(
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", redirect_uri),
+            ],
+            "",
+        )
         .await
         .map(|_| ())
     }
@@ -172,10 +185,13 @@ impl Portal {
         }
         tracing::info!("refreshing the ticket system session");
         let new = self
-            .token_call(&[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", &t.refresh),
-            ])
+            .token_call(
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", &t.refresh),
+                ],
+                &t.refresh,
+            )
             .await?;
         Ok(new.access)
     }
