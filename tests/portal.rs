@@ -32,7 +32,7 @@ fn portal_config(stub: &Stub, poll: u64) -> String {
         "[portal]\nbase_url = \"{}\"\nconnect_timeout_secs = 2\nread_timeout_secs = 1\n\
          max_body_bytes = 65536\nget_attempts = 2\npoll_interval_secs = {poll}\n\
          test_poll_fast_ms = 50\ntest_fast_phase_ms = 200\ntest_poll_slow_ms = 100\n\
-         test_give_up_ms = 1500\npreflight_timeout_secs = 2\n\
+         test_give_up_ms = 3000\npreflight_timeout_secs = 2\n\
          nat = {{ \"127.0.0.1\" = \"198.51.100.7\" }}\n",
         stub.base_url()
     )

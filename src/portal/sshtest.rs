@@ -45,7 +45,7 @@ async fn audit(
     result: SshTestResult,
     detail: &str,
 ) -> bool {
-    let ev = AuditEvent::new("ssh_test", caller.actor())
+    let ev = AuditEvent::new(crate::audit::events::SSH_TEST, caller.actor())
         .remote(caller.remote())
         .ticket(row.ticket, Some(row.server))
         .user(row.ssh_username.as_str())
