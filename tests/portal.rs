@@ -184,6 +184,13 @@ fn connect_list_and_every_failure_mode() {
         (1.into(), 2.into())
     );
 
+    // Open tickets listed without their servers: each ticket is asked.
+    rig.stub.with(|s| s.omit_servers = true);
+    let l2 = rig.list();
+    assert_eq!(l2["auths"], l["auths"], "{l2}");
+    assert!(!rig.stub.received("GET /tickets/1003").is_empty());
+    rig.stub.with(|s| s.omit_servers = false);
+
     let v = rig.call("ticket_get_support_info", &[]);
     assert_eq!(ok(&v)["support_info"]["hours"], "24/7");
 

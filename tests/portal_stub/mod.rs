@@ -51,6 +51,9 @@ pub struct StubState {
     pub access: String,
     /// Mode for `GET /tickets/open`.
     pub open_mode: Mode,
+    /// Leave `servers` out of the open-ticket list (the client must then
+    /// ask `GET /tickets/{id}`).
+    pub omit_servers: bool,
     /// Mode for every other call but the token exchange.
     pub mode: Mode,
     /// SSH test: 202 this many times, then `test_result` (None: forever).
@@ -79,6 +82,7 @@ impl Stub {
             issued: 0,
             access: String::new(),
             open_mode: Mode::Normal,
+            omit_servers: false,
             mode: Mode::Normal,
             test_pending: 2,
             test_result: Some("SUCCESS".into()),
@@ -269,7 +273,14 @@ async fn open(State(s): State<S>, h: HeaderMap) -> Response {
         .tickets
         .iter()
         .filter(|(_, t)| t.open)
-        .map(|(id, t)| json!({"ticket_id": id, "ticket_subject": t.subject, "servers": t.servers}))
+        .map(|(id, t)| {
+            if st.omit_servers {
+                // Ids as strings here: portals differ, the client copes.
+                json!({"ticket_id": id.to_string(), "ticket_subject": t.subject})
+            } else {
+                json!({"ticket_id": id, "ticket_subject": t.subject, "servers": t.servers})
+            }
+        })
         .collect();
     Json(list).into_response()
 }
