@@ -11,6 +11,7 @@ use crate::audit::AuditLog;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::portal::Portal;
 use crate::store::Store;
 
 pub struct App {
@@ -23,6 +24,8 @@ pub struct App {
     pub audit: Arc<AuditLog>,
     /// Grants, revokes, expiry and reconciliation; the only path to the host.
     pub engine: Arc<Engine>,
+    /// The ticket system (settings fixed at start).
+    pub portal: Portal,
     /// Slows down addresses that keep failing authentication.
     pub limiter: FailureLimiter,
     /// Every dispatched call holds a read guard; shutdown takes the write
@@ -39,7 +42,9 @@ impl App {
         audit: Arc<AuditLog>,
         engine: Arc<Engine>,
     ) -> Arc<App> {
+        let portal = Portal::from_config(&config, store.clone(), Arc::clone(&clock));
         Arc::new(App {
+            portal,
             config: RwLock::new(Arc::new(config)),
             store,
             clock,

@@ -49,6 +49,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub firewall: FirewallConfig,
     pub log: LogConfig,
+    pub portal: PortalConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -176,6 +177,65 @@ pub struct FirewallConfig {
     pub iptables_chain: String,
 }
 
+/// The ticket system (cPanel Customer Portal or anything speaking the same
+/// calls, see [`crate::portal`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PortalConfig {
+    /// Base URL of the ticket system's API. "" = `TICKETS_SERVER_URL` from
+    /// `paths.cpsources` when present, else [`DEFAULT_PORTAL_URL`]. Must be
+    /// https, except for loopback addresses (tests, local proxies).
+    pub base_url: String,
+    /// PEM bundle of trusted roots for https; "" = the system bundle.
+    pub ca_file: String,
+    pub connect_timeout_secs: u64,
+    pub read_timeout_secs: u64,
+    /// Largest answer accepted from the portal.
+    pub max_body_bytes: usize,
+    /// Attempts for idempotent GETs (with backoff); POSTs are tried once.
+    pub get_attempts: u32,
+    /// How often open tickets are fetched to revoke closed ones; 0 = never.
+    pub poll_interval_secs: u64,
+    /// How long the portal's support IPs are reused before asking again.
+    pub support_ips_ttl_secs: u64,
+    /// 1:1 NAT: local address -> public address the portal knows, e.g.
+    /// `nat = { "10.0.0.5" = "203.0.113.5" }`.
+    pub nat: std::collections::BTreeMap<String, String>,
+    /// SSH test polling (reference §6): every `test_poll_fast_ms` for the
+    /// first `test_fast_phase_ms`, then every `test_poll_slow_ms`, giving up
+    /// after `test_give_up_ms` with TICKET_SYSTEM_TIMEOUT.
+    pub test_poll_fast_ms: u64,
+    pub test_fast_phase_ms: u64,
+    pub test_poll_slow_ms: u64,
+    pub test_give_up_ms: u64,
+    /// Time allowed for each step of the local SSH preflight.
+    pub preflight_timeout_secs: u64,
+}
+
+/// Used when neither `portal.base_url` nor cpsources names one.
+pub const DEFAULT_PORTAL_URL: &str = "https://tickets.cpanel.net/json-api/supportauth";
+
+impl Default for PortalConfig {
+    fn default() -> Self {
+        PortalConfig {
+            base_url: String::new(),
+            ca_file: String::new(),
+            connect_timeout_secs: 10,
+            read_timeout_secs: 30,
+            max_body_bytes: 1024 * 1024,
+            get_attempts: 3,
+            poll_interval_secs: 300,
+            support_ips_ttl_secs: 120,
+            nat: std::collections::BTreeMap::new(),
+            test_poll_fast_ms: 1000,
+            test_fast_phase_ms: 5000,
+            test_poll_slow_ms: 3000,
+            test_give_up_ms: 150_000,
+            preflight_timeout_secs: 10,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -201,6 +261,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             firewall: FirewallConfig::default(),
             log: LogConfig::default(),
+            portal: PortalConfig::default(),
         }
     }
 }
@@ -516,6 +577,44 @@ impl Config {
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| bad("log.level", e.to_string()))?;
+        self.validate_portal().map_err(|(k, m)| bad(k, m))?;
+        Ok(())
+    }
+
+    fn validate_portal(&self) -> Result<(), (&'static str, String)> {
+        let p = &self.portal;
+        if !p.base_url.is_empty() {
+            crate::portal::url::BaseUrl::parse(&p.base_url).map_err(|e| ("portal.base_url", e))?;
+        }
+        if !p.ca_file.is_empty() {
+            check_clean_absolute(Path::new(&p.ca_file)).map_err(|m| ("portal.ca_file", m))?;
+        }
+        if p.connect_timeout_secs == 0 || p.read_timeout_secs == 0 || p.preflight_timeout_secs == 0
+        {
+            return Err((
+                "portal.connect_timeout_secs",
+                "timeouts must be at least 1 second".into(),
+            ));
+        }
+        if p.max_body_bytes < 1024 {
+            return Err(("portal.max_body_bytes", "must be at least 1024".into()));
+        }
+        if p.get_attempts == 0 {
+            return Err(("portal.get_attempts", "must be at least 1".into()));
+        }
+        if p.test_poll_fast_ms == 0 || p.test_poll_slow_ms == 0 {
+            return Err(("portal.test_poll_fast_ms", "must be at least 1".into()));
+        }
+        for (local, public) in &p.nat {
+            if local.parse::<std::net::IpAddr>().is_err()
+                || public.parse::<std::net::IpAddr>().is_err()
+            {
+                return Err((
+                    "portal.nat",
+                    format!("{local:?} = {public:?}: both sides must be IP addresses"),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -623,6 +722,11 @@ mod tests {
             ("[access]\ndefault_ttl_secs = 0", "access.default_ttl_secs"),
             ("[firewall]\nbackends = [\"pf\"]", "firewall.backends"),
             ("[log]\nlevel = \"nonsense[\"", "log.level"),
+            (
+                "[portal]\nbase_url = \"http://192.0.2.1/\"",
+                "portal.base_url",
+            ),
+            ("[portal]\nnat = { \"10.0.0.1\" = \"x\" }", "portal.nat"),
         ];
         for (text, key) in cases {
             let err = Config::parse(text, p()).unwrap_err();

@@ -149,6 +149,12 @@ async fn run_async(
     source: ConfigSource,
     config_path: Option<PathBuf>,
 ) -> Result<(), DaemonError> {
+    // Handlers first: a SIGHUP/SIGTERM that arrives while starting (the
+    // socket already accepts) must not kill the daemon with the default
+    // action; it is handled once the loop below runs.
+    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     // The lock comes first: a second daemon must not touch the socket.
     store::ensure_private_dir(&cfg.state_dir())?;
     let _lock = DaemonLock::acquire(&cfg.lock_path())?;
@@ -211,9 +217,6 @@ async fn run_async(
     let _ = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status("serving")]);
     tracing::info!("ready");
 
-    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
-    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     loop {
         tokio::select! {
             _ = hup.recv() => reload(&app, config_path.as_deref()).await,
@@ -256,11 +259,14 @@ fn source_name(source: &ConfigSource) -> String {
 /// (bounded) before exiting.
 fn start_background_tasks(app: &Arc<App>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
     let every = Duration::from_secs(app.config().access.reconcile_interval_secs);
-    vec![tokio::spawn(crate::engine::background::run(
-        Arc::clone(&app.engine),
-        every,
-        shutdown,
-    ))]
+    vec![
+        tokio::spawn(crate::engine::background::run(
+            Arc::clone(&app.engine),
+            every,
+            shutdown.clone(),
+        )),
+        tokio::spawn(crate::portal::poller::run(Arc::clone(app), shutdown)),
+    ]
 }
 
 /// Pings systemd's watchdog at half its interval when `WATCHDOG_USEC` is set.
@@ -300,6 +306,9 @@ async fn reload(app: &App, path: Option<&Path>) {
             }
             if new.audit != old.audit {
                 restart_needed.push("audit");
+            }
+            if new.portal != old.portal {
+                restart_needed.push("portal");
             }
             if !restart_needed.is_empty() {
                 tracing::warn!(

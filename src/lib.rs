@@ -21,6 +21,7 @@ pub mod daemon;
 pub mod engine;
 pub mod firewall;
 pub mod planner;
+pub mod portal;
 pub mod server;
 pub mod sshd_config;
 pub mod sshkey;

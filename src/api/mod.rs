@@ -9,6 +9,9 @@ pub mod auth;
 pub mod caller;
 pub mod dispatch;
 pub mod envelope;
+pub mod portal;
+pub mod portal_grant;
+pub mod ticket_list;
 pub mod tickets;
 pub mod tokens;
 pub mod whitelist;
@@ -78,5 +81,25 @@ pub static FUNCTIONS: &[Function] = &[
         name: "ticket_whitelist_unsetup",
         acl: Acl::TicketsGrant,
         handler: handler!(whitelist::ticket_whitelist_unsetup),
+    },
+    Function {
+        name: "ticket_validate_oauth2_code",
+        acl: Acl::TicketsGrant,
+        handler: handler!(portal::ticket_validate_oauth2_code),
+    },
+    Function {
+        name: "ticket_get_support_info",
+        acl: Acl::TicketsList,
+        handler: handler!(portal::ticket_get_support_info),
+    },
+    Function {
+        name: "ticket_ssh_test",
+        acl: Acl::TicketsGrant,
+        handler: handler!(portal::ticket_ssh_test),
+    },
+    Function {
+        name: "ticket_ssh_test_start",
+        acl: Acl::TicketsGrant,
+        handler: handler!(portal::ticket_ssh_test_start),
     },
 ];

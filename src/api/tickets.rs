@@ -2,7 +2,6 @@
 //! ticket_revoke, ticket_list, ticket_remove_closed, and the kill switch
 //! ticket_revoke_all.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
@@ -10,13 +9,13 @@ use serde_json::{json, Map, Value};
 use crate::api::caller::Caller;
 use crate::api::envelope::{ApiError, ApiResult, Params};
 use crate::app::App;
-use crate::engine::grant::{GrantError, GrantRequest};
+use crate::engine::grant::{GrantError, GrantRequest, Granted};
 use crate::engine::revoke::{EndReason, Revoked};
 use crate::sshkey::SupportKey;
-use crate::store::grants::{GrantRow, GrantState};
+use crate::store::grants::GrantRow;
 use crate::types::{InputError, ServerNum, SupportIp, TicketId, Username};
 
-fn reject_unknown(params: &Params, allowed: &[&str]) -> Result<(), ApiError> {
+pub fn reject_unknown(params: &Params, allowed: &[&str]) -> Result<(), ApiError> {
     let unknown = params.unknown(allowed);
     if unknown.is_empty() {
         Ok(())
@@ -61,7 +60,6 @@ pub async fn ticket_grant(app: &Arc<App>, caller: &Caller, params: &Params) -> A
     )?;
     let ticket = TicketId::parse(params.require("ticket_id")?)?;
     let server = ServerNum::parse(params.require("server_num")?)?;
-    let key = SupportKey::parse(params.require("ssh_key")?)?;
     let ssh_username = params
         .get("ssh_username")
         .map(Username::parse)
@@ -72,6 +70,19 @@ pub async fn ticket_grant(app: &Arc<App>, caller: &Caller, params: &Params) -> A
         .into_iter()
         .map(SupportIp::parse)
         .collect::<Result<Vec<_>, _>>()?;
+    let Some(raw_key) = params.get("ssh_key") else {
+        // No key given: the ticket system provides it (reference §3).
+        let base = GrantBase {
+            ticket,
+            server,
+            ssh_username,
+            ttl,
+            access_ips,
+            secure_id: params.get("secure_id").unwrap_or("").to_string(),
+        };
+        return crate::api::portal_grant::grant(app, caller, base).await;
+    };
+    let key = SupportKey::parse(raw_key)?;
     let req = GrantRequest {
         ticket,
         server,
@@ -87,32 +98,47 @@ pub async fn ticket_grant(app: &Arc<App>, caller: &Caller, params: &Params) -> A
         whm_ip: String::new(),
     };
     match app.engine.grant(caller, req).await {
-        Ok(g) => {
-            let mut data = Map::new();
-            data.insert("ticket_id".into(), json!(g.row.ticket.get()));
-            data.insert("server_num".into(), json!(g.row.server.get()));
-            data.insert("server_name".into(), json!(g.row.server_name));
-            data.insert("ssh_username".into(), json!(g.row.ssh_username.as_str()));
-            data.insert("auth_status".into(), json!("AUTHED"));
-            data.insert("auth_time".into(), json!(g.row.created_at));
-            data.insert("ticket_status".into(), json!("OPEN"));
-            data.insert("expires_at".into(), json!(g.row.expires_at));
-            data.insert("access_ips".into(), json!(g.row.access_ips));
-            data.insert("key_fingerprint".into(), json!(g.row.key_fingerprint));
-            data.insert("temporary_user".into(), json!(g.row.temp_user as u8));
-            if let Some(pw) = &g.password {
-                // Shown once so the admin can hand it to support for sudo;
-                // never stored, logged or audited.
-                data.insert("wheel_password".into(), json!(pw.expose()));
-            }
-            data.insert("non_fatals".into(), json!(g.non_fatals));
-            g.whitelist.merge_into(&mut data);
-            Ok(Value::Object(data))
-        }
+        Ok(g) => Ok(Value::Object(granted_data(&g))),
         Err(GrantError::Refused(reason)) | Err(GrantError::RolledBack(reason)) => {
             Err(ApiError::new(reason))
         }
     }
+}
+
+/// The validated inputs of a grant, before the key is known.
+#[derive(Debug)]
+pub struct GrantBase {
+    pub ticket: TicketId,
+    pub server: ServerNum,
+    pub ssh_username: Option<Username>,
+    pub ttl: Option<u64>,
+    pub access_ips: Vec<SupportIp>,
+    pub secure_id: String,
+}
+
+/// The answer to a successful grant (local or portal).
+pub fn granted_data(g: &Granted) -> Map<String, Value> {
+    let mut data = Map::new();
+    data.insert("ticket_id".into(), json!(g.row.ticket.get()));
+    data.insert("server_num".into(), json!(g.row.server.get()));
+    data.insert("server_name".into(), json!(g.row.server_name));
+    data.insert("ssh_username".into(), json!(g.row.ssh_username.as_str()));
+    data.insert("auth_status".into(), json!("AUTHED"));
+    data.insert("auth_time".into(), json!(g.row.created_at));
+    data.insert("ticket_status".into(), json!("OPEN"));
+    data.insert("expires_at".into(), json!(g.row.expires_at));
+    data.insert("access_ips".into(), json!(g.row.access_ips));
+    data.insert("key_fingerprint".into(), json!(g.row.key_fingerprint));
+    data.insert("temporary_user".into(), json!(g.row.temp_user as u8));
+    data.insert("source".into(), json!(g.row.source));
+    if let Some(pw) = &g.password {
+        // Shown once so the admin can hand it to support for sudo;
+        // never stored, logged or audited.
+        data.insert("wheel_password".into(), json!(pw.expose()));
+    }
+    data.insert("non_fatals".into(), json!(g.non_fatals));
+    g.whitelist.merge_into(&mut data);
+    data
 }
 
 fn revoked_data(out: &Revoked, base: Map<String, Value>) -> Value {
@@ -144,11 +170,12 @@ pub async fn ticket_revoke(app: &Arc<App>, caller: &Caller, params: &Params) -> 
     let ticket = TicketId::parse(params.require("ticket_id")?)?;
     let user = Username::parse(params.require("ssh_username")?)?;
     let server = params.get("server_num").map(ServerNum::parse).transpose()?;
-    let out = app
+    let mut out = app
         .engine
         .revoke(caller, ticket, server, &user)
         .await
         .map_err(ApiError::new)?;
+    crate::portal::poller::log_revokes(app, &mut out).await;
     let mut base = Map::new();
     base.insert("ticket_id".into(), json!(ticket.get()));
     base.insert("server_num".into(), json!(server.map(ServerNum::get)));
@@ -156,22 +183,32 @@ pub async fn ticket_revoke(app: &Arc<App>, caller: &Caller, params: &Params) -> 
     revoke_result(out, base)
 }
 
-/// `ticket_remove_closed`: revoke every grant whose ticket is closed.
+/// `ticket_remove_closed`: revoke every grant whose ticket is closed. When
+/// connected, the portal's open tickets are fetched first; a portal that
+/// cannot be asked closes nothing (grants already marked CLOSED still go)
+/// and the answer says why in `ticket_system_error`.
 pub async fn ticket_remove_closed(app: &Arc<App>, caller: &Caller, params: &Params) -> ApiResult {
     reject_unknown(params, &[])?;
-    let out = app
-        .engine
-        .revoke_where(caller, EndReason::RevokeClosed, &|g: &GrantRow| {
-            g.ticket_status == "CLOSED"
-        })
+    let mut portal_error = None;
+    if app.portal.is_connected().await {
+        if let Err(e) = crate::portal::poller::mark_closed(app).await {
+            tracing::warn!(error = %e, "cannot ask the portal which tickets are closed");
+            portal_error = Some(e.to_string());
+        }
+    }
+    let out = crate::portal::poller::revoke_closed(app, caller)
         .await
         .map_err(ApiError::new)?;
     if out.grants.is_empty() && out.errors.is_empty() {
-        return Err(ApiError::new(
-            "There are no closed tickets with access to remove.",
-        ));
+        let mut reason = "There are no closed tickets with access to remove.".to_string();
+        if let Some(e) = &portal_error {
+            reason.push_str(&format!(" (The ticket system could not be asked: {e})"));
+        }
+        return Err(ApiError::new(reason));
     }
-    revoke_result(out, Map::new())
+    let mut base = Map::new();
+    base.insert("ticket_system_error".into(), json!(portal_error));
+    revoke_result(out, base)
 }
 
 /// `ticket_revoke_all`: the kill switch. Revokes every active grant at
@@ -179,85 +216,20 @@ pub async fn ticket_remove_closed(app: &Arc<App>, caller: &Caller, params: &Para
 /// emergency script never fails for the wrong reason.
 pub async fn ticket_revoke_all(app: &Arc<App>, caller: &Caller, params: &Params) -> ApiResult {
     reject_unknown(params, &[])?;
-    let out = app
+    let mut out = app
         .engine
         .revoke_where(caller, EndReason::RevokeAll, &|_: &GrantRow| true)
         .await
         .map_err(ApiError::new)?;
+    // After the revoke, never before: the portal must not slow the switch.
+    crate::portal::poller::log_revokes(app, &mut out).await;
     let mut base = Map::new();
     base.insert("revoked_grants".into(), json!(out.grants.len()));
     revoke_result(out, base)
 }
 
-fn auth_status(g: &GrantRow, now: i64) -> &'static str {
-    match g.state {
-        GrantState::Active if g.ticket_status == "CLOSED" => "EXPIRED",
-        GrantState::Active if g.expires_at.is_some_and(|t| t <= now) => "EXPIRED",
-        GrantState::Active => "AUTHED",
-        _ => "NOT_AUTHED",
-    }
-}
-
-/// `ticket_list [ticket_id] [server_num] [ssh_username]`
-pub async fn ticket_list(app: &Arc<App>, _caller: &Caller, params: &Params) -> ApiResult {
-    reject_unknown(params, &["ticket_id", "server_num", "ssh_username"])?;
-    let ticket = params.get("ticket_id").map(TicketId::parse).transpose()?;
-    let server = params.get("server_num").map(ServerNum::parse).transpose()?;
-    let user = params
-        .get("ssh_username")
-        .map(Username::parse)
-        .transpose()?;
-    let rows = app
-        .engine
-        .store()
-        .list_live(ticket, server, user.as_ref())
-        .await
-        .map_err(|e| ApiError::new(format!("The state database failed: {e}")))?;
-    let now = app.engine.now();
-    let local = crate::system::net::local_addresses();
-    let mut tickets: BTreeMap<TicketId, (String, String, Vec<Value>)> = BTreeMap::new();
-    for g in &rows {
-        let entry = tickets.entry(g.ticket).or_insert_with(|| {
-            (
-                g.ticket_subject.clone(),
-                g.ticket_status.clone(),
-                Vec::new(),
-            )
-        });
-        let ssh = if g.ssh_ip.is_empty() {
-            String::new()
-        } else {
-            format!("{}:{}", g.ssh_ip, g.ssh_port)
-        };
-        let bound = g
-            .ssh_ip
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| local.contains(&ip));
-        entry.2.push(json!({
-            "server_num": g.server.get(),
-            "server_name": g.server_name,
-            "ssh_username": g.ssh_username.as_str(),
-            "ssh": ssh,
-            "whm_ip": g.whm_ip,
-            "auth_status": auth_status(g, now),
-            "auth_time": g.created_at,
-            "bound": bound as u8,
-            "expires_at": g.expires_at,
-            "access_ips": g.access_ips,
-            "key_fingerprint": g.key_fingerprint,
-            "source": g.source,
-        }));
-    }
-    let auths: Vec<Value> = tickets
-        .into_iter()
-        .map(|(t, (subject, status, servers))| {
-            json!({
-                "ticket_id": t.get(),
-                "ticket_subject": subject,
-                "ticket_status": status,
-                "servers": servers,
-            })
-        })
-        .collect();
-    Ok(json!({ "auths": auths }))
+/// `ticket_list [ticket_id] [server_num] [ssh_username]`: see
+/// [`crate::api::ticket_list`].
+pub async fn ticket_list(app: &Arc<App>, caller: &Caller, params: &Params) -> ApiResult {
+    crate::api::ticket_list::ticket_list(app, caller, params).await
 }
