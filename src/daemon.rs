@@ -198,8 +198,14 @@ async fn run_async(
         Arc::clone(&clock),
         Policy::from_config(&cfg),
     ));
-    // Converge before serving: finish or roll back whatever a crash left.
-    // A failure here is logged, not fatal: revoking must stay possible.
+    // Before serving: revoke what expired while the daemon was down, then
+    // finish or roll back whatever a crash left. A failure here is logged,
+    // not fatal: revoking must stay possible.
+    match engine.expire_due().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(count = n, "grants that expired while stopped were revoked"),
+        Err(e) => tracing::error!(error = %e, "start-up expiry failed; will retry"),
+    }
     match engine.reconcile().await {
         Ok(r) => tracing::info!(
             repairs = r.repairs.len(),

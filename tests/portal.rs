@@ -51,7 +51,7 @@ fn plain_rig() -> Rig {
 /// A daemon on a scratch root with the real useradd/visudo/sshd -T.
 fn host_rig(sshd_body: &str, poll: u64) -> Option<Rig> {
     if let Some(why) = cannot_run_host_tools() {
-        eprintln!("SKIPPED portal: {why}");
+        supportauth::test_skip!("SKIPPED portal: {why}");
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -60,7 +60,7 @@ fn host_rig(sshd_body: &str, poll: u64) -> Option<Rig> {
     let cfg = portal_config(&stub, poll);
     let d = Daemon::start_configured("", "", |root| {
         // populate's [access] section must not be split by ours.
-        format!("{}\n{cfg}", populate_scratch_root(root, sshd_body))
+        format!("{}\n{cfg}", scratch_root_config(root, sshd_body))
     });
     Some(Rig { d, stub, key })
 }

@@ -130,7 +130,7 @@ async fn tls_server(dir: &Path) -> u16 {
 async fn https_with_the_configured_ca_and_refused_without_it() {
     let dir = tempfile::tempdir().unwrap();
     if !make_cert(dir.path()) {
-        eprintln!("SKIPPED portal_tls: openssl cannot make a test certificate");
+        supportauth::test_skip!("SKIPPED portal_tls: openssl cannot make a test certificate");
         return;
     }
     let port = tls_server(dir.path()).await;

@@ -88,7 +88,7 @@ fn listeners_that_are_not_ssh() {
 #[test]
 fn a_real_sshd_passes() {
     if let Some(why) = cannot_run_host_tools() {
-        eprintln!("SKIPPED preflight real sshd: {why}");
+        supportauth::test_skip!("SKIPPED preflight real sshd: {why}");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -146,7 +146,7 @@ fn run_ok(args: &[&str]) -> Result<(), String> {
 #[test]
 fn silent_and_unroutable_addresses_in_a_private_namespace() {
     if !nix::unistd::geteuid().is_root() || !std::path::Path::new("/usr/sbin/nft").exists() {
-        eprintln!("SKIPPED preflight netns: needs root and /usr/sbin/nft");
+        supportauth::test_skip!("SKIPPED preflight netns: needs root and /usr/sbin/nft");
         return;
     }
     // A thread of our own moves into a fresh network namespace (namespaces
@@ -165,7 +165,9 @@ fn silent_and_unroutable_addresses_in_a_private_namespace() {
         Ok((silent, nowhere))
     });
     match t.join().unwrap() {
-        Err(e) if e.starts_with("unshare") => eprintln!("SKIPPED preflight netns: {e}"),
+        Err(e) if e.starts_with("unshare") => {
+            supportauth::test_skip!("SKIPPED preflight netns: {e}")
+        }
         Err(e) => panic!("{e}"),
         Ok((silent, nowhere)) => {
             assert_eq!(silent, SshTestResult::Timeout);
