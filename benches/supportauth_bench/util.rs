@@ -274,6 +274,8 @@ pub struct FloorSample {
     pub commit: f64,
     pub append: f64,
     pub replace: f64,
+    /// The part of `replace` before the rename (create, write, fsync).
+    pub stage: f64,
 }
 
 impl Floor {
@@ -336,8 +338,14 @@ impl Floor {
         ms(t.elapsed())
     }
 
-    /// Replace a file of `size` bytes: write temp, fsync, rename, fsync dir.
+    /// Replace a file with `content`: write temp, fsync, rename, fsync dir.
     pub fn replace(&mut self, content: &[u8]) -> f64 {
+        self.replace_parts(content).0
+    }
+
+    /// [`replace`](Self::replace), and the time until the temp file is
+    /// written and fsynced.
+    pub fn replace_parts(&mut self, content: &[u8]) -> (f64, f64) {
         let tmp = self.dir.join(".authorized_keys.tmp");
         let dst = self.dir.join("authorized_keys");
         let t = Instant::now();
@@ -350,29 +358,37 @@ impl Floor {
         f.write_all(content).expect("write temp");
         f.sync_all().expect("fsync temp");
         drop(f);
+        let stage = ms(t.elapsed());
         std::fs::rename(&tmp, &dst).expect("rename");
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .expect("fsync dir");
-        ms(t.elapsed())
+        (ms(t.elapsed()), stage)
     }
 
     /// One of each, interleaved with the operation being measured.
     pub fn sample(&mut self, rt: &tokio::runtime::Runtime, keys: &[u8]) -> FloorSample {
+        let commit = self.commit(rt);
+        let append = self.append();
+        let (replace, stage) = self.replace_parts(keys);
         FloorSample {
-            commit: self.commit(rt),
-            append: self.append(),
-            replace: self.replace(keys),
+            commit,
+            append,
+            replace,
+            stage,
         }
     }
 }
 
-/// Medians of each floor component and of their sum.
-pub fn floor_medians(s: &[FloorSample]) -> (f64, f64, f64, f64) {
-    let c = median(&s.iter().map(|x| x.commit).collect::<Vec<_>>());
-    let a = median(&s.iter().map(|x| x.append).collect::<Vec<_>>());
-    let r = median(&s.iter().map(|x| x.replace).collect::<Vec<_>>());
-    (c, a, r, c + a + r)
+/// Medians of each floor component.
+pub fn floor_medians(s: &[FloorSample]) -> FloorSample {
+    let m = |f: fn(&FloorSample) -> f64| median(&s.iter().map(f).collect::<Vec<_>>());
+    FloorSample {
+        commit: m(|x| x.commit),
+        append: m(|x| x.append),
+        replace: m(|x| x.replace),
+        stage: m(|x| x.stage),
+    }
 }
 
 /// VmRSS and VmHWM of a process, in KiB.

@@ -208,18 +208,39 @@ impl AuditLog {
 
     /// Appends one record durably; returns its sequence number.
     pub async fn append(&self, ev: AuditEvent) -> Result<u64, AuditError> {
+        let seqs = self.append_all(std::slice::from_ref(&ev)).await?;
+        Ok(seqs.last().copied().unwrap_or_default())
+    }
+
+    /// Appends consecutive records with one write, one fsync and one
+    /// chain-head update (a grant's `key_added` + `grant` cost one durable
+    /// append instead of two); all or none become durable. Returns their
+    /// sequence numbers.
+    pub async fn append_all(&self, events: &[AuditEvent]) -> Result<Vec<u64>, AuditError> {
         let mut state = self.state.lock().await;
-        let seq = state.head.seq + 1;
-        let rec = Record::from_event(&ev, seq, rfc3339(self.clock.now()), &state.head.hash);
-        let (line, hash) = rec.seal()?;
-        let bytes = match self.format {
-            AuditFormat::Json => line.into_bytes(),
-            AuditFormat::Cpanel => {
-                let mut classic = render_cpanel_line(&rec);
-                classic.push('\n');
-                classic.into_bytes()
+        let mut head = state.head.clone();
+        let mut bytes = Vec::new();
+        let mut sealed = Vec::with_capacity(events.len());
+        for ev in events {
+            let seq = head.seq + 1;
+            let rec = Record::from_event(ev, seq, rfc3339(self.clock.now()), &head.hash);
+            let (line, hash) = rec.seal()?;
+            match self.format {
+                AuditFormat::Json => bytes.extend_from_slice(line.as_bytes()),
+                AuditFormat::Cpanel => {
+                    bytes.extend_from_slice(render_cpanel_line(&rec).as_bytes());
+                    bytes.push(b'\n');
+                }
             }
-        };
+            head = ChainHead {
+                seq,
+                hash: hash.clone(),
+            };
+            sealed.push((rec, hash));
+        }
+        if sealed.is_empty() {
+            return Ok(Vec::new());
+        }
         let open = state.open.take();
         let path = self.path.clone();
         let result = tokio::task::spawn_blocking(move || write_durably(&path, open, &bytes))
@@ -229,23 +250,22 @@ impl AuditLog {
             Ok(open) => state.open = Some(open),
             Err(e) => return Err(e),
         }
-        // The record is durable: move the head now, so a failing store
-        // update below can never make the next record reuse this seq.
-        let head = ChainHead {
-            seq,
-            hash: hash.clone(),
-        };
+        // The records are durable: move the head now, so a failing store
+        // update below can never make the next record reuse these seqs.
         state.head = head.clone();
-        if let Some(journald) = &self.journald {
-            let mut sealed = rec;
-            sealed.hash = Some(hash);
-            journald.emit(&sealed);
+        let mut seqs = Vec::with_capacity(sealed.len());
+        for (mut rec, hash) in sealed {
+            seqs.push(rec.seq);
+            if let Some(journald) = &self.journald {
+                rec.hash = Some(hash);
+                journald.emit(&rec);
+            }
+            tracing::debug!(seq = rec.seq, event = %rec.event, "audit record appended");
         }
         if self.format == AuditFormat::Json {
             save_head(&self.store, &head).await?;
         }
-        tracing::debug!(seq, event = %ev.event, "audit record appended");
-        Ok(seq)
+        Ok(seqs)
     }
 }
 
