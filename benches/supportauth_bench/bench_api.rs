@@ -112,9 +112,9 @@ pub fn run(rt: &tokio::runtime::Runtime, report: &mut Report) {
     let secs = util::env_usize("SA_BENCH_API_SECS", 3) as u64;
     let grants = util::env_usize("SA_BENCH_API_GRANTS", 10);
     report.section(&format!(
-        "3. API overhead: {clients} keep-alive clients on TCP loopback, 2 x {secs} s per route, alternated"
+        "3. API overhead: {clients} keep-alive clients on TCP loopback, 2 x {secs} s per route, alternated (A B C, C B A)"
     ));
-    let d = Daemon::start_with(
+    let mut d = Daemon::start_with(
         "max_connections = 1024\n",
         "[access]\nreconcile_interval_secs = 86400\n",
     );
@@ -123,33 +123,42 @@ pub fn run(rt: &tokio::runtime::Runtime, report: &mut Report) {
         0,
         grants,
     ));
+    util::info_logging(&mut d);
     let token = d.create_token("token_name=bench&acl-0=tickets-list");
     let auth = format!("whm root:{token}");
     let list = "/json-api/ticket_list?api.version=1";
     let trivial = "/bench-trivial";
+    // Where the difference goes: authentication alone (an unknown
+    // function with a valid token: auth, dispatch, a result-0 envelope).
+    let auth_only = "/json-api/bench_no_such_function?api.version=1";
     let empty = || Load {
         requests: 0,
         errors: 0,
         latencies_ms: Vec::new(),
         secs: 0.0,
     };
-    let (mut t, mut a) = (empty(), empty());
-    // Warm up both paths, then alternate so drift hits both alike.
+    let (mut t, mut a, mut o) = (empty(), empty(), empty());
+    // Warm up every path, then alternate so drift hits all alike.
     load(rt, d.port, trivial, None, 404, clients, 1);
     load(rt, d.port, list, Some(&auth), 200, clients, 1);
-    add(&mut t, load(rt, d.port, trivial, None, 404, clients, secs));
-    add(
-        &mut a,
-        load(rt, d.port, list, Some(&auth), 200, clients, secs),
-    );
-    add(
-        &mut a,
-        load(rt, d.port, list, Some(&auth), 200, clients, secs),
-    );
-    add(&mut t, load(rt, d.port, trivial, None, 404, clients, secs));
+    load(rt, d.port, auth_only, Some(&auth), 200, clients, 1);
+    for round in 0..2 {
+        let mut phases: Vec<(&mut Load, &str, Option<&str>, u16)> = vec![
+            (&mut t, trivial, None, 404),
+            (&mut a, list, Some(&auth), 200),
+            (&mut o, auth_only, Some(&auth), 200),
+        ];
+        if round == 1 {
+            phases.reverse();
+        }
+        for (total, path, auth, expect) in phases {
+            add(total, load(rt, d.port, path, auth, expect, clients, secs));
+        }
+    }
     let rps = |l: &Load| l.requests as f64 / l.secs;
     let (tm, tp) = median_p99(&t.latencies_ms);
     let (am, ap) = median_p99(&a.latencies_ms);
+    let (om, op) = median_p99(&o.latencies_ms);
     report.row(
         "trivial route (GET /bench-trivial -> 404 fallback, no auth)",
         format!("{:.0} req/s, median {tm:.2} ms, p99 {tp:.2} ms", rps(&t)),
@@ -166,5 +175,15 @@ pub fn run(rt: &tokio::runtime::Runtime, report: &mut Report) {
             a.errors
         ),
         &format!(">= 0.5x req/s: {}", util::verdict(rps(&a) / rps(&t) >= 0.5)),
+    );
+    report.row(
+        "unknown function with token auth (auth + dispatch only)",
+        format!("{:.0} req/s, median {om:.2} ms, p99 {op:.2} ms", rps(&o)),
+        format!(
+            "{:.2}x the trivial route's req/s; {} errors",
+            rps(&o) / rps(&t),
+            o.errors
+        ),
+        "",
     );
 }

@@ -40,6 +40,7 @@ pub fn run(_rt: &tokio::runtime::Runtime, report: &mut Report) {
     ));
     let mut d = util::root_daemon("", true, |_| {});
     let key = common::support_key(d.dir.path());
+    util::info_logging(&mut d);
 
     let mut ready = Vec::new();
     for _ in 0..restarts {

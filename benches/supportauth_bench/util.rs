@@ -200,6 +200,20 @@ pub fn root_daemon(listen_extra: &str, stub_sshd: bool, prepare: impl FnOnce(&Pa
     })
 }
 
+/// Restarts the daemon with the production log level (`info`): the test
+/// helper starts it at `debug`, which logs every SQL statement.
+pub fn info_logging(d: &mut Daemon) {
+    let text = std::fs::read_to_string(&d.config).expect("read config");
+    std::fs::write(
+        &d.config,
+        text.replace("level = \"debug\"", "level = \"info\""),
+    )
+    .expect("write config");
+    d.stop();
+    let child = d.spawn();
+    d.adopt(child);
+}
+
 /// The arguments the daemon passes to `sshd -T` for a root grant.
 pub fn sshd_args(root: &Path) -> Vec<String> {
     vec![
