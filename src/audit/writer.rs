@@ -501,6 +501,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn append_all_chains_several_records_in_one_write() {
+        let (_d, store, path) = setup().await;
+        let log = AuditLog::open(
+            &path,
+            store.clone(),
+            Arc::new(ManualClock::new(1_800_000_000)),
+        )
+        .await
+        .unwrap();
+        log.append(AuditEvent::new("a", "system")).await.unwrap();
+        let seqs = log
+            .append_all(&[
+                AuditEvent::new("b", "system"),
+                AuditEvent::new("c", "system"),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(seqs, [2, 3]);
+        assert_eq!(log.append_all(&[]).await.unwrap(), Vec::<u64>::new());
+        assert_eq!(log.append(AuditEvent::new("d", "system")).await.unwrap(), 4);
+        let recs = lines(&path);
+        let events: Vec<&str> = recs.iter().map(|r| r.event.as_str()).collect();
+        assert_eq!(events, ["a", "b", "c", "d"]);
+        for w in recs.windows(2) {
+            assert_eq!(w[1].prev, w[0].hash.clone().unwrap());
+        }
+        let head = load_head(&store).await.unwrap().unwrap();
+        assert_eq!((head.seq, Some(head.hash)), (4, recs[3].hash.clone()));
+        let report = crate::audit::verify_files(&[path.clone()], Some(log.head().await));
+        assert!(report.is_ok(), "{report}");
+    }
+
+    #[tokio::test]
     async fn concurrent_appends_never_interleave() {
         let (_d, store, path) = setup().await;
         let log = Arc::new(

@@ -499,6 +499,26 @@ mod tests {
     }
 
     #[test]
+    fn remove_deletes_a_key_file_whose_line_is_already_gone() {
+        if not_root("remove_deletes_a_key_file_whose_line_is_already_gone") {
+            return;
+        }
+        let s = Scratch::new();
+        s.seed(ADMIN);
+        let store = s.store();
+        let m = mark("4343", "1", 1_700_000_000);
+        store.install(&s.acct, &line(ED25519, &m), &m).unwrap();
+        // An admin removed our line by hand; WHM's copy is left behind.
+        fs::write(s.ak(), ADMIN).unwrap();
+        let kf = key_file_path(&s.acct, &m);
+        assert!(kf.exists());
+        assert_eq!(store.remove(&s.acct, &|k| k.same_slot(&m)).unwrap(), 0);
+        assert!(!kf.exists(), "the copy goes even without a line to remove");
+        assert_eq!(fs::read(s.ak()).unwrap(), ADMIN);
+        no_temp_files(&s);
+    }
+
+    #[test]
     fn creates_ssh_dir_and_file() {
         if not_root("creates_ssh_dir_and_file") {
             return;
