@@ -529,7 +529,8 @@ mod tests {
         }
         let head = load_head(&store).await.unwrap().unwrap();
         assert_eq!((head.seq, Some(head.hash)), (4, recs[3].hash.clone()));
-        let report = crate::audit::verify_files(&[path.clone()], Some(log.head().await));
+        let report =
+            crate::audit::verify_files(std::slice::from_ref(&path), Some(log.head().await));
         assert!(report.is_ok(), "{report}");
     }
 
