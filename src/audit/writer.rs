@@ -33,6 +33,11 @@ pub enum AuditError {
     Encode(#[from] serde_json::Error),
 }
 
+/// The most records written with one fsync. A crash between that fsync
+/// and the store's head update leaves at most this many records past the
+/// head, which the next open adopts; more than that were not ours.
+pub const MAX_BATCH: usize = 2;
+
 /// The chain position after the last durable record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainHead {
@@ -114,8 +119,9 @@ impl AuditLog {
 
     /// Prepares the log at `path` (directory 0700 and file 0600, created
     /// when missing) and loads the chain head from the store, adopting the
-    /// file's last record when it is the store head's direct successor (a
-    /// crash between the fsync and the store update).
+    /// file's last records when they are the store head's direct
+    /// successors, at most one batch of [`MAX_BATCH`] (a crash between the
+    /// fsync and the store update).
     ///
     /// `AuditFormat::Cpanel` writes cPanel's classic lines instead of JSON:
     /// no chain in the file and the store head is left alone (sequence
@@ -129,14 +135,15 @@ impl AuditLog {
     ) -> Result<AuditLog, AuditError> {
         let stored = load_head(&store).await?;
         let path_buf = path.to_path_buf();
-        let (open, last) = tokio::task::spawn_blocking(move || -> Result<_, AuditError> {
+        let (open, tail) = tokio::task::spawn_blocking(move || -> Result<_, AuditError> {
             let open = open_for_append(&path_buf)?;
-            let last = last_record(&path_buf)?;
-            Ok((open, last))
+            let tail = last_records(&path_buf, MAX_BATCH)?;
+            Ok((open, tail))
         })
         .await
         .map_err(|e| io_err(path, format!("open task failed: {e}")))??;
         let mut head = stored.unwrap_or_else(ChainHead::genesis);
+        let last = tail.last().cloned();
         let tail_missing = match (&last, format) {
             (Some(rec), AuditFormat::Json)
                 if rec.seq < head.seq
@@ -156,14 +163,15 @@ impl AuditLog {
             _ => None,
         };
         if let (Some(rec), AuditFormat::Json) = (last, format) {
-            if rec.seq == head.seq + 1 && rec.prev == head.hash {
+            if chains_from(&tail, &head) {
                 if let Some(hash) = rec.hash.clone() {
                     head = ChainHead { seq: rec.seq, hash };
                     save_head(&store, &head).await?;
                 }
             } else if rec.seq > head.seq {
                 // Not ours to adopt: only a crash between the fsync and the
-                // head update leaves the file one record ahead. Continuing
+                // head update leaves the file one batch (at most
+                // MAX_BATCH records) ahead. Continuing
                 // from the store's head keeps whatever was appended behind
                 // our back visible to `audit verify`.
                 tracing::warn!(
@@ -208,18 +216,47 @@ impl AuditLog {
 
     /// Appends one record durably; returns its sequence number.
     pub async fn append(&self, ev: AuditEvent) -> Result<u64, AuditError> {
+        let seqs = self.append_all(std::slice::from_ref(&ev)).await?;
+        Ok(seqs.last().copied().unwrap_or_default())
+    }
+
+    /// Appends consecutive records with one write, one fsync and one
+    /// chain-head update per [`MAX_BATCH`] records (a grant's `key_added` +
+    /// `grant` cost one durable append instead of two); each batch becomes
+    /// durable whole or not at all. Returns their sequence numbers.
+    pub async fn append_all(&self, events: &[AuditEvent]) -> Result<Vec<u64>, AuditError> {
+        let mut seqs = Vec::with_capacity(events.len());
+        for batch in events.chunks(MAX_BATCH) {
+            seqs.extend(self.append_batch(batch).await?);
+        }
+        Ok(seqs)
+    }
+
+    async fn append_batch(&self, events: &[AuditEvent]) -> Result<Vec<u64>, AuditError> {
         let mut state = self.state.lock().await;
-        let seq = state.head.seq + 1;
-        let rec = Record::from_event(&ev, seq, rfc3339(self.clock.now()), &state.head.hash);
-        let (line, hash) = rec.seal()?;
-        let bytes = match self.format {
-            AuditFormat::Json => line.into_bytes(),
-            AuditFormat::Cpanel => {
-                let mut classic = render_cpanel_line(&rec);
-                classic.push('\n');
-                classic.into_bytes()
+        let mut head = state.head.clone();
+        let mut bytes = Vec::new();
+        let mut sealed = Vec::with_capacity(events.len());
+        for ev in events {
+            let seq = head.seq + 1;
+            let rec = Record::from_event(ev, seq, rfc3339(self.clock.now()), &head.hash);
+            let (line, hash) = rec.seal()?;
+            match self.format {
+                AuditFormat::Json => bytes.extend_from_slice(line.as_bytes()),
+                AuditFormat::Cpanel => {
+                    bytes.extend_from_slice(render_cpanel_line(&rec).as_bytes());
+                    bytes.push(b'\n');
+                }
             }
-        };
+            head = ChainHead {
+                seq,
+                hash: hash.clone(),
+            };
+            sealed.push((rec, hash));
+        }
+        if sealed.is_empty() {
+            return Ok(Vec::new());
+        }
         let open = state.open.take();
         let path = self.path.clone();
         let result = tokio::task::spawn_blocking(move || write_durably(&path, open, &bytes))
@@ -229,23 +266,22 @@ impl AuditLog {
             Ok(open) => state.open = Some(open),
             Err(e) => return Err(e),
         }
-        // The record is durable: move the head now, so a failing store
-        // update below can never make the next record reuse this seq.
-        let head = ChainHead {
-            seq,
-            hash: hash.clone(),
-        };
+        // The records are durable: move the head now, so a failing store
+        // update below can never make the next record reuse these seqs.
         state.head = head.clone();
-        if let Some(journald) = &self.journald {
-            let mut sealed = rec;
-            sealed.hash = Some(hash);
-            journald.emit(&sealed);
+        let mut seqs = Vec::with_capacity(sealed.len());
+        for (mut rec, hash) in sealed {
+            seqs.push(rec.seq);
+            if let Some(journald) = &self.journald {
+                rec.hash = Some(hash);
+                journald.emit(&rec);
+            }
+            tracing::debug!(seq = rec.seq, event = %rec.event, "audit record appended");
         }
         if self.format == AuditFormat::Json {
             save_head(&self.store, &head).await?;
         }
-        tracing::debug!(seq, event = %ev.event, "audit record appended");
-        Ok(seq)
+        Ok(seqs)
     }
 }
 
@@ -349,11 +385,12 @@ fn write_durably(path: &Path, open: Option<OpenFile>, line: &[u8]) -> Result<Ope
     })
 }
 
-/// The last complete record of the file, if it parses and verifies.
-fn last_record(path: &Path) -> Result<Option<Record>, AuditError> {
+/// Up to `n` complete records at the end of the file, oldest first: the
+/// last lines that parse and verify, stopping at the first that does not.
+fn last_records(path: &Path, n: usize) -> Result<Vec<Record>, AuditError> {
     let mut f = match File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(io_err(path, e.to_string())),
     };
     let len = f.metadata().map_err(|e| io_err(path, e.to_string()))?.len();
@@ -364,11 +401,30 @@ fn last_record(path: &Path) -> Result<Option<Record>, AuditError> {
     f.read_to_end(&mut tail)
         .map_err(|e| io_err(path, e.to_string()))?;
     let text = String::from_utf8_lossy(&tail);
-    Ok(text
+    let mut out: Vec<Record> = text
         .lines()
         .rev()
-        .find(|l| !l.trim().is_empty())
-        .and_then(|l| open_line(l).ok()))
+        .filter(|l| !l.trim().is_empty())
+        .take(n)
+        .map_while(|l| open_line(l).ok())
+        .collect();
+    out.reverse();
+    Ok(out)
+}
+
+/// Whether the records at the end of `tail` continue the chain at `head`
+/// directly: some record is head's successor and every later one follows
+/// it (so at most [`MAX_BATCH`] records, one interrupted batch, are adopted).
+fn chains_from(tail: &[Record], head: &ChainHead) -> bool {
+    let Some(start) = tail
+        .iter()
+        .position(|r| r.seq == head.seq + 1 && r.prev == head.hash)
+    else {
+        return false;
+    };
+    tail[start..]
+        .windows(2)
+        .all(|w| w[1].seq == w[0].seq + 1 && Some(&w[1].prev) == w[0].hash.as_ref())
 }
 
 #[cfg(test)]
@@ -478,6 +534,77 @@ mod tests {
         let log = AuditLog::open(&path, store.clone(), clock).await.unwrap();
         assert_eq!(log.head().await.seq, 2);
         assert_eq!(log.append(AuditEvent::new("c", "system")).await.unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn append_all_chains_several_records_in_one_write() {
+        let (_d, store, path) = setup().await;
+        let log = AuditLog::open(
+            &path,
+            store.clone(),
+            Arc::new(ManualClock::new(1_800_000_000)),
+        )
+        .await
+        .unwrap();
+        log.append(AuditEvent::new("a", "system")).await.unwrap();
+        let seqs = log
+            .append_all(&[
+                AuditEvent::new("b", "system"),
+                AuditEvent::new("c", "system"),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(seqs, [2, 3]);
+        assert_eq!(log.append_all(&[]).await.unwrap(), Vec::<u64>::new());
+        assert_eq!(log.append(AuditEvent::new("d", "system")).await.unwrap(), 4);
+        let recs = lines(&path);
+        let events: Vec<&str> = recs.iter().map(|r| r.event.as_str()).collect();
+        assert_eq!(events, ["a", "b", "c", "d"]);
+        for w in recs.windows(2) {
+            assert_eq!(w[1].prev, w[0].hash.clone().unwrap());
+        }
+        let head = load_head(&store).await.unwrap().unwrap();
+        assert_eq!((head.seq, Some(head.hash)), (4, recs[3].hash.clone()));
+        let report =
+            crate::audit::verify_files(std::slice::from_ref(&path), Some(log.head().await));
+        assert!(report.is_ok(), "{report}");
+    }
+
+    #[tokio::test]
+    async fn adopts_a_whole_batch_missing_from_store_but_no_more() {
+        let (_d, store, path) = setup().await;
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(1_800_000_000));
+        let first = {
+            let log = AuditLog::open(&path, store.clone(), clock.clone())
+                .await
+                .unwrap();
+            log.append(AuditEvent::new("a", "system")).await.unwrap();
+            let first = log.head().await;
+            log.append_all(&[
+                AuditEvent::new("b", "system"),
+                AuditEvent::new("c", "system"),
+            ])
+            .await
+            .unwrap();
+            first
+        };
+        // A crash after the batch's fsync, before the head update.
+        save_head(&store, &first).await.unwrap();
+        let log = AuditLog::open(&path, store.clone(), clock.clone())
+            .await
+            .unwrap();
+        assert_eq!(log.head().await.seq, 3);
+        drop(log);
+        // Three records past the head are more than one batch: not adopted.
+        save_head(&store, &first).await.unwrap();
+        let log = AuditLog::open(&path, store.clone(), clock.clone())
+            .await
+            .unwrap();
+        log.append(AuditEvent::new("d", "system")).await.unwrap();
+        drop(log);
+        save_head(&store, &first).await.unwrap();
+        let log = AuditLog::open(&path, store.clone(), clock).await.unwrap();
+        assert_eq!(log.head().await.seq, 1, "{:?}", lines(&path).len());
     }
 
     #[tokio::test]

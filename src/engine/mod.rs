@@ -108,6 +108,22 @@ impl Engine {
         self.clock.now()
     }
 
+    /// An audit record for `row`'s ticket.
+    fn event_for(
+        caller: &Caller,
+        event: &str,
+        row: &GrantRow,
+        outcome: Outcome,
+        details: Value,
+    ) -> AuditEvent {
+        AuditEvent::new(event, caller.actor())
+            .remote(caller.remote())
+            .ticket(row.ticket, Some(row.server))
+            .user(row.ssh_username.as_str())
+            .outcome(outcome)
+            .details(details)
+    }
+
     /// Appends an audit record for `row`'s ticket.
     async fn audit_for(
         &self,
@@ -118,14 +134,7 @@ impl Engine {
         details: Value,
     ) -> Result<u64, crate::audit::AuditError> {
         self.audit
-            .append(
-                AuditEvent::new(event, caller.actor())
-                    .remote(caller.remote())
-                    .ticket(row.ticket, Some(row.server))
-                    .user(row.ssh_username.as_str())
-                    .outcome(outcome)
-                    .details(details),
-            )
+            .append(Self::event_for(caller, event, row, outcome, details))
             .await
     }
 
@@ -142,6 +151,20 @@ impl Engine {
     ) {
         if let Err(e) = self.audit_for(caller, event, row, outcome, details).await {
             tracing::error!(error = %e, event, "audit record could not be written");
+            if !non_fatals.iter().any(|n| n == "audit_log") {
+                non_fatals.push("audit_log".into());
+            }
+        }
+    }
+
+    /// Appends consecutive records in one durable write on a path that
+    /// must not fail (revoke): a failed write becomes `audit_log`.
+    async fn audit_all_nonfatal(&self, events: Vec<AuditEvent>, non_fatals: &mut Vec<String>) {
+        if events.is_empty() {
+            return;
+        }
+        if let Err(e) = self.audit.append_all(&events).await {
+            tracing::error!(error = %e, "audit records could not be written");
             if !non_fatals.iter().any(|n| n == "audit_log") {
                 non_fatals.push("audit_log".into());
             }

@@ -172,6 +172,7 @@ impl Engine {
         }
         super::fault::point("revoke_after_intent");
         let mut failed = false;
+        let mut pending = Vec::new();
         let user = &row.ssh_username;
         match self.host.key_account_of(user) {
             Ok(Some(acct)) => {
@@ -184,15 +185,20 @@ impl Engine {
                     Ok(n) => {
                         super::fault::point("revoke_after_key_removed");
                         out.revoked_keys += n as u64;
-                        self.audit_nonfatal(
+                        let ev = Self::event_for(
                             caller,
                             "key_removed",
                             row,
                             Outcome::Ok,
                             json!({"count": n, "fingerprint": row.key_fingerprint}),
-                            &mut out.non_fatals,
-                        )
-                        .await;
+                        );
+                        if row.temp_user {
+                            self.audit_all_nonfatal(vec![ev], &mut out.non_fatals).await;
+                        } else {
+                            // Nothing else happens before the closing
+                            // record: both go out in one durable append.
+                            pending.push(ev);
+                        }
                     }
                     Err(e) => {
                         failed = true;
@@ -284,17 +290,17 @@ impl Engine {
             }
         }
         if failed {
+            self.audit_all_nonfatal(pending, &mut out.non_fatals).await;
             return;
         }
-        self.audit_nonfatal(
+        pending.push(Self::event_for(
             caller,
             reason.as_str(),
             row,
             Outcome::Ok,
             json!({"fingerprint": row.key_fingerprint}),
-            &mut out.non_fatals,
-        )
-        .await;
+        ));
+        self.audit_all_nonfatal(pending, &mut out.non_fatals).await;
         let now = self.clock.now();
         if let Err(e) = self
             .store

@@ -575,3 +575,42 @@ async fn grants_on_the_configured_addresses_follow_a_change_of_them() {
     // Nothing to do the second time.
     assert_eq!(rig.engine.follow_support_ips(&old, &new).await.unwrap(), 0);
 }
+
+/// Counts `sshd -T` runs and remembers for whom.
+struct CountingSshd {
+    inner: Arc<dyn crate::system::sshd::SshdProbe>,
+    users: std::sync::Mutex<Vec<String>>,
+}
+
+impl crate::system::sshd::SshdProbe for CountingSshd {
+    fn effective(
+        &self,
+        user: &Username,
+        from: std::net::IpAddr,
+    ) -> Result<crate::sshd_config::SshdEffective, crate::system::sshd::SshdError> {
+        self.users.lock().unwrap().push(user.to_string());
+        self.inner.effective(user, from)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_grant_asks_sshd_only_about_root() {
+    for (body, ticket, want) in [
+        ("PermitRootLogin prohibit-password", "5151", vec!["root"]),
+        ("PermitRootLogin no", "5252", vec!["root", "cp5252.ssh"]),
+    ] {
+        let Some(mut rig) = rig(body).await else {
+            return;
+        };
+        let counting = Arc::new(CountingSshd {
+            inner: rig.engine.host.sshd.clone(),
+            users: Default::default(),
+        });
+        rig.engine.host.sshd = counting.clone();
+        rig.engine
+            .grant(&Caller::LocalRoot { uid: 0 }, request(&rig, ticket))
+            .await
+            .unwrap();
+        assert_eq!(*counting.users.lock().unwrap(), want, "{body}");
+    }
+}

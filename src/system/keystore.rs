@@ -184,12 +184,14 @@ impl FileKeyStore {
         })
     }
 
-    /// Removes our key files whose mark `select` picks.
+    /// Removes our key files whose mark `select` picks, without fsyncing
+    /// the directory (the caller does); returns how many.
     fn remove_key_files(
         ssh: &CheckedDir,
         acct: &KeyAccount,
         select: &dyn Fn(&KeyMark) -> bool,
-    ) -> Result<()> {
+    ) -> Result<usize> {
+        let mut removed = 0;
         for name in ssh.entries()? {
             if !name.starts_with(KEY_FILE_PREFIX) || !name.ends_with(".pub") {
                 continue;
@@ -201,11 +203,14 @@ impl FileKeyStore {
             let Some(ours) = authorized_keys::parse_ours(&data.bytes) else {
                 continue;
             };
-            if key_file_name(&ours.mark) == name && select(&ours.mark) {
-                ssh.remove_file(&name)?;
+            if key_file_name(&ours.mark) == name
+                && select(&ours.mark)
+                && ssh.remove_file_unsynced(&name)?
+            {
+                removed += 1;
             }
         }
-        Ok(())
+        Ok(removed)
     }
 }
 
@@ -244,21 +249,25 @@ impl HostKeys for FileKeyStore {
             DirPolicy::exactly(acct.uid),
         )?;
         let _lock = ssh.lock_within(LOCK_WAIT)?;
-        self.edit(&ssh, acct, &|bytes| {
-            let (without, _) = authorized_keys::remove_ours(bytes, &|m| m.same_slot(mark));
-            let new = authorized_keys::add_line(&without, line).map_err(|e| bad(&e.to_string()))?;
-            Ok((Some(new), ()))
-        })?;
-        // The copy WHM lists; written after authorized_keys, removed with it.
+        // The copy WHM lists, removed with the key. Renamed in first without
+        // a directory fsync: authorized_keys' commit below fsyncs the
+        // directory once for both (a grant that fails after this point is
+        // rolled back by `remove`, which deletes the copy too).
         let key_file = format!("{} {}\n", ours.key, mark.comment());
-        ssh.replace_file(
+        ssh.stage_file(
             &key_file_name(mark),
             key_file.as_bytes(),
             acct.uid,
             acct.gid,
             0o600,
             None,
-        )?;
+        )?
+        .rename_unsynced()?;
+        self.edit(&ssh, acct, &|bytes| {
+            let (without, _) = authorized_keys::remove_ours(bytes, &|m| m.same_slot(mark));
+            let new = authorized_keys::add_line(&without, line).map_err(|e| bad(&e.to_string()))?;
+            Ok((Some(new), ()))
+        })?;
         Ok(())
     }
 
@@ -267,11 +276,16 @@ impl HostKeys for FileKeyStore {
             return Ok(0);
         };
         let _lock = ssh.lock_within(LOCK_WAIT)?;
+        // Key files first, without their own directory fsync: the commit of
+        // authorized_keys fsyncs the directory once for everything.
+        let files = Self::remove_key_files(&ssh, acct, select)?;
         let removed = self.edit(&ssh, acct, &|bytes| {
             let (new, n) = authorized_keys::remove_ours(bytes, select);
             Ok(((n > 0).then_some(new), n))
         })?;
-        Self::remove_key_files(&ssh, acct, select)?;
+        if removed == 0 && files > 0 {
+            ssh.sync()?;
+        }
         Ok(removed)
     }
 }
@@ -480,6 +494,26 @@ mod tests {
         assert_eq!(fs::read(s.ak()).unwrap(), ADMIN, "byte-identical");
         assert!(!kf.exists());
         assert_eq!(store.remove(&s.acct, &|_| true).unwrap(), 0);
+        assert_eq!(fs::read(s.ak()).unwrap(), ADMIN);
+        no_temp_files(&s);
+    }
+
+    #[test]
+    fn remove_deletes_a_key_file_whose_line_is_already_gone() {
+        if not_root("remove_deletes_a_key_file_whose_line_is_already_gone") {
+            return;
+        }
+        let s = Scratch::new();
+        s.seed(ADMIN);
+        let store = s.store();
+        let m = mark("4343", "1", 1_700_000_000);
+        store.install(&s.acct, &line(ED25519, &m), &m).unwrap();
+        // An admin removed our line by hand; WHM's copy is left behind.
+        fs::write(s.ak(), ADMIN).unwrap();
+        let kf = key_file_path(&s.acct, &m);
+        assert!(kf.exists());
+        assert_eq!(store.remove(&s.acct, &|k| k.same_slot(&m)).unwrap(), 0);
+        assert!(!kf.exists(), "the copy goes even without a line to remove");
         assert_eq!(fs::read(s.ak()).unwrap(), ADMIN);
         no_temp_files(&s);
     }

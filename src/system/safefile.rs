@@ -488,6 +488,25 @@ impl CheckedDir {
         Ok(true)
     }
 
+    /// Like [`remove_file`](Self::remove_file) without the directory
+    /// fsync: the caller makes the removal durable with a later
+    /// [`Staged::commit`] or [`sync`](Self::sync) in this directory (one
+    /// fsync for several changes).
+    pub fn remove_file_unsynced(&self, name: &str) -> Result<bool> {
+        check_name(name)?;
+        let path = self.path.join(name);
+        match unlinkat(&self.fd, name, UnlinkatFlags::NoRemoveDir) {
+            Ok(()) => Ok(true),
+            Err(Errno::ENOENT) => Ok(false),
+            Err(e) => Err(io_err(&path, "unlink", e)),
+        }
+    }
+
+    /// Makes the directory's entries (renames, removals) durable.
+    pub fn sync(&self) -> Result<()> {
+        fsync(&self.fd).map_err(|e| io_err(&self.path, "fsync", e))
+    }
+
     /// Names of the entries in this directory (non-UTF-8 names skipped).
     pub fn entries(&self) -> Result<Vec<String>> {
         let mut dir = nix::dir::Dir::openat(&self.fd, ".", DIR_FLAGS, Mode::empty())
@@ -578,6 +597,22 @@ impl Staged<'_> {
             self.dir.fd.as_raw_fd(),
             self.tmp_name
         ))
+    }
+
+    /// Renames the temp file over the target without the directory fsync:
+    /// a later [`commit`](Self::commit) or [`CheckedDir::sync`] in the same
+    /// directory makes it durable (one fsync for several files).
+    pub fn rename_unsynced(mut self) -> Result<()> {
+        let target = self.dir.path.join(&self.name);
+        renameat(
+            &self.dir.fd,
+            self.tmp_name.as_str(),
+            &self.dir.fd,
+            self.name.as_str(),
+        )
+        .map_err(|e| io_err(&target, "rename", e))?;
+        self.done = true;
+        Ok(())
     }
 
     /// Renames the temp file over the target and fsyncs the directory.

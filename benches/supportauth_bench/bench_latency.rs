@@ -1,0 +1,130 @@
+//! Group `latency`: grant and revoke through the HTTP API (Unix socket,
+//! uid 0, root path: no useradd), against the durable-write floor measured
+//! in the same run, with the time in `sshd -T` shown apart.
+
+use std::process::Command;
+use std::time::Instant;
+
+use crate::common;
+use crate::util::{self, median, median_p99, ms, Floor, Report};
+
+pub fn run(rt: &tokio::runtime::Runtime, report: &mut Report) {
+    let n = util::env_usize("SA_BENCH_LATENCY_N", 100);
+    report.section(&format!(
+        "1. grant/revoke latency (HTTP over the Unix socket, root path, {n} runs)"
+    ));
+    let d = util::root_daemon("", false, |_| {});
+    let key = common::support_key(d.dir.path());
+    let mut floor = Floor::new(rt, d.dir.path());
+    let warmup = 3;
+    for i in 0..warmup {
+        util::grant(&d, &key, 900 + i);
+        util::revoke(&d, 900 + i);
+    }
+    let keys_path = d.dir.path().join("root/root/.ssh/authorized_keys");
+    let (mut g, mut r, mut fl) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n as u64 {
+        g.push(ms(util::grant(&d, &key, 1000 + i)));
+        // The floor's replace writes a file the size of the real one.
+        let keys = std::fs::read(&keys_path).unwrap_or_default();
+        r.push(ms(util::revoke(&d, 1000 + i)));
+        fl.push(floor.sample(rt, &keys));
+    }
+    let tools: Vec<f64> = util::grant_tool_times(&d)
+        .into_iter()
+        .skip(warmup as usize)
+        .collect();
+    assert_eq!(tools.len(), g.len(), "one grant timing line per grant");
+    let own: Vec<f64> = g.iter().zip(&tools).map(|(g, t)| g - t).collect();
+
+    // sshd -T alone, through the same unshare wrapper the daemon runs.
+    let root = d.dir.path().join("root");
+    let wrapper = root.join("sshd-in-private-run");
+    let mut sshd = Vec::new();
+    for _ in 0..n.clamp(5, 30) {
+        let t = Instant::now();
+        let ok = Command::new(&wrapper)
+            .args(util::sshd_args(&root))
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        sshd.push(ms(t.elapsed()));
+        assert!(ok, "sshd -T failed");
+    }
+
+    // For looking at where the time goes (the daemon logs at debug level).
+    if let Ok(path) = std::env::var("SA_BENCH_DAEMON_LOG") {
+        std::fs::write(path, d.stderr()).expect("write the daemon log copy");
+    }
+    let f = util::floor_medians(&fl);
+    let (c, a, rep) = (f.commit, f.append, f.replace);
+    let floor_ms = c + a + rep;
+    let (gm, gp) = median_p99(&g);
+    let (rm, rp) = median_p99(&r);
+    let (om, op) = median_p99(&own);
+    let (tm, _) = median_p99(&tools);
+    report.row(
+        "floor: SQLite commit (WAL, synchronous=FULL)",
+        format!("{c:.2} ms"),
+        "median".into(),
+        "",
+    );
+    report.row(
+        "floor: audit append (write + fdatasync)",
+        format!("{a:.2} ms"),
+        "median".into(),
+        "",
+    );
+    report.row(
+        "floor: authorized_keys replace (temp + fsync + rename + fsync dir)",
+        format!("{rep:.2} ms"),
+        "median".into(),
+        "",
+    );
+    report.row(
+        "floor = commit + append + replace",
+        format!("{floor_ms:.2} ms"),
+        String::new(),
+        "",
+    );
+    report.row(
+        "ticket_grant, end to end",
+        format!("median {gm:.2} ms, p99 {gp:.2} ms"),
+        format!("{:.1}x floor", gm / floor_ms),
+        "",
+    );
+    report.row(
+        "  of which external tools (one sshd -T, daemon-measured)",
+        format!("median {tm:.2} ms"),
+        format!("sshd -T alone (unshare wrapper): {:.2} ms", median(&sshd)),
+        "",
+    );
+    report.row(
+        "  grant outside external tools",
+        format!("median {om:.2} ms, p99 {op:.2} ms"),
+        format!("{:.2}x floor", om / floor_ms),
+        &format!("<= 1.5x: {}", util::verdict(om / floor_ms <= 1.5)),
+    );
+    report.row(
+        "ticket_revoke (no external tools)",
+        format!("median {rm:.2} ms, p99 {rp:.2} ms"),
+        format!("{:.2}x floor", rm / floor_ms),
+        &format!("<= 1.5x: {}", util::verdict(rm / floor_ms <= 1.5)),
+    );
+    // What the code does (counted with strace -f): a grant commits its
+    // intent, the key (plus WHM's .pub copy: one more fsynced file sharing
+    // authorized_keys' directory fsync), one audit append with its chain
+    // head, and the final state; a revoke the same without the copy.
+    let design_grant = 3.0 * c + a + rep + f.stage;
+    let design_revoke = 3.0 * c + a + rep;
+    report.row(
+        "  durable writes the code does (grant: 3 commits + 1 append + 1 replace + 1 fsynced .pub copy; revoke: 3 commits + 1 append + 1 replace)",
+        format!("grant {design_grant:.2} ms, revoke {design_revoke:.2} ms"),
+        format!(
+            "grant outside tools {:.2}x, revoke {:.2}x of that",
+            om / design_grant,
+            rm / design_revoke
+        ),
+        "",
+    );
+}
