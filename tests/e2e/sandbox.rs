@@ -67,6 +67,15 @@ impl Sandbox {
             mount_tmpfs(Path::new(dir), mode);
         }
         mount_tmpfs(Path::new("/run"), "0755");
+        // The binary under test may live under /tmp (a checkout there, as
+        // in a CI clone): bind it into the sandbox before /tmp is covered.
+        let bin = super::daemon::binary();
+        let bin_dir = Path::new("/run/e2e-bin");
+        mkdir_mode(bin_dir, 0o755);
+        let inside = bin_dir.join("supportauth");
+        std::fs::write(&inside, b"").expect("bind target for the binary");
+        mount("none", "bind,ro", &bin.display().to_string(), &inside);
+        std::env::set_var(super::daemon::BIN_ENV, &inside);
         mount_tmpfs(Path::new("/tmp"), "1777");
         mkdir_mode("/run/sshd", 0o755);
         let work = PathBuf::from("/run/e2e");
