@@ -67,22 +67,13 @@ fn host_rig(sshd_body: &str, poll: u64) -> Option<Rig> {
 
 impl Rig {
     fn root(&self) -> PathBuf {
-        self.d.dir.path().join("root")
+        self.d.root()
     }
     fn read(&self, p: &str) -> String {
-        std::fs::read_to_string(self.root().join(p)).unwrap_or_default()
+        self.d.read(p)
     }
     fn call(&self, function: &str, params: &[(&str, &str)]) -> Value {
-        let q: Vec<String> = params
-            .iter()
-            .map(|(k, v)| format!("{k}={}", enc(v)))
-            .collect();
-        let r = self.d.unix(&get(
-            &format!("/json-api/{function}?api.version=1&{}", q.join("&")),
-            None,
-        ));
-        assert_eq!(r.status, 200, "{}", r.text());
-        r.json()
+        self.d.call(function, params)
     }
     fn connect(&self) {
         let v = self.call(

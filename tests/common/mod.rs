@@ -193,6 +193,31 @@ impl Daemon {
         exchange(&mut s, raw)
     }
 
+    /// The scratch root the daemon runs on.
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// A file under the scratch root ("" when missing).
+    pub fn read(&self, p: &str) -> String {
+        std::fs::read_to_string(self.root().join(p)).unwrap_or_default()
+    }
+
+    /// Calls an API function as root over the socket; asserts HTTP 200 and
+    /// returns the envelope.
+    pub fn call(&self, function: &str, params: &[(&str, &str)]) -> Value {
+        let q: Vec<String> = params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", enc(v)))
+            .collect();
+        let r = self.unix(&get(
+            &format!("/json-api/{function}?api.version=1&{}", q.join("&")),
+            None,
+        ));
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    }
+
     /// Creates a token as root over the socket; returns its value.
     pub fn create_token(&self, params: &str) -> String {
         let r = self.unix(&get(
