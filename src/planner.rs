@@ -258,6 +258,8 @@ pub struct ObservedKey {
     pub ticket: TicketId,
     pub server: ServerNum,
     pub comment: String,
+    /// Whether the copy WHM lists is in place with the right content.
+    pub copy_intact: bool,
 }
 
 /// What the reconciler found on the host.
@@ -281,6 +283,9 @@ pub enum Repair {
     FinishRevoking { grant_id: i64 },
     /// An active grant's key is missing: put it back.
     ReinstallKey { grant_id: i64 },
+    /// An active grant's key is in place but the copy WHM lists is missing
+    /// or damaged (it gets no fsync of its own): rewrite it.
+    RewriteKeyCopy { grant_id: i64 },
     /// An active grant's sudoers drop-in is missing: put it back.
     ReinstallSudoers { grant_id: i64 },
     /// An active grant's temporary user was deleted by someone else: the
@@ -303,10 +308,11 @@ pub fn plan_reconcile(live: &[GrantRow], seen: &Observation) -> Vec<Repair> {
     let mut owned: BTreeSet<(Username, String)> = BTreeSet::new();
     let mut users_in_use: BTreeSet<Username> = BTreeSet::new();
     let mut sudoers_in_use: BTreeSet<TicketId> = BTreeSet::new();
-    let present: BTreeMap<(Username, String), ()> = seen
+    // (user, comment) -> whether the key's WHM copy is intact.
+    let present: BTreeMap<(Username, String), bool> = seen
         .keys
         .iter()
-        .map(|k| ((k.user.clone(), k.comment.clone()), ()))
+        .map(|k| ((k.user.clone(), k.comment.clone()), k.copy_intact))
         .collect();
 
     for g in live {
@@ -328,10 +334,12 @@ pub fn plan_reconcile(live: &[GrantRow], seen: &Observation) -> Vec<Repair> {
                         repairs.push(Repair::ReinstallSudoers { grant_id: g.id });
                     }
                 }
-                if seen.scanned_users.contains(&g.ssh_username)
-                    && !present.contains_key(&(g.ssh_username.clone(), g.key_comment.clone()))
-                {
-                    repairs.push(Repair::ReinstallKey { grant_id: g.id });
+                if seen.scanned_users.contains(&g.ssh_username) {
+                    match present.get(&(g.ssh_username.clone(), g.key_comment.clone())) {
+                        None => repairs.push(Repair::ReinstallKey { grant_id: g.id }),
+                        Some(false) => repairs.push(Repair::RewriteKeyCopy { grant_id: g.id }),
+                        Some(true) => {}
+                    }
                 }
             }
             GrantState::Revoked | GrantState::Failed => {}
@@ -521,6 +529,7 @@ mod tests {
             ticket: t(ticket),
             server: ServerNum::parse("1").unwrap(),
             comment: format!("{ticket}_server_1@cpanel.net_1"),
+            copy_intact: true,
         }
     }
 
@@ -566,6 +575,28 @@ mod tests {
                     user: Username::parse("cp7777.ssh").unwrap()
                 },
                 Repair::RemoveOrphanSudoers { ticket: t("7777") },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_damaged_whm_copy_is_rewritten_and_a_missing_key_reinstalled_instead() {
+        let live = vec![
+            row(3, "1003", GrantState::Active, "root", false),
+            row(6, "1006", GrantState::Active, "root", false),
+        ];
+        let mut damaged = key("root", "1003");
+        damaged.copy_intact = false;
+        let seen = Observation {
+            scanned_users: [Username::root()].into_iter().collect(),
+            keys: vec![damaged],
+            ..Observation::default()
+        };
+        assert_eq!(
+            plan_reconcile(&live, &seen),
+            vec![
+                Repair::RewriteKeyCopy { grant_id: 3 },
+                Repair::ReinstallKey { grant_id: 6 },
             ]
         );
     }

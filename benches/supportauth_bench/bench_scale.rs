@@ -260,6 +260,10 @@ fn reconcile(rt: &tokio::runtime::Runtime, report: &mut Report) {
                 .expect("insert");
             }
             tx.commit().await.expect("commit");
+            // Reopen: the store loads its in-memory live-grant index at
+            // open, and these rows went in behind its back.
+            store.close().await;
+            let store = Store::open(&cfg.database_path()).await.expect("store");
             let ssh = root.join("root/.ssh");
             std::fs::create_dir_all(&ssh).expect(".ssh");
             use std::os::unix::fs::PermissionsExt;

@@ -34,7 +34,9 @@
 //! lines breaks `seq` and `prev`; a file's first record links to the last
 //! record of the file before it (rotation keeps the chain); truncating the
 //! tail is caught by the chain head (`seq`, `hash` of the last record) that
-//! the state database keeps (table `audit_head`), updated after each fsync.
+//! the state database keeps (table `audit_head`), updated after each fsync
+//! (for a grant's or revoke's closing records, in the same commit as the
+//! grant's "done" mark; see `AuditLog::append_batch_head_deferred`).
 //!
 //! # Events
 //!

@@ -103,9 +103,10 @@ impl Engine {
 
         // A key of ours for this ticket and server already on the host
         // (left by someone else's hand) is refused rather than doubled.
-        if let Ok(Some(acct)) = self.host.key_account_of(&user) {
+        let existing_acct = self.host.key_account_of(&user).ok().flatten();
+        if let Some(acct) = &existing_acct {
             let keys = self.host.keys.clone();
-            let present = tokio::task::block_in_place(|| keys.list_ours(&acct)).map_err(|e| {
+            let present = tokio::task::block_in_place(|| keys.list_ours(acct)).map_err(|e| {
                 GrantError::Refused(format!("Cannot read {}'s authorized_keys: {e}", user))
             })?;
             if present
@@ -175,6 +176,7 @@ impl Engine {
                 &line,
                 &mark,
                 group.as_deref(),
+                existing_acct,
                 &mut done,
                 &mut password,
             )
@@ -234,6 +236,7 @@ impl Engine {
         line: &str,
         mark: &KeyMark,
         group: Option<&str>,
+        existing_acct: Option<KeyAccount>,
         done: &mut Vec<Done>,
         password: &mut Option<Secret>,
     ) -> Result<Option<ChainHead>, String> {
@@ -279,10 +282,15 @@ impl Engine {
                 .map_err(|e| format!("the audit log could not be written: {e}"))?;
             }
         }
-        let acct = self
-            .host
-            .key_account_of(user)?
-            .ok_or_else(|| format!("the user {user} does not exist"))?;
+        // An existing login user was looked up for the duplicate check; a
+        // temporary one exists only now.
+        let acct = match existing_acct {
+            Some(acct) if !row.temp_user => acct,
+            _ => self
+                .host
+                .key_account_of(user)?
+                .ok_or_else(|| format!("the user {user} does not exist"))?,
+        };
         let keys = self.host.keys.clone();
         tokio::task::block_in_place(|| keys.install(&acct, line, mark))
             .map_err(|e| format!("installing the key for {user} failed: {e}"))?;

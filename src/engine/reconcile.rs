@@ -14,6 +14,7 @@ use crate::authorized_keys::{render_line, KeyMark};
 use crate::planner::{self, Observation, ObservedKey, Repair};
 use crate::sshkey::SupportKey;
 use crate::store::grants::{GrantRow, GrantState};
+use crate::system::keystore::InstalledKey;
 use crate::types::Username;
 
 /// What one pass did.
@@ -100,6 +101,8 @@ impl Engine {
                     ticket: k.mark.ticket,
                     server: k.mark.server,
                     comment: k.mark.comment(),
+                    // Unreadable counts as damaged: the rewrite then says why.
+                    copy_intact: host.keys.copy_intact(&acct, &k).unwrap_or(false),
                 }));
             }
             seen.sudoers = host
@@ -198,6 +201,25 @@ impl Engine {
                 )
                 .await;
                 Ok(())
+            }
+            Repair::RewriteKeyCopy { grant_id } => {
+                let row = find(*grant_id)?;
+                let mark = KeyMark::parse_comment(&row.key_comment)
+                    .ok_or("the stored key comment is not ours")?;
+                let acct = self
+                    .host
+                    .key_account_of(&row.ssh_username)?
+                    .ok_or_else(|| format!("the user {} does not exist", row.ssh_username))?;
+                let key = InstalledKey {
+                    mark,
+                    key: row.ssh_key.clone(),
+                    line: String::new(),
+                };
+                let keys = self.host.keys.clone();
+                // Not an access change (the copy grants nothing): the
+                // pass's `drift_repaired` record is its audit trail.
+                tokio::task::block_in_place(|| keys.write_copy(&acct, &key))
+                    .map_err(|e| e.to_string())
             }
             Repair::ReinstallSudoers { grant_id } => {
                 let row = find(*grant_id)?;

@@ -407,6 +407,43 @@ async fn reconcile_rolls_back_interrupted_grants_and_sweeps_orphans() {
     assert!(report.repairs.is_empty(), "{:?}", report.repairs);
 }
 
+/// The copy WHM lists gets no fsync of its own; one a power cut left
+/// empty (or someone damaged) is rewritten by the next pass, from the key
+/// in authorized_keys, and then stays converged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_rewrites_a_damaged_whm_key_copy() {
+    let Some(rig) = rig("PermitRootLogin prohibit-password").await else {
+        return;
+    };
+    let caller = Caller::LocalRoot { uid: 0 };
+    rig.engine
+        .grant(&caller, request(&rig, "3434"))
+        .await
+        .unwrap();
+    let copy = rig.scratch.path("root/.ssh/cpanel_support_3434_1.pub");
+    let good = std::fs::read(&copy).unwrap();
+    assert!(
+        String::from_utf8_lossy(&good).starts_with("ssh-"),
+        "{good:?}"
+    );
+    let report = rig.engine.reconcile().await.unwrap();
+    assert!(report.repairs.is_empty(), "{:?}", report.repairs);
+    for damage in [&b""[..], &b"garbage\n"[..]] {
+        std::fs::write(&copy, damage).unwrap();
+        let report = rig.engine.reconcile().await.unwrap();
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert_eq!(report.repairs.len(), 1, "{:?}", report.repairs);
+        assert!(report.repairs[0].contains("RewriteKeyCopy"));
+        assert_eq!(std::fs::read(&copy).unwrap(), good);
+    }
+    std::fs::remove_file(&copy).unwrap();
+    let report = rig.engine.reconcile().await.unwrap();
+    assert_eq!(report.repairs.len(), 1, "{:?}", report.repairs);
+    assert_eq!(std::fs::read(&copy).unwrap(), good);
+    let report = rig.engine.reconcile().await.unwrap();
+    assert!(report.repairs.is_empty(), "{:?}", report.repairs);
+}
+
 /// Issue 5 item 5: after a long pseudo-random run of grants, revokes,
 /// expiries, hand-made drift and reconciliations, the grants active
 /// according to the audit log alone equal the store and the host.

@@ -129,11 +129,15 @@ macro_rules! select_grants {
     };
 }
 
+/// Every live row, for loading the in-memory index.
+pub(super) const SELECT_LIVE: &str =
+    select_grants!("WHERE state IN ('granting','active','revoking') ORDER BY id");
+
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
-fn row_to_grant(r: &SqliteRow) -> Result<GrantRow, StoreError> {
+pub(super) fn row_to_grant(r: &SqliteRow) -> Result<GrantRow, StoreError> {
     let ips_json: String = r.try_get("access_ips")?;
     let access_ips: Vec<SupportIp> = serde_json::from_str(&ips_json).map_err(corrupt)?;
     let port: i64 = r.try_get("ssh_port")?;
@@ -215,7 +219,11 @@ impl Store {
         .fetch_one(self.pool())
         .await;
         match res {
-            Ok(row) => Ok(row_to_grant(&row)?),
+            Ok(row) => {
+                let row = row_to_grant(&row)?;
+                self.live.lock().insert(row.id, row.clone());
+                Ok(row)
+            }
             Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Err(AlreadyLive {
                 ticket: g.ticket,
                 server: g.server,
@@ -273,6 +281,31 @@ impl Store {
             }
             return Err(e.into());
         }
+        self.mark_in_index(id, state, ended).await
+    }
+
+    /// Mirrors a committed state change in the live index; a row that
+    /// becomes live again (never done today) is read back from SQLite.
+    async fn mark_in_index(
+        &self,
+        id: i64,
+        state: GrantState,
+        ended: Option<(i64, &str)>,
+    ) -> Result<(), StoreError> {
+        let known = self.live.lock().contains_key(&id);
+        if !known && state.is_live() {
+            if let Some(row) = self.grant(id).await? {
+                self.live.lock().insert(id, row);
+            }
+            return Ok(());
+        }
+        self.live.update(id, |g| {
+            g.state = state;
+            if let Some((t, reason)) = ended {
+                g.ended_at = Some(t);
+                g.end_reason = Some(reason.to_string());
+            }
+        });
         Ok(())
     }
 
@@ -293,7 +326,7 @@ impl Store {
         .bind(id)
         .execute(self.pool())
         .await?;
-        Ok(())
+        self.mark_in_index(id, state, ended).await
     }
 
     /// Marks a grant as being revoked, remembering why (so a crash mid-way
@@ -304,6 +337,10 @@ impl Store {
             .bind(id)
             .execute(self.pool())
             .await?;
+        self.live.update(id, |g| {
+            g.state = GrantState::Revoking;
+            g.end_reason = Some(reason.to_string());
+        });
         Ok(())
     }
 
@@ -315,6 +352,7 @@ impl Store {
             .bind(id)
             .execute(self.pool())
             .await?;
+        self.live.update(id, |g| g.access_ips = ips.to_vec());
         Ok(())
     }
 
@@ -324,6 +362,8 @@ impl Store {
             .bind(id)
             .execute(self.pool())
             .await?;
+        self.live
+            .update(id, |g| g.ticket_status = status.to_string());
         Ok(())
     }
 
@@ -333,31 +373,30 @@ impl Store {
         row.as_ref().map(row_to_grant).transpose()
     }
 
-    /// Grants that may have a footprint on the host, oldest first.
+    /// Grants that may have a footprint on the host, oldest first (from
+    /// the in-memory index).
     pub async fn live_grants(&self) -> Result<Vec<GrantRow>, StoreError> {
-        let q = select_grants!("WHERE state IN ('granting','active','revoking') ORDER BY id");
-        let rows = sqlx::query(q).fetch_all(self.pool()).await?;
-        rows.iter().map(row_to_grant).collect()
+        Ok(self.live.select(|_| true))
     }
 
-    /// Active grants whose end time has come.
+    /// Active grants whose end time has come, soonest first.
     pub async fn due_for_expiry(&self, now: i64) -> Result<Vec<GrantRow>, StoreError> {
-        let q = select_grants!(
-            "WHERE state = 'active' AND expires_at IS NOT NULL \
-             AND expires_at <= ?1 ORDER BY expires_at, id"
-        );
-        let rows = sqlx::query(q).bind(now).fetch_all(self.pool()).await?;
-        rows.iter().map(row_to_grant).collect()
+        let mut due = self
+            .live
+            .select(|g| g.state == GrantState::Active && g.expires_at.is_some_and(|t| t <= now));
+        due.sort_by_key(|g| (g.expires_at, g.id));
+        Ok(due)
     }
 
     /// The earliest end time of an active grant, for the expiry timer.
     pub async fn next_expiry(&self) -> Result<Option<i64>, StoreError> {
-        let t: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(expires_at) FROM grants WHERE state = 'active' AND expires_at IS NOT NULL",
-        )
-        .fetch_one(self.pool())
-        .await?;
-        Ok(t)
+        Ok(self
+            .live
+            .lock()
+            .values()
+            .filter(|g| g.state == GrantState::Active)
+            .filter_map(|g| g.expires_at)
+            .min())
     }
 
     /// Every user a grant has ever used (where our keys could be).
@@ -379,18 +418,13 @@ impl Store {
         server: Option<ServerNum>,
         user: Option<&Username>,
     ) -> Result<Vec<GrantRow>, StoreError> {
-        let q = select_grants!(
-            "WHERE state IN ('granting','active','revoking') \
-             AND (?1 IS NULL OR ticket_id = ?1) AND (?2 IS NULL OR server_num = ?2) \
-             AND (?3 IS NULL OR ssh_username = ?3) ORDER BY ticket_id, server_num"
-        );
-        let rows = sqlx::query(q)
-            .bind(ticket.map(TicketId::as_i64))
-            .bind(server.map(ServerNum::as_i64))
-            .bind(user.map(Username::as_str))
-            .fetch_all(self.pool())
-            .await?;
-        rows.iter().map(row_to_grant).collect()
+        let mut rows = self.live.select(|g| {
+            ticket.is_none_or(|t| g.ticket == t)
+                && server.is_none_or(|s| g.server == s)
+                && user.is_none_or(|u| &g.ssh_username == u)
+        });
+        rows.sort_by_key(|g| (g.ticket.as_i64(), g.server.as_i64()));
+        Ok(rows)
     }
 }
 
@@ -537,5 +571,74 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(s.grant(a).await.unwrap().unwrap().state, GrantState::Active);
+    }
+
+    /// The live rows as SQLite has them (the index must agree).
+    async fn live_on_disk(s: &Store) -> Vec<GrantRow> {
+        let rows = sqlx::query(SELECT_LIVE).fetch_all(s.pool()).await.unwrap();
+        rows.iter().map(|r| row_to_grant(r).unwrap()).collect()
+    }
+
+    #[tokio::test]
+    async fn the_live_index_follows_every_write_and_survives_reopen() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("s/state.db");
+        let s = Store::open(&path).await.unwrap();
+        let agree = |s: Store| async move {
+            assert_eq!(s.live_grants().await.unwrap(), live_on_disk(&s).await);
+        };
+        let a = s.insert_granting(&sample("1001", "1")).await.unwrap().id;
+        let b = s.insert_granting(&sample("1002", "2")).await.unwrap().id;
+        agree(s.clone()).await;
+        s.finish(a, GrantState::Active, None, None).await.unwrap();
+        s.set_grant_state(b, GrantState::Active, None)
+            .await
+            .unwrap();
+        agree(s.clone()).await;
+        s.set_access_ips(a, &[SupportIp::parse("198.51.100.0/24").unwrap()])
+            .await
+            .unwrap();
+        s.set_ticket_status(b, "CLOSED").await.unwrap();
+        agree(s.clone()).await;
+        s.mark_revoking(a, "expire").await.unwrap();
+        agree(s.clone()).await;
+        assert_eq!(
+            s.due_for_expiry(1_000).await.unwrap().len(),
+            1,
+            "only b is active"
+        );
+        s.finish(a, GrantState::Revoked, Some((150, "expire")), None)
+            .await
+            .unwrap();
+        agree(s.clone()).await;
+        assert_eq!(s.live_grants().await.unwrap().len(), 1);
+        let only_b = s
+            .list_live(
+                None,
+                Some(ServerNum::parse("2").unwrap()),
+                Some(&Username::root()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(only_b.len(), 1);
+        assert_eq!(only_b[0].ticket_status, "CLOSED");
+        // A revoked row is history: marking it again changes nothing live.
+        s.mark_revoking(a, "revoke").await.unwrap();
+        agree(s.clone()).await;
+        // A failed statement leaves the index as it was.
+        sqlx::query("ALTER TABLE grants RENAME TO grants_away")
+            .execute(s.pool())
+            .await
+            .unwrap();
+        assert!(s.set_ticket_status(b, "OPEN").await.is_err());
+        assert_eq!(s.live_grants().await.unwrap()[0].ticket_status, "CLOSED");
+        sqlx::query("ALTER TABLE grants_away RENAME TO grants")
+            .execute(s.pool())
+            .await
+            .unwrap();
+        let before = s.live_grants().await.unwrap();
+        s.close().await;
+        let reopened = Store::open(&path).await.unwrap();
+        assert_eq!(reopened.live_grants().await.unwrap(), before);
     }
 }

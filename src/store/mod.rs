@@ -5,6 +5,7 @@
 //! busy timeout let the CLI's read-only commands run beside the daemon.
 
 pub mod grants;
+mod live;
 pub mod tokens;
 
 use std::fs::{DirBuilder, File, OpenOptions};
@@ -50,6 +51,8 @@ pub struct Store {
     /// durable, so a power cut losing the mark leaves the intent, which the
     /// reconciler finishes (revoke) or rolls back (grant).
     relaxed: SqlitePool,
+    /// The live grants, in memory (see [`live::LiveGrants`]).
+    live: live::LiveGrants,
 }
 
 /// Held for the daemon's lifetime; dropping it releases the lock.
@@ -168,7 +171,12 @@ impl Store {
             p.push(suffix);
             let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
         }
-        Ok(Store { pool, relaxed })
+        let live = live::LiveGrants::load(&pool).await?;
+        Ok(Store {
+            pool,
+            relaxed,
+            live,
+        })
     }
 
     pub fn pool(&self) -> &SqlitePool {

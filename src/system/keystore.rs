@@ -76,6 +76,16 @@ pub trait HostKeys: Send + Sync {
     /// Removes our lines (and key files) whose mark `select` picks; returns
     /// how many authorized_keys lines were removed.
     fn remove(&self, acct: &KeyAccount, select: &dyn Fn(&KeyMark) -> bool) -> Result<usize>;
+    /// Whether the copy WHM lists for `key` (one of ours) is in place with
+    /// the right content.
+    fn copy_intact(&self, acct: &KeyAccount, key: &InstalledKey) -> Result<bool>;
+    /// Rewrites that copy, durably.
+    fn write_copy(&self, acct: &KeyAccount, key: &InstalledKey) -> Result<()>;
+}
+
+/// What the copy WHM lists holds: the key and our comment.
+fn copy_bytes(key: &str, mark: &KeyMark) -> String {
+    format!("{key} {}\n", mark.comment())
 }
 
 /// The name of the key file WHM's "Manage root's SSH Keys" lists. Avoids
@@ -263,54 +273,38 @@ impl HostKeys for FileKeyStore {
             DirPolicy::exactly(acct.uid),
         )?;
         let _lock = ssh.lock_within(LOCK_WAIT)?;
-        // The copy WHM lists, removed with the key. Its fsync runs on a
-        // second thread while authorized_keys is staged and fsynced (on
-        // ext4 both usually ride one journal commit); it is renamed in just
-        // before authorized_keys, so that file's directory fsync covers both
-        // (a grant that fails after this point is rolled back by `remove`,
-        // which deletes the copy too).
-        let key_file = format!("{} {}\n", ours.key, mark.comment());
-        let mut copy = Some(ssh.stage_unsynced(
-            &key_file_name(mark),
-            key_file.as_bytes(),
-            acct.uid,
-            acct.gid,
-            0o600,
-        )?);
-        let copy_path = ssh.path().join(key_file_name(mark));
-        let handle = copy.as_mut().and_then(|c| c.sync_handle());
-        std::thread::scope(|scope| {
-            let mut syncing = handle.map(|file| scope.spawn(move || file.sync_all()));
-            let mut rename_copy = || -> Result<()> {
-                if let Some(job) = syncing.take() {
-                    let synced = job
-                        .join()
-                        .unwrap_or_else(|_| Err(std::io::Error::other("fsync thread failed")));
-                    synced.map_err(|e| {
-                        KeyStoreError::File(SafeFileError::Io {
-                            path: copy_path.display().to_string(),
-                            op: "fsync",
-                            source: e,
-                        })
-                    })?;
-                }
-                match copy.take() {
-                    Some(c) => Ok(c.rename_unsynced()?),
-                    None => Ok(()),
-                }
-            };
-            self.edit_then(
-                &ssh,
-                acct,
-                &|bytes| {
-                    let (without, _) = authorized_keys::remove_ours(bytes, &|m| m.same_slot(mark));
-                    let new = authorized_keys::add_line(&without, line)
-                        .map_err(|e| bad(&e.to_string()))?;
-                    Ok((Some(new), ()))
-                },
-                &mut rename_copy,
-            )
-        })
+        // The copy WHM lists, removed with the key. It is derived from the
+        // key line and grants nothing (sshd reads only authorized_keys), so
+        // it gets no fsync of its own, which would cost a grant a second
+        // journal commit: it is renamed in (readers never see it half
+        // written) just before authorized_keys, whose directory fsync makes
+        // its name durable; a copy a power cut leaves empty is rewritten by
+        // the reconciler (`copy_intact` / `write_copy`). A grant that fails
+        // after this point is rolled back by `remove`, which deletes it too.
+        let mut copy = Some(
+            ssh.stage_unsynced(
+                &key_file_name(mark),
+                copy_bytes(&ours.key, mark).as_bytes(),
+                acct.uid,
+                acct.gid,
+                0o600,
+            )?
+            .without_fsync(),
+        );
+        self.edit_then(
+            &ssh,
+            acct,
+            &|bytes| {
+                let (without, _) = authorized_keys::remove_ours(bytes, &|m| m.same_slot(mark));
+                let new =
+                    authorized_keys::add_line(&without, line).map_err(|e| bad(&e.to_string()))?;
+                Ok((Some(new), ()))
+            },
+            &mut || match copy.take() {
+                Some(c) => Ok(c.rename_unsynced()?),
+                None => Ok(()),
+            },
+        )
     }
 
     fn remove(&self, acct: &KeyAccount, select: &dyn Fn(&KeyMark) -> bool) -> Result<usize> {
@@ -329,6 +323,30 @@ impl HostKeys for FileKeyStore {
             ssh.sync()?;
         }
         Ok(removed)
+    }
+
+    fn copy_intact(&self, acct: &KeyAccount, key: &InstalledKey) -> Result<bool> {
+        let Some(ssh) = self.existing_ssh_dir(acct)? else {
+            return Ok(false);
+        };
+        let found = ssh.read_file(&key_file_name(&key.mark), acct.uid, 64 * 1024)?;
+        Ok(found.is_some_and(|d| d.bytes == copy_bytes(&key.key, &key.mark).as_bytes()))
+    }
+
+    fn write_copy(&self, acct: &KeyAccount, key: &InstalledKey) -> Result<()> {
+        let Some(ssh) = self.existing_ssh_dir(acct)? else {
+            return Ok(());
+        };
+        let _lock = ssh.lock_within(LOCK_WAIT)?;
+        ssh.replace_file(
+            &key_file_name(&key.mark),
+            copy_bytes(&key.key, &key.mark).as_bytes(),
+            acct.uid,
+            acct.gid,
+            0o600,
+            None,
+        )?;
+        Ok(())
     }
 }
 
@@ -394,6 +412,15 @@ impl HostKeys for MemoryKeyStore {
         let (new, n) = authorized_keys::remove_ours(old, select);
         files.insert(acct.user.as_str().to_string(), new);
         Ok(n)
+    }
+
+    /// Keeps no copies: there is nothing for WHM to list here.
+    fn copy_intact(&self, _acct: &KeyAccount, _key: &InstalledKey) -> Result<bool> {
+        Ok(true)
+    }
+
+    fn write_copy(&self, _acct: &KeyAccount, _key: &InstalledKey) -> Result<()> {
+        Ok(())
     }
 }
 

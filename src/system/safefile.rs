@@ -401,10 +401,9 @@ impl CheckedDir {
         Ok(staged)
     }
 
-    /// Like [`CheckedDir::stage_file`] without validation and without the
-    /// temp file's fsync, which the caller must do before renaming it in:
-    /// [`Staged::sync`], or on another thread through
-    /// [`Staged::sync_handle`] so that it overlaps other work.
+    /// Like [`CheckedDir::stage_file`] without validation, and with the
+    /// temp file's fsync left for [`Staged::sync`] (or the rename, which
+    /// does it unless [`Staged::without_fsync`] said not to).
     pub fn stage_unsynced(
         &self,
         name: &str,
@@ -615,10 +614,13 @@ impl Staged<'_> {
         Ok(())
     }
 
-    /// The temp file's handle, for fsyncing it on another thread; the caller
-    /// must see that fsync succeed before renaming this file in.
-    pub fn sync_handle(&mut self) -> Option<File> {
-        self.file.take()
+    /// Renames in without fsyncing the content first: only for derived
+    /// files whose loss on a power cut (an empty file under the final
+    /// name) is detected and repaired, never for a file that grants or
+    /// denies anything.
+    pub fn without_fsync(mut self) -> Self {
+        self.file = None;
+        self
     }
 
     /// A path to the temp file that goes through our directory fd, so a
