@@ -38,7 +38,7 @@ fn grant_auth_status(g: &GrantRow, now: i64, ticket_closed: bool) -> &'static st
 
 struct Ctx {
     now: i64,
-    local: std::collections::BTreeSet<std::net::IpAddr>,
+    local: Arc<std::collections::BTreeSet<std::net::IpAddr>>,
     nat: BTreeMap<String, String>,
 }
 
@@ -114,15 +114,20 @@ pub async fn ticket_list(app: &Arc<App>, _caller: &Caller, params: &Params) -> A
         .get("ssh_username")
         .map(Username::parse)
         .transpose()?;
-    let rows = app
+    // The live grants from memory (see store::live), filtered here.
+    let live = app
         .engine
         .store()
-        .list_live(ticket, server, user.as_ref())
+        .live_snapshot()
         .await
         .map_err(|e| ApiError::new(format!("The state database failed: {e}")))?;
+    let rows: Vec<&GrantRow> = live
+        .iter()
+        .filter(|g| g.matches(ticket, server, user.as_ref()))
+        .collect();
     let ctx = Ctx {
         now: app.engine.now(),
-        local: crate::system::net::local_addresses(),
+        local: crate::system::net::local_addresses_cached(),
         nat: app.portal.settings().nat.clone(),
     };
     let (system, error, open) = if !app.portal.is_connected().await {
@@ -153,7 +158,10 @@ pub async fn ticket_list(app: &Arc<App>, _caller: &Caller, params: &Params) -> A
                 if server.is_some_and(|s| s != num) {
                     continue;
                 }
-                let grant = rows.iter().find(|g| g.ticket == *id && g.server == num);
+                let grant = rows
+                    .iter()
+                    .copied()
+                    .find(|g| g.ticket == *id && g.server == num);
                 let shown_user = grant
                     .map(|g| g.ssh_username.as_str())
                     .unwrap_or(&entry.ssh_username);
@@ -167,7 +175,7 @@ pub async fn ticket_list(app: &Arc<App>, _caller: &Caller, params: &Params) -> A
             }
         }
     }
-    for g in &rows {
+    for &g in &rows {
         if listed.contains(&(g.ticket, g.server)) {
             continue;
         }

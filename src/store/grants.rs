@@ -1,5 +1,9 @@
 //! Grant rows: the desired state of access, and the intent log that makes
 //! grants and revokes crash-safe (see migrations/0001_initial.sql).
+//!
+//! Every method that writes `grants` calls `self.grants_changed()` after
+//! its statement, success or not: ticket_list reads a cached copy of the
+//! live grants (see `live`).
 
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
@@ -200,6 +204,7 @@ impl Store {
         .bind(&g.granted_by)
         .execute(self.pool())
         .await;
+        self.grants_changed();
         match res {
             Ok(r) => Ok(r.last_insert_rowid()),
             Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Err(AlreadyLive {
@@ -218,7 +223,7 @@ impl Store {
         state: GrantState,
         ended: Option<(i64, &str)>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        let res = sqlx::query(
             "UPDATE grants SET state = ?1, \
              ended_at = COALESCE(?2, ended_at), end_reason = COALESCE(?3, end_reason) WHERE id = ?4",
         )
@@ -227,38 +232,46 @@ impl Store {
         .bind(ended.map(|(_, r)| r.to_string()))
         .bind(id)
         .execute(self.pool())
-        .await?;
+        .await;
+        self.grants_changed();
+        res?;
         Ok(())
     }
 
     /// Marks a grant as being revoked, remembering why (so a crash mid-way
     /// is finished with the same reason).
     pub async fn mark_revoking(&self, id: i64, reason: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE grants SET state = 'revoking', end_reason = ?1 WHERE id = ?2 AND state IN ('active','revoking','granting')")
+        let res = sqlx::query("UPDATE grants SET state = 'revoking', end_reason = ?1 WHERE id = ?2 AND state IN ('active','revoking','granting')")
             .bind(reason)
             .bind(id)
             .execute(self.pool())
-            .await?;
+            .await;
+        self.grants_changed();
+        res?;
         Ok(())
     }
 
     /// Replaces a grant's support addresses (the configured list changed).
     pub async fn set_access_ips(&self, id: i64, ips: &[SupportIp]) -> Result<(), StoreError> {
         let json = serde_json::to_string(ips).map_err(corrupt)?;
-        sqlx::query("UPDATE grants SET access_ips = ?1 WHERE id = ?2")
+        let res = sqlx::query("UPDATE grants SET access_ips = ?1 WHERE id = ?2")
             .bind(json)
             .bind(id)
             .execute(self.pool())
-            .await?;
+            .await;
+        self.grants_changed();
+        res?;
         Ok(())
     }
 
     pub async fn set_ticket_status(&self, id: i64, status: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE grants SET ticket_status = ?1 WHERE id = ?2")
+        let res = sqlx::query("UPDATE grants SET ticket_status = ?1 WHERE id = ?2")
             .bind(status)
             .bind(id)
             .execute(self.pool())
-            .await?;
+            .await;
+        self.grants_changed();
+        res?;
         Ok(())
     }
 

@@ -5,12 +5,15 @@
 //! busy timeout let the CLI's read-only commands run beside the daemon.
 
 pub mod grants;
+pub mod live;
+pub mod token_table;
 pub mod tokens;
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
@@ -39,9 +42,16 @@ pub enum StoreError {
 /// Embedded migrations from `migrations/`, applied at start.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// Only this process opens the store while it runs (the daemon holds the
+/// state directory's lock; the CLI goes through the API), so what it keeps
+/// in memory — the token table and the live grants — is authoritative as
+/// long as every write goes through these types (see `token_table` and
+/// `live`).
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    tokens: Arc<token_table::TokenTable>,
+    live: Arc<live::LiveGrants>,
 }
 
 /// Held for the daemon's lifetime; dropping it releases the lock.
@@ -152,11 +162,24 @@ impl Store {
             p.push(suffix);
             let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
         }
-        Ok(Store { pool })
+        let tokens = Arc::new(token_table::TokenTable::load(&pool).await?);
+        Ok(Store {
+            pool,
+            tokens,
+            live: Arc::default(),
+        })
     }
 
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    fn tokens(&self) -> &token_table::TokenTable {
+        &self.tokens
+    }
+
+    fn live(&self) -> &live::LiveGrants {
+        &self.live
     }
 
     pub async fn close(&self) {
