@@ -11,20 +11,91 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use axum::body::Bytes;
+use serde::Serialize;
 
 use crate::api::caller::Caller;
-use crate::api::envelope::{ApiError, ApiResult, Params};
+use crate::api::envelope::{ApiError, Data, DataResult, Params};
 use crate::api::tickets::reject_unknown;
 use crate::app::App;
 use crate::portal::wire::{OpenTicket, ServerEntry};
 use crate::store::grants::{GrantRow, GrantState};
-use crate::types::{ServerNum, TicketId, Username};
+use crate::types::{ServerNum, SupportIp, TicketId, Username};
 
-struct TicketOut {
-    subject: String,
-    status: &'static str,
-    servers: BTreeMap<ServerNum, Value>,
+// The answer is serialized straight from these borrowed structs (no
+// `serde_json::Value` tree). Their fields are declared in sorted order so
+// the bytes are exactly what the former `json!` maps (sorted) printed.
+
+#[derive(Serialize)]
+struct ListOut<'a> {
+    auths: Vec<TicketOut<'a>>,
+    ticket_system: &'static str,
+    ticket_system_error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct TicketOut<'a> {
+    #[serde(serialize_with = "values")]
+    servers: BTreeMap<ServerNum, ServerOut<'a>>,
+    ticket_id: u64,
+    ticket_status: &'static str,
+    ticket_subject: &'a str,
+}
+
+/// A map's values as a JSON array, in key order.
+fn values<S: serde::Serializer>(
+    m: &BTreeMap<ServerNum, ServerOut<'_>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(m.values())
+}
+
+#[derive(Serialize)]
+struct ServerOut<'a> {
+    access_ips: Option<&'a [SupportIp]>,
+    auth_status: &'static str,
+    auth_time: Option<i64>,
+    bound: u8,
+    expires_at: Option<i64>,
+    key_fingerprint: Option<&'a str>,
+    server_name: &'a str,
+    server_num: u64,
+    source: Option<&'a str>,
+    ssh: String,
+    ssh_username: &'a str,
+    whm_ip: &'a str,
+}
+
+/// A server entry's fields, from the portal or from a grant row.
+#[derive(Clone, Copy)]
+struct EntryRef<'a> {
+    server_name: &'a str,
+    ssh_username: &'a str,
+    ssh_ip: &'a str,
+    ssh_port: u16,
+    whm_ip: &'a str,
+}
+
+impl<'a> From<&'a ServerEntry> for EntryRef<'a> {
+    fn from(e: &'a ServerEntry) -> Self {
+        EntryRef {
+            server_name: &e.server_name,
+            ssh_username: &e.ssh_username,
+            ssh_ip: &e.ssh_ip,
+            ssh_port: e.ssh_port,
+            whm_ip: &e.whm_ip,
+        }
+    }
+}
+
+fn entry_of(g: &GrantRow) -> EntryRef<'_> {
+    EntryRef {
+        server_name: &g.server_name,
+        ssh_username: g.ssh_username.as_str(),
+        ssh_ip: &g.ssh_ip,
+        ssh_port: g.ssh_port,
+        whm_ip: &g.whm_ip,
+    }
 }
 
 fn grant_auth_status(g: &GrantRow, now: i64, ticket_closed: bool) -> &'static str {
@@ -36,49 +107,38 @@ fn grant_auth_status(g: &GrantRow, now: i64, ticket_closed: bool) -> &'static st
     }
 }
 
-struct Ctx {
+struct Ctx<'a> {
     now: i64,
     local: Arc<std::collections::BTreeSet<std::net::IpAddr>>,
-    nat: BTreeMap<String, String>,
+    nat: &'a BTreeMap<String, String>,
 }
 
-fn server_json(
-    ctx: &Ctx,
+fn server_out<'a>(
+    ctx: &Ctx<'_>,
     server: ServerNum,
-    entry: &ServerEntry,
-    grant: Option<&GrantRow>,
-    auth: &str,
-) -> Value {
+    entry: EntryRef<'a>,
+    grant: Option<&'a GrantRow>,
+    auth: &'static str,
+) -> ServerOut<'a> {
     let ssh = if entry.ssh_ip.is_empty() {
         String::new()
     } else {
         format!("{}:{}", entry.ssh_ip, entry.ssh_port)
     };
-    let bound = crate::portal::is_bound(&ctx.nat, &ctx.local, &entry.ssh_ip);
-    json!({
-        "server_num": server.get(),
-        "server_name": entry.server_name,
-        "ssh_username": grant.map(|g| g.ssh_username.as_str().to_string()).unwrap_or_else(|| entry.ssh_username.clone()),
-        "ssh": ssh,
-        "whm_ip": entry.whm_ip,
-        "auth_status": auth,
-        "auth_time": grant.map(|g| g.created_at),
-        "bound": bound as u8,
-        "expires_at": grant.and_then(|g| g.expires_at),
-        "access_ips": grant.map(|g| g.access_ips.clone()),
-        "key_fingerprint": grant.map(|g| g.key_fingerprint.clone()),
-        "source": grant.map(|g| g.source.clone()),
-    })
-}
-
-fn entry_of(g: &GrantRow) -> ServerEntry {
-    ServerEntry {
-        server_name: g.server_name.clone(),
-        ssh_username: g.ssh_username.as_str().to_string(),
-        ssh_ip: g.ssh_ip.clone(),
-        ssh_port: g.ssh_port,
-        whm_ip: g.whm_ip.clone(),
-        root_escalation_method: String::new(),
+    let bound = crate::portal::is_bound(ctx.nat, &ctx.local, entry.ssh_ip);
+    ServerOut {
+        access_ips: grant.map(|g| g.access_ips.as_slice()),
+        auth_status: auth,
+        auth_time: grant.map(|g| g.created_at),
+        bound: u8::from(bound),
+        expires_at: grant.and_then(|g| g.expires_at),
+        key_fingerprint: grant.map(|g| g.key_fingerprint.as_str()),
+        server_name: entry.server_name,
+        server_num: server.get(),
+        source: grant.map(|g| g.source.as_str()),
+        ssh,
+        ssh_username: grant.map_or(entry.ssh_username, |g| g.ssh_username.as_str()),
+        whm_ip: entry.whm_ip,
     }
 }
 
@@ -106,7 +166,7 @@ async fn open_with_servers(
     out
 }
 
-pub async fn ticket_list(app: &Arc<App>, _caller: &Caller, params: &Params) -> ApiResult {
+pub async fn ticket_list(app: &Arc<App>, _caller: &Caller, params: &Params) -> DataResult {
     reject_unknown(params, &["ticket_id", "server_num", "ssh_username"])?;
     let ticket = params.get("ticket_id").map(TicketId::parse).transpose()?;
     let server = params.get("server_num").map(ServerNum::parse).transpose()?;
@@ -128,7 +188,7 @@ pub async fn ticket_list(app: &Arc<App>, _caller: &Caller, params: &Params) -> A
     let ctx = Ctx {
         now: app.engine.now(),
         local: crate::system::net::local_addresses_cached(),
-        nat: app.portal.settings().nat.clone(),
+        nat: &app.portal.settings().nat,
     };
     let (system, error, open) = if !app.portal.is_connected().await {
         ("NOT_CONNECTED", None, None)
@@ -147,9 +207,10 @@ pub async fn ticket_list(app: &Arc<App>, _caller: &Caller, params: &Params) -> A
     if let Some(open) = &open {
         for (id, subject, servers) in open {
             let t = tickets.entry(*id).or_insert_with(|| TicketOut {
-                subject: subject.clone(),
-                status: "OPEN",
                 servers: BTreeMap::new(),
+                ticket_id: id.get(),
+                ticket_status: "OPEN",
+                ticket_subject: subject,
             });
             for (num, entry) in servers {
                 let Ok(num) = ServerNum::parse(num) else {
@@ -170,7 +231,7 @@ pub async fn ticket_list(app: &Arc<App>, _caller: &Caller, params: &Params) -> A
                 }
                 let auth = grant.map_or("NOT_AUTHED", |g| grant_auth_status(g, ctx.now, false));
                 t.servers
-                    .insert(num, server_json(&ctx, num, entry, grant, auth));
+                    .insert(num, server_out(&ctx, num, entry.into(), grant, auth));
                 listed.push((*id, num));
             }
         }
@@ -192,25 +253,153 @@ pub async fn ticket_list(app: &Arc<App>, _caller: &Caller, params: &Params) -> A
         let gone = g.source == "portal" && ticket_open.is_some();
         let auth = grant_auth_status(g, ctx.now, status == "CLOSED" || gone);
         let t = tickets.entry(g.ticket).or_insert_with(|| TicketOut {
-            subject: g.ticket_subject.clone(),
-            status,
             servers: BTreeMap::new(),
+            ticket_id: g.ticket.get(),
+            ticket_status: status,
+            ticket_subject: &g.ticket_subject,
         });
         t.servers.insert(
             g.server,
-            server_json(&ctx, g.server, &entry_of(g), Some(g), auth),
+            server_out(&ctx, g.server, entry_of(g), Some(g), auth),
         );
     }
-    let auths: Vec<Value> = tickets
-        .into_iter()
-        .map(|(t, out)| {
-            json!({
-                "ticket_id": t.get(),
-                "ticket_subject": out.subject,
-                "ticket_status": out.status,
-                "servers": out.servers.into_values().collect::<Vec<_>>(),
-            })
+    let out = ListOut {
+        auths: tickets.into_values().collect(),
+        ticket_system: system,
+        ticket_system_error: error,
+    };
+    let json = serde_json::to_vec(&out).map_err(|e| {
+        tracing::error!(error = %e, "cannot serialize ticket_list");
+        ApiError::new("Internal error: the answer could not be serialized; see the daemon log.")
+    })?;
+    Ok(Data::Json(Bytes::from(json)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn grant() -> GrantRow {
+        GrantRow {
+            id: 1,
+            ticket: TicketId::parse("12345").unwrap(),
+            server: ServerNum::parse("2").unwrap(),
+            state: GrantState::Active,
+            source: "local".into(),
+            ssh_username: Username::parse("cp12345.ssh").unwrap(),
+            temp_user: true,
+            sudoers_dropin: false,
+            ssh_key: "ssh-ed25519 AAAA".into(),
+            key_fingerprint: "SHA256:abc\"def".into(),
+            key_comment: "12345_server_2@cpanel.net_1".into(),
+            access_ips: vec![
+                SupportIp::parse("203.0.113.5").unwrap(),
+                SupportIp::parse("2001:db8::/64").unwrap(),
+            ],
+            server_name: "srv “one”".into(),
+            ticket_subject: "Help\nme".into(),
+            ssh_ip: "127.0.0.1".into(),
+            ssh_port: 2222,
+            whm_ip: "198.51.100.1".into(),
+            ticket_status: "OPEN".into(),
+            created_at: 100,
+            expires_at: Some(200),
+            ended_at: None,
+            end_reason: None,
+            granted_by: "uid:0".into(),
+        }
+    }
+
+    /// The former `json!` rendering of a server entry: the reference the
+    /// typed structs must match byte for byte.
+    fn reference(
+        ctx: &Ctx<'_>,
+        server: ServerNum,
+        entry: &ServerEntry,
+        grant: Option<&GrantRow>,
+        auth: &str,
+    ) -> serde_json::Value {
+        let ssh = if entry.ssh_ip.is_empty() {
+            String::new()
+        } else {
+            format!("{}:{}", entry.ssh_ip, entry.ssh_port)
+        };
+        let bound = crate::portal::is_bound(ctx.nat, &ctx.local, &entry.ssh_ip);
+        json!({
+            "server_num": server.get(),
+            "server_name": entry.server_name,
+            "ssh_username": grant.map(|g| g.ssh_username.as_str().to_string()).unwrap_or_else(|| entry.ssh_username.clone()),
+            "ssh": ssh,
+            "whm_ip": entry.whm_ip,
+            "auth_status": auth,
+            "auth_time": grant.map(|g| g.created_at),
+            "bound": bound as u8,
+            "expires_at": grant.and_then(|g| g.expires_at),
+            "access_ips": grant.map(|g| g.access_ips.clone()),
+            "key_fingerprint": grant.map(|g| g.key_fingerprint.clone()),
+            "source": grant.map(|g| g.source.clone()),
         })
-        .collect();
-    Ok(json!({ "auths": auths, "ticket_system": system, "ticket_system_error": error }))
+    }
+
+    #[test]
+    fn typed_answer_is_byte_identical_to_the_json_maps() {
+        let nat = BTreeMap::new();
+        let ctx = Ctx {
+            now: 150,
+            local: Arc::new(["127.0.0.1".parse().unwrap()].into()),
+            nat: &nat,
+        };
+        let g = grant();
+        let portal_entry = ServerEntry {
+            server_name: "portal name".into(),
+            ssh_username: "root".into(),
+            ssh_ip: String::new(),
+            ssh_port: 22,
+            whm_ip: String::new(),
+            root_escalation_method: String::new(),
+        };
+        let own_entry = ServerEntry {
+            server_name: g.server_name.clone(),
+            ssh_username: g.ssh_username.as_str().to_string(),
+            ssh_ip: g.ssh_ip.clone(),
+            ssh_port: g.ssh_port,
+            whm_ip: g.whm_ip.clone(),
+            root_escalation_method: String::new(),
+        };
+        for (entry, grant, via_grant) in [
+            (&own_entry, Some(&g), true),
+            (&portal_entry, Some(&g), false),
+            (&portal_entry, None, false),
+        ] {
+            let typed = if via_grant {
+                server_out(&ctx, g.server, entry_of(&g), grant, "AUTHED")
+            } else {
+                server_out(&ctx, g.server, entry.into(), grant, "AUTHED")
+            };
+            let want = reference(&ctx, g.server, entry, grant, "AUTHED");
+            let servers: BTreeMap<ServerNum, ServerOut> = [(g.server, typed)].into();
+            let out = ListOut {
+                auths: vec![TicketOut {
+                    servers,
+                    ticket_id: g.ticket.get(),
+                    ticket_status: "UNKNOWN",
+                    ticket_subject: &g.ticket_subject,
+                }],
+                ticket_system: "NOT_CONNECTED",
+                ticket_system_error: Some("x \"y\"".into()),
+            };
+            let want = json!({
+                "auths": [json!({
+                    "ticket_id": g.ticket.get(),
+                    "ticket_subject": g.ticket_subject,
+                    "ticket_status": "UNKNOWN",
+                    "servers": vec![want],
+                })],
+                "ticket_system": "NOT_CONNECTED",
+                "ticket_system_error": Some("x \"y\""),
+            });
+            assert_eq!(serde_json::to_string(&out).unwrap(), want.to_string());
+        }
+    }
 }

@@ -34,7 +34,11 @@ pub fn router(app: Arc<App>) -> Router {
 }
 
 fn json(status: StatusCode, body: &Value) -> Response {
-    let mut resp = (status, body.to_string()).into_response();
+    json_bytes(status, Bytes::from(body.to_string()))
+}
+
+fn json_bytes(status: StatusCode, body: Bytes) -> Response {
+    let mut resp = (status, body).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json; charset=utf-8"),
@@ -259,17 +263,16 @@ async fn api_call(State(app): State<Arc<App>>, req: Request) -> Response {
     };
     match task.await {
         Ok(answer) => {
-            let result = &answer.body["metadata"]["result"];
             tracing::info!(
                 function = %printable(&function),
                 actor = %actor,
                 peer = %peer.describe(),
                 status = answer.status,
-                result = %result,
+                result = answer.result,
                 "API call"
             );
             let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
-            json(status, &answer.body)
+            json_bytes(status, answer.body)
         }
         Err(e) => {
             tracing::error!(function = %printable(&function), error = %e, "API call task failed");
