@@ -52,6 +52,17 @@ macro_rules! handler {
     }};
 }
 
+impl Function {
+    /// Functions that need only `tickets-list` (ticket_list,
+    /// ticket_whitelist_check, ticket_get_support_info) change no grant,
+    /// token or whitelist: their successful calls are logged at debug, not
+    /// a line per poll at info. (They may still refresh the portal session,
+    /// so they run like any other call.)
+    pub fn read_only(&self) -> bool {
+        self.acl == Acl::TicketsList
+    }
+}
+
 pub fn lookup(name: &str) -> Option<&'static Function> {
     crate::api::FUNCTIONS.iter().find(|f| f.name == name)
 }
