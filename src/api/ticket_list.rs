@@ -98,6 +98,61 @@ fn entry_of(g: &GrantRow) -> EntryRef<'_> {
     }
 }
 
+/// Everything a NOT_CONNECTED answer depends on (the NAT map is fixed for
+/// the daemon's life). The snapshots are held, not just their addresses,
+/// so an address cannot be reused by a newer snapshot while cached.
+struct AnswerKey {
+    rows: Arc<[GrantRow]>,
+    local: Arc<std::collections::BTreeSet<std::net::IpAddr>>,
+    /// `auth_status` turns EXPIRED by the second.
+    now: i64,
+    ticket: Option<TicketId>,
+    server: Option<ServerNum>,
+    user: Option<Username>,
+}
+
+impl AnswerKey {
+    fn same(&self, o: &AnswerKey) -> bool {
+        Arc::ptr_eq(&self.rows, &o.rows)
+            && Arc::ptr_eq(&self.local, &o.local)
+            && self.now == o.now
+            && self.ticket == o.ticket
+            && self.server == o.server
+            && self.user == o.user
+    }
+}
+
+/// The last answer given while the portal is not connected: pollers ask
+/// many times a second for the same thing, and within one second, with
+/// the same live grants and local addresses, the answer is the same bytes.
+#[derive(Default)]
+pub struct AnswerCache {
+    last: std::sync::Mutex<Option<(AnswerKey, Bytes)>>,
+}
+
+impl std::fmt::Debug for AnswerCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnswerCache").finish_non_exhaustive()
+    }
+}
+
+impl AnswerCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(AnswerKey, Bytes)>> {
+        self.last.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, key: &AnswerKey) -> Option<Bytes> {
+        match &*self.lock() {
+            Some((k, b)) if k.same(key) => Some(b.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&self, key: AnswerKey, answer: Bytes) {
+        *self.lock() = Some((key, answer));
+    }
+}
+
 fn grant_auth_status(g: &GrantRow, now: i64, ticket_closed: bool) -> &'static str {
     match g.state {
         GrantState::Active if ticket_closed => "EXPIRED",
@@ -181,16 +236,28 @@ pub async fn ticket_list(app: &Arc<App>, _caller: &Caller, params: &Params) -> D
         .live_snapshot()
         .await
         .map_err(|e| ApiError::new(format!("The state database failed: {e}")))?;
-    let rows: Vec<&GrantRow> = live
-        .iter()
-        .filter(|g| g.matches(ticket, server, user.as_ref()))
-        .collect();
     let ctx = Ctx {
         now: app.engine.now(),
         local: crate::system::net::local_addresses_cached(),
         nat: &app.portal.settings().nat,
     };
-    let (system, error, open) = if !app.portal.is_connected().await {
+    let connected = app.portal.is_connected().await;
+    let key = (!connected).then(|| AnswerKey {
+        rows: Arc::clone(&live),
+        local: Arc::clone(&ctx.local),
+        now: ctx.now,
+        ticket,
+        server,
+        user: user.clone(),
+    });
+    if let Some(hit) = key.as_ref().and_then(|k| app.ticket_list_cache.get(k)) {
+        return Ok(Data::Json(hit));
+    }
+    let rows: Vec<&GrantRow> = live
+        .iter()
+        .filter(|g| g.matches(ticket, server, user.as_ref()))
+        .collect();
+    let (system, error, open) = if !connected {
         ("NOT_CONNECTED", None, None)
     } else {
         match app.portal.open_tickets().await {
@@ -272,7 +339,11 @@ pub async fn ticket_list(app: &Arc<App>, _caller: &Caller, params: &Params) -> D
         tracing::error!(error = %e, "cannot serialize ticket_list");
         ApiError::new("Internal error: the answer could not be serialized; see the daemon log.")
     })?;
-    Ok(Data::Json(Bytes::from(json)))
+    let json = Bytes::from(json);
+    if let Some(key) = key {
+        app.ticket_list_cache.put(key, json.clone());
+    }
+    Ok(Data::Json(json))
 }
 
 #[cfg(test)]
@@ -340,6 +411,34 @@ mod tests {
             "key_fingerprint": grant.map(|g| g.key_fingerprint.clone()),
             "source": grant.map(|g| g.source.clone()),
         })
+    }
+
+    #[test]
+    fn cached_answer_only_for_the_same_snapshots_second_and_filters() {
+        let rows: Arc<[GrantRow]> = vec![grant()].into();
+        let local: Arc<std::collections::BTreeSet<std::net::IpAddr>> = Arc::default();
+        let key = |rows: &Arc<[GrantRow]>, now: i64, ticket: Option<TicketId>| AnswerKey {
+            rows: Arc::clone(rows),
+            local: Arc::clone(&local),
+            now,
+            ticket,
+            server: None,
+            user: None,
+        };
+        let cache = AnswerCache::default();
+        assert!(cache.get(&key(&rows, 1, None)).is_none());
+        cache.put(key(&rows, 1, None), Bytes::from_static(b"{}"));
+        assert_eq!(cache.get(&key(&rows, 1, None)).unwrap(), &b"{}"[..]);
+        // Another second, another filter, or a rebuilt snapshot (even with
+        // equal rows: the store was written to) is a miss.
+        assert!(cache.get(&key(&rows, 2, None)).is_none());
+        let t = Some(TicketId::parse("12345").unwrap());
+        assert!(cache.get(&key(&rows, 1, t)).is_none());
+        let rebuilt: Arc<[GrantRow]> = vec![grant()].into();
+        assert!(cache.get(&key(&rebuilt, 1, None)).is_none());
+        let mut other_local = key(&rows, 1, None);
+        other_local.local = Arc::default();
+        assert!(cache.get(&other_local).is_none());
     }
 
     #[test]
