@@ -35,19 +35,36 @@ struct ListOut<'a> {
 
 #[derive(Serialize)]
 struct TicketOut<'a> {
-    #[serde(serialize_with = "values")]
-    servers: BTreeMap<ServerNum, ServerOut<'a>>,
+    servers: Servers<'a>,
     ticket_id: u64,
     ticket_status: &'static str,
     ticket_subject: &'a str,
 }
 
-/// A map's values as a JSON array, in key order.
-fn values<S: serde::Serializer>(
-    m: &BTreeMap<ServerNum, ServerOut<'_>>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    s.collect_seq(m.values())
+/// A ticket's servers by number, serialized as an array in number order.
+/// A sorted Vec, not a BTreeMap: a ticket has one or a few servers, and a
+/// map node per ticket (~2 KB) made a 10 000-grant answer allocate ~20 MB.
+#[derive(Default)]
+struct Servers<'a>(Vec<(ServerNum, ServerOut<'a>)>);
+
+impl<'a> Servers<'a> {
+    /// Adds or replaces (like a map) the entry of server `n`.
+    fn insert(&mut self, n: ServerNum, out: ServerOut<'a>) {
+        match self.0.binary_search_by_key(&n, |(k, _)| *k) {
+            Ok(i) => self.0[i].1 = out,
+            Err(i) => self.0.insert(i, (n, out)),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl Serialize for Servers<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|(_, out)| out))
+    }
 }
 
 #[derive(Serialize)]
@@ -274,7 +291,7 @@ pub async fn ticket_list(app: &Arc<App>, _caller: &Caller, params: &Params) -> D
     if let Some(open) = &open {
         for (id, subject, servers) in open {
             let t = tickets.entry(*id).or_insert_with(|| TicketOut {
-                servers: BTreeMap::new(),
+                servers: Servers::default(),
                 ticket_id: id.get(),
                 ticket_status: "OPEN",
                 ticket_subject: subject,
@@ -320,7 +337,7 @@ pub async fn ticket_list(app: &Arc<App>, _caller: &Caller, params: &Params) -> D
         let gone = g.source == "portal" && ticket_open.is_some();
         let auth = grant_auth_status(g, ctx.now, status == "CLOSED" || gone);
         let t = tickets.entry(g.ticket).or_insert_with(|| TicketOut {
-            servers: BTreeMap::new(),
+            servers: Servers::default(),
             ticket_id: g.ticket.get(),
             ticket_status: status,
             ticket_subject: &g.ticket_subject,
@@ -335,7 +352,11 @@ pub async fn ticket_list(app: &Arc<App>, _caller: &Caller, params: &Params) -> D
         ticket_system: system,
         ticket_system_error: error,
     };
-    let json = serde_json::to_vec(&out).map_err(|e| {
+    // Sized for the usual ~400 bytes per server up front: growing a
+    // multi-megabyte buffer by doubling copies it again and again.
+    let servers: usize = out.auths.iter().map(|t| t.servers.len()).sum();
+    let mut json = Vec::with_capacity(servers.saturating_mul(448).saturating_add(128));
+    serde_json::to_writer(&mut json, &out).map_err(|e| {
         tracing::error!(error = %e, "cannot serialize ticket_list");
         ApiError::new("Internal error: the answer could not be serialized; see the daemon log.")
     })?;
@@ -414,6 +435,36 @@ mod tests {
     }
 
     #[test]
+    fn servers_are_listed_by_number_and_replaced_like_a_map() {
+        let nat = BTreeMap::new();
+        let ctx = Ctx {
+            now: 0,
+            local: Arc::default(),
+            nat: &nat,
+        };
+        let g = grant();
+        let mut servers = Servers::default();
+        for (n, auth) in [(3, "A"), (1, "B"), (2, "C"), (1, "D")] {
+            let n = ServerNum::parse(&n.to_string()).unwrap();
+            servers.insert(n, server_out(&ctx, n, entry_of(&g), Some(&g), auth));
+        }
+        assert_eq!(servers.len(), 3);
+        let v = serde_json::to_value(&servers).unwrap();
+        let got: Vec<(u64, &str)> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["server_num"].as_u64().unwrap(),
+                    s["auth_status"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(got, vec![(1, "D"), (2, "C"), (3, "A")]);
+    }
+
+    #[test]
     fn cached_answer_only_for_the_same_snapshots_second_and_filters() {
         let rows: Arc<[GrantRow]> = vec![grant()].into();
         let local: Arc<std::collections::BTreeSet<std::net::IpAddr>> = Arc::default();
@@ -477,7 +528,8 @@ mod tests {
                 server_out(&ctx, g.server, entry.into(), grant, "AUTHED")
             };
             let want = reference(&ctx, g.server, entry, grant, "AUTHED");
-            let servers: BTreeMap<ServerNum, ServerOut> = [(g.server, typed)].into();
+            let mut servers = Servers::default();
+            servers.insert(g.server, typed);
             let out = ListOut {
                 auths: vec![TicketOut {
                     servers,
