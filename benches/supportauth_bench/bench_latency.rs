@@ -13,7 +13,13 @@ pub fn run(rt: &tokio::runtime::Runtime, report: &mut Report) {
     report.section(&format!(
         "1. grant/revoke latency (HTTP over the Unix socket, root path, {n} runs)"
     ));
-    let d = util::root_daemon("", false, |_| {});
+    let mut d = util::root_daemon("", false, |_| {});
+    // Production logging, plus the engine's one `grant timing` line per
+    // grant (debug), which says how long `sshd -T` took.
+    util::set_log_level(
+        &mut d,
+        &std::env::var("SA_BENCH_LEVEL").unwrap_or("info,supportauth::engine::grant=debug".into()),
+    );
     let key = common::support_key(d.dir.path());
     let mut floor = Floor::new(rt, d.dir.path());
     let warmup = 3;
@@ -29,6 +35,18 @@ pub fn run(rt: &tokio::runtime::Runtime, report: &mut Report) {
         let keys = std::fs::read(&keys_path).unwrap_or_default();
         r.push(ms(util::revoke(&d, 1000 + i)));
         fl.push(floor.sample(rt, &keys));
+    }
+    // The HTTP exchange alone (connect, request, answer, close), with no
+    // engine work: what every CLI call costs before any grant logic.
+    let mut rtt = Vec::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        let r = d.unix(&common::get(
+            "/json-api/bench_no_such_function?api.version=1",
+            None,
+        ));
+        rtt.push(ms(t.elapsed()));
+        assert_eq!(r.status, 200);
     }
     let tools: Vec<f64> = util::grant_tool_times(&d)
         .into_iter()
@@ -110,6 +128,12 @@ pub fn run(rt: &tokio::runtime::Runtime, report: &mut Report) {
         format!("median {rm:.2} ms, p99 {rp:.2} ms"),
         format!("{:.2}x floor", rm / floor_ms),
         &format!("<= 1.5x: {}", util::verdict(rm / floor_ms <= 1.5)),
+    );
+    report.row(
+        "  HTTP exchange alone over the same socket (connect, unknown function, close)",
+        format!("median {:.2} ms", median(&rtt)),
+        "included in both rows above".into(),
+        "",
     );
     // What the code does (counted with strace -f): a grant commits its
     // intent, the key (plus WHM's .pub copy: one more fsynced file sharing

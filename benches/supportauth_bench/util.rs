@@ -203,10 +203,15 @@ pub fn root_daemon(listen_extra: &str, stub_sshd: bool, prepare: impl FnOnce(&Pa
 /// Restarts the daemon with the production log level (`info`): the test
 /// helper starts it at `debug`, which logs every SQL statement.
 pub fn info_logging(d: &mut Daemon) {
+    set_log_level(d, "info");
+}
+
+/// Restarts the daemon with the tracing filter `level`.
+pub fn set_log_level(d: &mut Daemon, level: &str) {
     let text = std::fs::read_to_string(&d.config).expect("read config");
     std::fs::write(
         &d.config,
-        text.replace("level = \"debug\"", "level = \"info\""),
+        text.replace("level = \"debug\"", &format!("level = \"{level}\"")),
     )
     .expect("write config");
     d.stop();

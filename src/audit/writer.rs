@@ -232,8 +232,47 @@ impl AuditLog {
         Ok(seqs)
     }
 
+    /// Appends one batch (at most [`MAX_BATCH`] records) durably but leaves
+    /// the chain head for the caller to commit with its own state change
+    /// (`Store::finish`), saving a commit: a grant's or revoke's closing
+    /// records and its "done" mark go out as one append and one commit.
+    /// Returns the head to save (`None` when the log's format keeps no
+    /// chain). A crash before the caller's commit leaves this one batch past
+    /// the stored head, which the next open adopts.
+    pub async fn append_batch_head_deferred(
+        &self,
+        events: &[AuditEvent],
+    ) -> Result<Option<ChainHead>, AuditError> {
+        if events.len() > MAX_BATCH {
+            return Err(io_err(
+                &self.path,
+                format!("a deferred-head batch holds at most {MAX_BATCH} records"),
+            ));
+        }
+        let mut state = self.state.lock().await;
+        let (_, head) = self.write_batch(&mut state, events).await?;
+        // The caller's save only moves the head forward, so a later
+        // record's head saved first (under this lock) is never undone.
+        Ok(head.filter(|_| self.format == AuditFormat::Json))
+    }
+
     async fn append_batch(&self, events: &[AuditEvent]) -> Result<Vec<u64>, AuditError> {
         let mut state = self.state.lock().await;
+        let (seqs, head) = self.write_batch(&mut state, events).await?;
+        // Saved under the lock: heads reach the store in chain order.
+        if let (Some(head), AuditFormat::Json) = (head, self.format) {
+            save_head(&self.store, &head).await?;
+        }
+        Ok(seqs)
+    }
+
+    /// Writes and fsyncs one batch; returns the seqs and the new head
+    /// (`None` for an empty batch), not yet saved in the store.
+    async fn write_batch(
+        &self,
+        state: &mut State,
+        events: &[AuditEvent],
+    ) -> Result<(Vec<u64>, Option<ChainHead>), AuditError> {
         let mut head = state.head.clone();
         let mut bytes = Vec::new();
         let mut sealed = Vec::with_capacity(events.len());
@@ -255,7 +294,7 @@ impl AuditLog {
             sealed.push((rec, hash));
         }
         if sealed.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         }
         let open = state.open.take();
         let path = self.path.clone();
@@ -278,10 +317,7 @@ impl AuditLog {
             }
             tracing::debug!(seq = rec.seq, event = %rec.event, "audit record appended");
         }
-        if self.format == AuditFormat::Json {
-            save_head(&self.store, &head).await?;
-        }
-        Ok(seqs)
+        Ok((seqs, Some(head)))
     }
 }
 

@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::Engine;
 use crate::api::caller::Caller;
+use crate::audit::writer::ChainHead;
 use crate::audit::Outcome;
 use crate::authorized_keys::{render_line, KeyMark};
 use crate::engine::WhitelistOutcome;
@@ -149,8 +150,8 @@ impl Engine {
             expires_at,
             granted_by: caller.actor(),
         };
-        let id = match self.store.insert_granting(&new).await {
-            Ok(id) => id,
+        let row = match self.store.insert_granting(&new).await {
+            Ok(row) => row,
             Err(InsertError::AlreadyLive(e)) => {
                 return Err(GrantError::Refused(format!(
                     "A key for ticket {} server {} is already present. Revoke it first.",
@@ -163,10 +164,6 @@ impl Engine {
                 )))
             }
         };
-        let row =
-            self.store.grant(id).await.ok().flatten().ok_or_else(|| {
-                GrantError::Refused("The state database lost the new grant.".into())
-            })?;
 
         super::fault::point("after_intent");
         let mut done: Vec<Done> = Vec::new();
@@ -182,10 +179,17 @@ impl Engine {
                 &mut password,
             )
             .await;
+        // The grant is done when its closing records are durable; the mark
+        // and their chain head go into the store in one commit.
         let applied = match applied {
-            Ok(()) => self
+            Ok(head) => self
                 .store
-                .set_grant_state(id, GrantState::Active, None)
+                .finish(
+                    row.id,
+                    GrantState::Active,
+                    None,
+                    head.as_ref().map(|h| (h.seq, h.hash.as_str())),
+                )
                 .await
                 .map_err(|e| format!("the state database failed: {e}")),
             Err(why) => Err(why),
@@ -197,11 +201,14 @@ impl Engine {
                 row.ticket, row.server
             )));
         }
+        let row = GrantRow {
+            state: GrantState::Active,
+            ..row
+        };
         // The whitelist is best effort per backend and reported in the
         // answer (reference §3), like cPanel: each backend says its status.
         let mut non_fatals = Vec::new();
         let whitelist = self.converge_whitelist(caller, &mut non_fatals).await;
-        let row = self.store.grant(id).await.ok().flatten().unwrap_or(row);
         tracing::debug!(
             ticket = %row.ticket,
             facts_us,
@@ -217,7 +224,8 @@ impl Engine {
     }
 
     /// Applies the plan, auditing each step; the final `grant` record is
-    /// the commit point.
+    /// the commit point. Returns that record's chain head, for the caller
+    /// to save with the grant's "done" mark.
     #[allow(clippy::too_many_arguments)]
     async fn apply_grant(
         &self,
@@ -228,7 +236,7 @@ impl Engine {
         group: Option<&str>,
         done: &mut Vec<Done>,
         password: &mut Option<Secret>,
-    ) -> Result<(), String> {
+    ) -> Result<Option<ChainHead>, String> {
         let user = &row.ssh_username;
         if row.temp_user {
             let group = group.ok_or("no wheel group for the temporary user")?;
@@ -303,12 +311,13 @@ impl Engine {
                 "source": row.source,
             }),
         );
-        self.audit
-            .append_all(&[key_added, granted])
+        let head = self
+            .audit
+            .append_batch_head_deferred(&[key_added, granted])
             .await
             .map_err(|e| format!("the audit log could not be written: {e}"))?;
         super::fault::point("after_grant_audited");
-        Ok(())
+        Ok(head)
     }
 
     /// Undoes what a failed grant did, newest first; every undo is

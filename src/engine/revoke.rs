@@ -76,8 +76,16 @@ impl Engine {
                 .await;
         }
         // Keys of ours for this ticket that no grant row knows of (left by
-        // a crash or an older installation) are removed too.
-        if let Ok(Some(acct)) = self.host.key_account_of(user) {
+        // a crash or an older installation) are removed too. For one server
+        // whose grant was just removed cleanly from this user's file, that
+        // removal already took every key of ours for (ticket, server).
+        let covered = server.is_some() && !rows.is_empty() && out.errors.is_empty();
+        let stray_scan = if covered {
+            None
+        } else {
+            self.host.key_account_of(user).ok().flatten()
+        };
+        if let Some(acct) = stray_scan {
             let keys = self.host.keys.clone();
             let select = |m: &KeyMark| m.ticket == ticket && server.is_none_or(|s| m.server == s);
             match tokio::task::block_in_place(|| keys.remove(&acct, &select)) {
@@ -300,11 +308,25 @@ impl Engine {
             Outcome::Ok,
             json!({"fingerprint": row.key_fingerprint}),
         ));
-        self.audit_all_nonfatal(pending, &mut out.non_fatals).await;
+        // The closing records (at most one batch) and the "done" mark with
+        // their chain head: one append and one commit.
+        let head = match self.audit.append_batch_head_deferred(&pending).await {
+            Ok(head) => head,
+            Err(e) => {
+                tracing::error!(error = %e, "audit records could not be written");
+                push_unique(&mut out.non_fatals, "audit_log");
+                None
+            }
+        };
         let now = self.clock.now();
         if let Err(e) = self
             .store
-            .set_grant_state(row.id, GrantState::Revoked, Some((now, reason.as_str())))
+            .finish(
+                row.id,
+                GrantState::Revoked,
+                Some((now, reason.as_str())),
+                head.as_ref().map(|h| (h.seq, h.hash.as_str())),
+            )
             .await
         {
             tracing::error!(error = %e, grant = row.id, "access removed but the grant is not marked revoked; the reconciler will finish it");

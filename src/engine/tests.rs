@@ -394,7 +394,13 @@ async fn reconcile_rolls_back_interrupted_grants_and_sweeps_orphans() {
         text.ends_with(std::str::from_utf8(ADMIN_KEYS).unwrap()),
         "admin's keys untouched"
     );
-    let row = rig.engine.store.grant(interrupted).await.unwrap().unwrap();
+    let row = rig
+        .engine
+        .store
+        .grant(interrupted.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(row.state, GrantState::Failed);
     // A second pass finds nothing to do.
     let report = rig.engine.reconcile().await.unwrap();

@@ -107,6 +107,18 @@ pub struct GrantRow {
     pub granted_by: String,
 }
 
+/// `RETURNING <every column>`, in the order [`row_to_grant`] reads.
+macro_rules! returning_grant {
+    () => {
+        concat!(
+            "RETURNING id, ticket_id, server_num, state, source, ssh_username, temp_user, ",
+            "sudoers_dropin, ssh_key, key_fingerprint, key_comment, access_ips, server_name, ",
+            "ticket_subject, ssh_ip, ssh_port, whm_ip, ticket_status, created_at, expires_at, ",
+            "ended_at, end_reason, granted_by"
+        )
+    };
+}
+
 /// A compile-time `SELECT <every column> FROM grants <tail>`: SQL text is
 /// never assembled at run time.
 macro_rules! select_grants {
@@ -173,17 +185,19 @@ pub enum InsertError {
 }
 
 impl Store {
-    /// Records the intent to grant (state `granting`); fails with
-    /// [`AlreadyLive`] when (ticket, server) already has a live grant.
-    pub async fn insert_granting(&self, g: &NewGrant) -> Result<i64, InsertError> {
+    /// Records the intent to grant (state `granting`) and returns the row
+    /// as stored; fails with [`AlreadyLive`] when (ticket, server) already
+    /// has a live grant.
+    pub async fn insert_granting(&self, g: &NewGrant) -> Result<GrantRow, InsertError> {
         let ips =
             serde_json::to_string(&g.access_ips).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let res = sqlx::query(
+        let res = sqlx::query(concat!(
             "INSERT INTO grants (ticket_id, server_num, state, source, ssh_username, temp_user, \
              sudoers_dropin, ssh_key, key_fingerprint, key_comment, access_ips, server_name, \
              ticket_subject, ssh_ip, ssh_port, whm_ip, created_at, expires_at, granted_by) \
-             VALUES (?1, ?2, 'granting', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
-        )
+             VALUES (?1, ?2, 'granting', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) ",
+            returning_grant!()
+        ))
         .bind(g.ticket.as_i64())
         .bind(g.server.as_i64())
         .bind(&g.source)
@@ -202,11 +216,11 @@ impl Store {
         .bind(g.created_at)
         .bind(g.expires_at)
         .bind(&g.granted_by)
-        .execute(self.pool())
+        .fetch_one(self.pool())
         .await;
         self.grants_changed();
         match res {
-            Ok(r) => Ok(r.last_insert_rowid()),
+            Ok(row) => Ok(row_to_grant(&row)?),
             Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Err(AlreadyLive {
                 ticket: g.ticket,
                 server: g.server,
@@ -214,6 +228,58 @@ impl Store {
             .into()),
             Err(e) => Err(StoreError::Sql(e).into()),
         }
+    }
+
+    /// Marks a grant or revoke done (`state`, and `ended` for a revoke)
+    /// together with the audit chain head of its closing records, in one
+    /// transaction that is not fsynced on its own (see [`Store`]'s
+    /// `relaxed`): the intent was fsynced before the host was touched and
+    /// the audit records are durable, so this mark is the only thing a
+    /// power cut can lose, and the reconciler finishes or rolls back the
+    /// intent it leaves. The head only ever moves forward: a later record's
+    /// head saved meanwhile is kept.
+    pub async fn finish(
+        &self,
+        id: i64,
+        state: GrantState,
+        ended: Option<(i64, &str)>,
+        audit_head: Option<(u64, &str)>,
+    ) -> Result<(), StoreError> {
+        // One round trip to SQLite's thread: the statements run as one
+        // transaction, and a failure part-way is rolled back right here so
+        // the connection never goes back to the pool inside a transaction.
+        let mut conn = self.relaxed_pool().acquire().await?;
+        let (seq, hash) = match audit_head {
+            Some((seq, hash)) => (Some(seq as i64), Some(hash)),
+            None => (None, None),
+        };
+        let done = sqlx::query(
+            "BEGIN IMMEDIATE; \
+             UPDATE grants SET state = ?1, \
+             ended_at = COALESCE(?2, ended_at), end_reason = COALESCE(?3, end_reason) WHERE id = ?4; \
+             INSERT INTO audit_head (id, seq, hash) SELECT 1, ?5, ?6 WHERE ?5 IS NOT NULL \
+             ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash \
+             WHERE excluded.seq > audit_head.seq; \
+             COMMIT;",
+        )
+        .bind(state.as_str())
+        .bind(ended.map(|(t, _)| t))
+        .bind(ended.map(|(_, r)| r.to_string()))
+        .bind(id)
+        .bind(seq)
+        .bind(hash)
+        .execute(&mut *conn)
+        .await;
+        self.grants_changed();
+        if let Err(e) = done {
+            if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+                // Not in a transaction (it failed before BEGIN took) or the
+                // connection is broken: either way, do not reuse it.
+                conn.detach();
+            }
+            return Err(e.into());
+        }
+        Ok(())
     }
 
     /// Moves a grant to `state`; `ended` sets ended_at and end_reason.
@@ -378,7 +444,11 @@ mod tests {
     #[tokio::test]
     async fn one_live_grant_per_ticket_and_server() {
         let (_d, s) = store().await;
-        let id = s.insert_granting(&sample("1234", "1")).await.unwrap();
+        let row = s.insert_granting(&sample("1234", "1")).await.unwrap();
+        assert_eq!(row.state, GrantState::Granting);
+        assert_eq!(row.ticket_status, "OPEN");
+        assert_eq!(s.grant(row.id).await.unwrap(), Some(row.clone()));
+        let id = row.id;
         assert!(matches!(
             s.insert_granting(&sample("1234", "1")).await,
             Err(InsertError::AlreadyLive(_))
@@ -398,8 +468,8 @@ mod tests {
     #[tokio::test]
     async fn expiry_queries() {
         let (_d, s) = store().await;
-        let a = s.insert_granting(&sample("1001", "1")).await.unwrap();
-        let b = s.insert_granting(&sample("1002", "1")).await.unwrap();
+        let a = s.insert_granting(&sample("1001", "1")).await.unwrap().id;
+        let b = s.insert_granting(&sample("1002", "1")).await.unwrap().id;
         s.set_grant_state(a, GrantState::Active, None)
             .await
             .unwrap();
@@ -414,5 +484,72 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(filtered.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn finish_marks_state_and_moves_the_audit_head_only_forward() {
+        let (_d, s) = store().await;
+        let head = |s: &Store| {
+            let pool = s.pool().clone();
+            async move {
+                sqlx::query_as::<_, (i64, String)>("SELECT seq, hash FROM audit_head WHERE id = 1")
+                    .fetch_optional(&pool)
+                    .await
+                    .unwrap()
+            }
+        };
+        let a = s.insert_granting(&sample("1001", "1")).await.unwrap().id;
+        s.finish(a, GrantState::Active, None, Some((5, "h5")))
+            .await
+            .unwrap();
+        assert_eq!(s.grant(a).await.unwrap().unwrap().state, GrantState::Active);
+        assert_eq!(head(&s).await, Some((5, "h5".to_string())));
+        // A later record's head saved first is not moved back.
+        s.finish(
+            a,
+            GrantState::Revoked,
+            Some((300, "revoke")),
+            Some((4, "h4")),
+        )
+        .await
+        .unwrap();
+        let row = s.grant(a).await.unwrap().unwrap();
+        assert_eq!(row.state, GrantState::Revoked);
+        assert_eq!(
+            (row.ended_at, row.end_reason.as_deref()),
+            (Some(300), Some("revoke"))
+        );
+        assert_eq!(head(&s).await, Some((5, "h5".to_string())));
+        let b = s.insert_granting(&sample("1002", "1")).await.unwrap().id;
+        s.finish(b, GrantState::Active, None, None).await.unwrap();
+        assert_eq!(head(&s).await, Some((5, "h5".to_string())));
+    }
+
+    #[tokio::test]
+    async fn finish_failing_part_way_changes_nothing_and_the_next_one_works() {
+        let (_d, s) = store().await;
+        let a = s.insert_granting(&sample("1001", "1")).await.unwrap().id;
+        sqlx::query("ALTER TABLE audit_head RENAME TO audit_head_away")
+            .execute(s.pool())
+            .await
+            .unwrap();
+        assert!(s
+            .finish(a, GrantState::Active, None, Some((1, "h1")))
+            .await
+            .is_err());
+        let row = s.grant(a).await.unwrap().unwrap();
+        assert_eq!(
+            row.state,
+            GrantState::Granting,
+            "the update was rolled back"
+        );
+        sqlx::query("ALTER TABLE audit_head_away RENAME TO audit_head")
+            .execute(s.pool())
+            .await
+            .unwrap();
+        s.finish(a, GrantState::Active, None, Some((1, "h1")))
+            .await
+            .unwrap();
+        assert_eq!(s.grant(a).await.unwrap().unwrap().state, GrantState::Active);
     }
 }

@@ -152,11 +152,11 @@ mod tests {
         assert!(assert_fresh(&s).await.is_empty());
 
         // insert_granting
-        let a = s.insert_granting(&sample("1002", "1")).await.unwrap();
+        let a = s.insert_granting(&sample("1002", "1")).await.unwrap().id;
         let rows = assert_fresh(&s).await;
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].state, GrantState::Granting);
-        let b = s.insert_granting(&sample("1001", "1")).await.unwrap();
+        let b = s.insert_granting(&sample("1001", "1")).await.unwrap().id;
         let rows = assert_fresh(&s).await;
         // Ordered by ticket, not by insertion.
         assert_eq!(
@@ -207,6 +207,15 @@ mod tests {
         // nothing.
         assert!(s.insert_granting(&sample("1001", "1")).await.is_err());
         assert_eq!(assert_fresh(&s).await.len(), 1);
+
+        // finish (grant done, then revoke done), on the relaxed connection.
+        s.finish(b, GrantState::Active, None, None).await.unwrap();
+        let rows = assert_fresh(&s).await;
+        assert_eq!(rows[0].state, GrantState::Active);
+        s.finish(b, GrantState::Revoked, Some((300, "revoke")), None)
+            .await
+            .unwrap();
+        assert!(assert_fresh(&s).await.is_empty());
     }
 
     #[tokio::test]

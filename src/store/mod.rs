@@ -50,6 +50,14 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    /// One connection with `synchronous=NORMAL`: its commits reach the WAL
+    /// (surviving a crash of this process) but are not fsynced on their
+    /// own; the next commit through `pool` fsyncs them with it. Used only
+    /// for the "done" mark of a grant or revoke, whose intent was fsynced
+    /// before the host was touched and whose audit record is already
+    /// durable, so a power cut losing the mark leaves the intent, which the
+    /// reconciler finishes (revoke) or rolls back (grant).
+    relaxed: SqlitePool,
     tokens: Arc<token_table::TokenTable>,
     live: Arc<live::LiveGrants>,
 }
@@ -151,11 +159,19 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        // No liveness ping before each use: a local SQLite file cannot drop
+        // the connection, and the ping doubles every query's thread hops.
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(opts)
+            .test_before_acquire(false)
+            .connect_with(opts.clone())
             .await?;
         MIGRATOR.run(&pool).await?;
+        let relaxed = SqlitePoolOptions::new()
+            .max_connections(1)
+            .test_before_acquire(false)
+            .connect_with(opts.synchronous(SqliteSynchronous::Normal))
+            .await?;
         // WAL side files inherit the umask; tighten them too.
         for suffix in ["-wal", "-shm"] {
             let mut p = db_path.as_os_str().to_owned();
@@ -165,6 +181,7 @@ impl Store {
         let tokens = Arc::new(token_table::TokenTable::load(&pool).await?);
         Ok(Store {
             pool,
+            relaxed,
             tokens,
             live: Arc::default(),
         })
@@ -172,6 +189,12 @@ impl Store {
 
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// See [`Store::relaxed`]: only for marks whose loss on a power cut
+    /// the reconciler repairs from a durable intent.
+    pub(crate) fn relaxed_pool(&self) -> &SqlitePool {
+        &self.relaxed
     }
 
     fn tokens(&self) -> &token_table::TokenTable {
@@ -183,6 +206,7 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        self.relaxed.close().await;
         self.pool.close().await;
     }
 }

@@ -155,6 +155,19 @@ impl FileKeyStore {
     /// when a foreign writer changed the file before our rename.
     /// `edit` returns the new bytes (or `None` for "no change") and a value.
     fn edit<R>(&self, ssh: &CheckedDir, acct: &KeyAccount, edit: &EditFn<R>) -> Result<R> {
+        self.edit_then(ssh, acct, edit, &mut || Ok(()))
+    }
+
+    /// [`Self::edit`], calling `before_rename` once the new file is staged
+    /// and checked, just before it is renamed in (and the directory
+    /// fsynced).
+    fn edit_then<R>(
+        &self,
+        ssh: &CheckedDir,
+        acct: &KeyAccount,
+        edit: &EditFn<R>,
+        before_rename: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<R> {
         for attempt in 0..MAX_ATTEMPTS {
             let existing = ssh.read_file(AUTHORIZED_KEYS, acct.uid, MAX_FILE_BYTES)?;
             // An existing file keeps its owner and mode (the admin's choice,
@@ -174,6 +187,7 @@ impl FileKeyStore {
                 hook(attempt);
             }
             if Self::read_keys(ssh, acct)? == before {
+                before_rename()?;
                 staged.commit()?;
                 return Ok(value);
             }
@@ -249,26 +263,54 @@ impl HostKeys for FileKeyStore {
             DirPolicy::exactly(acct.uid),
         )?;
         let _lock = ssh.lock_within(LOCK_WAIT)?;
-        // The copy WHM lists, removed with the key. Renamed in first without
-        // a directory fsync: authorized_keys' commit below fsyncs the
-        // directory once for both (a grant that fails after this point is
-        // rolled back by `remove`, which deletes the copy too).
+        // The copy WHM lists, removed with the key. Its fsync runs on a
+        // second thread while authorized_keys is staged and fsynced (on
+        // ext4 both usually ride one journal commit); it is renamed in just
+        // before authorized_keys, so that file's directory fsync covers both
+        // (a grant that fails after this point is rolled back by `remove`,
+        // which deletes the copy too).
         let key_file = format!("{} {}\n", ours.key, mark.comment());
-        ssh.stage_file(
+        let mut copy = Some(ssh.stage_unsynced(
             &key_file_name(mark),
             key_file.as_bytes(),
             acct.uid,
             acct.gid,
             0o600,
-            None,
-        )?
-        .rename_unsynced()?;
-        self.edit(&ssh, acct, &|bytes| {
-            let (without, _) = authorized_keys::remove_ours(bytes, &|m| m.same_slot(mark));
-            let new = authorized_keys::add_line(&without, line).map_err(|e| bad(&e.to_string()))?;
-            Ok((Some(new), ()))
-        })?;
-        Ok(())
+        )?);
+        let copy_path = ssh.path().join(key_file_name(mark));
+        let handle = copy.as_mut().and_then(|c| c.sync_handle());
+        std::thread::scope(|scope| {
+            let mut syncing = handle.map(|file| scope.spawn(move || file.sync_all()));
+            let mut rename_copy = || -> Result<()> {
+                if let Some(job) = syncing.take() {
+                    let synced = job
+                        .join()
+                        .unwrap_or_else(|_| Err(std::io::Error::other("fsync thread failed")));
+                    synced.map_err(|e| {
+                        KeyStoreError::File(SafeFileError::Io {
+                            path: copy_path.display().to_string(),
+                            op: "fsync",
+                            source: e,
+                        })
+                    })?;
+                }
+                match copy.take() {
+                    Some(c) => Ok(c.rename_unsynced()?),
+                    None => Ok(()),
+                }
+            };
+            self.edit_then(
+                &ssh,
+                acct,
+                &|bytes| {
+                    let (without, _) = authorized_keys::remove_ours(bytes, &|m| m.same_slot(mark));
+                    let new = authorized_keys::add_line(&without, line)
+                        .map_err(|e| bad(&e.to_string()))?;
+                    Ok((Some(new), ()))
+                },
+                &mut rename_copy,
+            )
+        })
     }
 
     fn remove(&self, acct: &KeyAccount, select: &dyn Fn(&KeyMark) -> bool) -> Result<usize> {

@@ -390,6 +390,29 @@ impl CheckedDir {
         mode: u32,
         validate: Option<&Validator<'_>>,
     ) -> Result<Staged<'_>> {
+        let mut staged = self.stage_unsynced(name, bytes, uid, gid, mode)?;
+        staged.sync()?;
+        if let Some(validate) = validate {
+            validate(&staged.fd_path()).map_err(|reason| SafeFileError::Invalid {
+                path: self.path.join(name).display().to_string(),
+                reason,
+            })?;
+        }
+        Ok(staged)
+    }
+
+    /// Like [`CheckedDir::stage_file`] without validation and without the
+    /// temp file's fsync, which the caller must do before renaming it in:
+    /// [`Staged::sync`], or on another thread through
+    /// [`Staged::sync_handle`] so that it overlaps other work.
+    pub fn stage_unsynced(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        uid: u32,
+        gid: u32,
+        mode: u32,
+    ) -> Result<Staged<'_>> {
         check_name(name)?;
         let target = self.path.join(name);
         // Refuse to replace something that is not a plain file (a symlink is
@@ -432,11 +455,12 @@ impl CheckedDir {
         )
         .map_err(|e| io_err(&tmp_path, "create temp file", e))?;
         // From here on the guard removes the temp file on any early return.
-        let staged = Staged {
+        let mut staged = Staged {
             dir: self,
             tmp_name,
             name: name.to_string(),
             done: false,
+            file: None,
         };
         let mut file = File::from(fd);
         file.write_all(bytes)
@@ -449,14 +473,7 @@ impl CheckedDir {
         .map_err(|e| io_err(&tmp_path, "fchown", e))?;
         fchmod(file.as_fd(), Mode::from_bits_truncate(mode))
             .map_err(|e| io_err(&tmp_path, "fchmod", e))?;
-        file.sync_all().map_err(|e| io_err(&tmp_path, "fsync", e))?;
-        drop(file);
-        if let Some(validate) = validate {
-            validate(&staged.fd_path()).map_err(|reason| SafeFileError::Invalid {
-                path: target.display().to_string(),
-                reason,
-            })?;
-        }
+        staged.file = Some(file);
         Ok(staged)
     }
 
@@ -584,9 +601,26 @@ pub struct Staged<'a> {
     tmp_name: String,
     name: String,
     done: bool,
+    /// The temp file, open until it is fsynced.
+    file: Option<File>,
 }
 
 impl Staged<'_> {
+    /// Fsyncs the temp file (a no-op once done).
+    pub fn sync(&mut self) -> Result<()> {
+        if let Some(file) = self.file.take() {
+            file.sync_all()
+                .map_err(|e| io_err(&self.dir.path.join(&self.tmp_name), "fsync", e))?;
+        }
+        Ok(())
+    }
+
+    /// The temp file's handle, for fsyncing it on another thread; the caller
+    /// must see that fsync succeed before renaming this file in.
+    pub fn sync_handle(&mut self) -> Option<File> {
+        self.file.take()
+    }
+
     /// A path to the temp file that goes through our directory fd, so a
     /// validator (a child process such as `visudo -cf`) sees exactly our
     /// file even if the directory's path is renamed meanwhile.
@@ -603,6 +637,8 @@ impl Staged<'_> {
     /// a later [`commit`](Self::commit) or [`CheckedDir::sync`] in the same
     /// directory makes it durable (one fsync for several files).
     pub fn rename_unsynced(mut self) -> Result<()> {
+        // Never rename unsynced data in (unless its fsync was handed out).
+        self.sync()?;
         let target = self.dir.path.join(&self.name);
         renameat(
             &self.dir.fd,
@@ -617,6 +653,8 @@ impl Staged<'_> {
 
     /// Renames the temp file over the target and fsyncs the directory.
     pub fn commit(mut self) -> Result<()> {
+        // Never rename unsynced data in (unless its fsync was handed out).
+        self.sync()?;
         let target = self.dir.path.join(&self.name);
         renameat(
             &self.dir.fd,
