@@ -7,7 +7,11 @@ use common::{assert_refused, get, Daemon};
 
 const LIST: &str = "/json-api/api_token_list?api.version=1";
 
-fn expire_in_db(d: &Daemon, name: &str) {
+/// Sets a token's expiry in the past, directly in the database. Only the
+/// daemon may write its store while it runs (it keeps the tokens in
+/// memory), so it is stopped for the edit and started again.
+fn expire_in_db(d: &mut Daemon, name: &str) {
+    d.stop();
     let db = d.database();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -26,11 +30,13 @@ fn expire_in_db(d: &Daemon, name: &str) {
         assert_eq!(r.rows_affected(), 1);
         pool.close().await;
     });
+    let child = d.spawn();
+    d.adopt(child);
 }
 
 #[test]
 fn every_failure_path_is_refused_without_data() {
-    let d = Daemon::start();
+    let mut d = Daemon::start();
     let good = d.create_token("token_name=good&acl-0=tokens-admin");
 
     // Sanity: the good token works over TCP.
@@ -70,7 +76,7 @@ fn every_failure_path_is_refused_without_data() {
 
     // Expired.
     let exp = d.create_token("token_name=old&expires_at=4102444800");
-    expire_in_db(&d, "old");
+    expire_in_db(&mut d, "old");
     let r = d.tcp(&get(LIST, Some(&format!("whm root:{exp}"))));
     assert_refused(&r, 401, &exp);
     assert!(r.json()["metadata"]["reason"]

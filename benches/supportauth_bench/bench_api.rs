@@ -123,6 +123,8 @@ pub fn run(rt: &tokio::runtime::Runtime, report: &mut Report) {
         0,
         grants,
     ));
+    // Restarts the daemon, which then loads the grants just inserted (it
+    // keeps the live grants in memory and does not see writes by others).
     util::info_logging(&mut d);
     let token = d.create_token("token_name=bench&acl-0=tickets-list");
     let auth = format!("whm root:{token}");

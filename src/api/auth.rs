@@ -25,7 +25,7 @@ use subtle::ConstantTimeEq;
 use crate::api::caller::Caller;
 use crate::app::App;
 use crate::config::AuthConfig;
-use crate::store::tokens::{self, TokenRecord};
+use crate::store::tokens::TokenRecord;
 use crate::types::{canonical_ip, printable};
 
 /// cPanel tokens: 32 characters of `[A-Z0-9]`.
@@ -104,7 +104,8 @@ fn well_formed_token(token: &str) -> bool {
 /// log; it never contains the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthFailure {
-    /// 401, or 500 when the store could not be read.
+    /// 401 (500 is reserved for internal failures; the token table is in
+    /// memory, so none can happen today).
     pub status: u16,
     pub reason: String,
 }
@@ -151,26 +152,20 @@ pub async fn authenticate(
         ));
     }
     let presented = hash_token(token);
-    let found = tokens::find_by_hash(app.store.pool(), &presented)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot read API tokens");
-            AuthFailure {
-                status: 500,
-                reason: "Internal error: the token store cannot be read; see the daemon log."
-                    .into(),
-            }
-        })?;
+    // From the in-memory token table (see store::token_table): no SQLite
+    // round trip per request.
+    let found = app.store.token_by_hash(&presented);
     // The lookup is by hash; still compare in constant time so nothing
     // about the stored value leaks through timing.
-    let rec: TokenRecord = match found {
-        Some((rec, stored)) if bool::from(stored.as_slice().ct_eq(&presented[..])) => rec,
+    let entry = match found {
+        Some(entry) if bool::from(entry.hash[..].ct_eq(&presented[..])) => entry,
         _ => {
             return Err(AuthFailure::denied(
                 "Access denied: the API token is not valid (unknown or revoked).",
             ))
         }
     };
+    let rec: &TokenRecord = &entry.record;
     if rec.owner != user {
         return Err(AuthFailure::denied(
             "Access denied: the API token is not valid (unknown or revoked).",
@@ -202,8 +197,8 @@ pub async fn authenticate(
     }
     Ok(Caller::Token {
         user: user.to_string(),
-        name: rec.name,
-        acls: rec.acls,
+        name: rec.name.clone(),
+        acls: rec.acls.clone(),
         remote,
     })
 }

@@ -10,17 +10,19 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use serde_json::{json, Value};
 
 use crate::api::caller::{Acl, Caller};
-use crate::api::envelope::{envelope, ApiError, ApiResult, Params};
+use crate::api::envelope::{envelope_bytes, ApiError, DataResult, Params};
 use crate::app::App;
 use crate::types::printable;
 
-pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = ApiResult> + Send + 'a>>;
+pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = DataResult> + Send + 'a>>;
 
-/// A function handler: `async fn(&Arc<App>, &Caller, &Params) -> ApiResult`,
-/// boxed by [`handler!`](crate::handler).
+/// A function handler: `async fn(&Arc<App>, &Caller, &Params) -> ApiResult`
+/// (or `-> DataResult` to hand over `data` already serialized), boxed by
+/// [`handler!`](crate::handler).
 pub type Handler = for<'a> fn(&'a Arc<App>, &'a Caller, &'a Params) -> HandlerFuture<'a>;
 
 /// One row of the function table.
@@ -40,10 +42,25 @@ macro_rules! handler {
             caller: &'a $crate::api::caller::Caller,
             params: &'a $crate::api::envelope::Params,
         ) -> $crate::api::dispatch::HandlerFuture<'a> {
-            ::std::boxed::Box::pin($f(app, caller, params))
+            ::std::boxed::Box::pin(async move {
+                $f(app, caller, params)
+                    .await
+                    .map($crate::api::envelope::Data::from)
+            })
         }
         boxed as $crate::api::dispatch::Handler
     }};
+}
+
+impl Function {
+    /// Functions that need only `tickets-list` (ticket_list,
+    /// ticket_whitelist_check, ticket_get_support_info) change no grant,
+    /// token or whitelist: their successful calls are logged at debug, not
+    /// a line per poll at info. (They may still refresh the portal session,
+    /// so they run like any other call.)
+    pub fn read_only(&self) -> bool {
+        self.acl == Acl::TicketsList
+    }
 }
 
 pub fn lookup(name: &str) -> Option<&'static Function> {
@@ -54,7 +71,10 @@ pub fn lookup(name: &str) -> Option<&'static Function> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
     pub status: u16,
-    pub body: Value,
+    /// The envelope's `metadata.result` (for the log).
+    pub result: u8,
+    /// The serialized envelope.
+    pub body: Bytes,
 }
 
 /// The body of a refused request (401/403/4xx): the envelope's metadata and
@@ -66,9 +86,10 @@ pub fn refusal(command: &str, reason: &str) -> Value {
 }
 
 pub async fn call(app: &Arc<App>, caller: &Caller, function: &str, params: &Params) -> Answer {
-    let ok = |outcome: ApiResult| Answer {
+    let ok = |outcome: DataResult| Answer {
         status: 200,
-        body: envelope(function, &outcome),
+        result: u8::from(outcome.is_ok()),
+        body: Bytes::from(envelope_bytes(function, &outcome)),
     };
     let Some(f) = lookup(function) else {
         return ok(Err(ApiError::new(format!(
@@ -79,13 +100,17 @@ pub async fn call(app: &Arc<App>, caller: &Caller, function: &str, params: &Para
     if !caller.allows(f.acl) {
         return Answer {
             status: 403,
-            body: refusal(
-                function,
-                &format!(
-                    "Access denied: this API token lacks the “{}” ACL needed for “{}”.",
-                    f.acl.name(),
-                    f.name
-                ),
+            result: 0,
+            body: Bytes::from(
+                refusal(
+                    function,
+                    &format!(
+                        "Access denied: this API token lacks the “{}” ACL needed for “{}”.",
+                        f.acl.name(),
+                        f.name
+                    ),
+                )
+                .to_string(),
             ),
         };
     }

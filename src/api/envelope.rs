@@ -1,11 +1,30 @@
 //! The WHM API 1 answer envelope and the parameter bag of a call.
 
+use axum::body::Bytes;
 use serde::Serialize;
 use serde_json::{json, Value};
 
 /// What a function handler returns: `data` on success, or a reason a human
 /// can act on (with optional partial `data`) on failure.
 pub type ApiResult = Result<Value, ApiError>;
+
+/// A successful call's `data`: a JSON value, or (for hot read paths that
+/// serialize typed structs straight to bytes) the JSON text itself.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Data {
+    Value(Value),
+    /// One complete JSON value, already serialized.
+    Json(Bytes),
+}
+
+impl From<Value> for Data {
+    fn from(v: Value) -> Self {
+        Data::Value(v)
+    }
+}
+
+/// What the dispatcher gets from any handler.
+pub type DataResult = Result<Data, ApiError>;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
@@ -40,6 +59,68 @@ pub struct Metadata<'a> {
     pub command: &'a str,
     pub result: u8,
     pub reason: &'a str,
+}
+
+/// The metadata with its keys in sorted order, as a JSON object built with
+/// `json!` (a sorted map) prints them: serialized directly, it gives the
+/// same bytes.
+#[derive(Serialize)]
+struct SortedMetadata<'a> {
+    command: &'a str,
+    reason: &'a str,
+    result: u8,
+    version: u32,
+}
+
+/// The envelope's JSON text, byte for byte what `envelope(..).to_string()`
+/// gives, without building (and deep-copying `data` into) a Value tree.
+pub fn envelope_bytes(command: &str, outcome: &DataResult) -> Vec<u8> {
+    let (meta, data) = match outcome {
+        Ok(data) => (
+            SortedMetadata {
+                command,
+                reason: "OK",
+                result: 1,
+                version: 1,
+            },
+            Some(data),
+        ),
+        Err(e) => (
+            SortedMetadata {
+                command,
+                reason: &e.reason,
+                result: 0,
+                version: 1,
+            },
+            None,
+        ),
+    };
+    let mut out = Vec::with_capacity(match data {
+        Some(Data::Json(b)) => b.len() + 128,
+        _ => 256,
+    });
+    out.extend_from_slice(b"{\"data\":");
+    // Writing JSON into a Vec cannot fail for these types (no map keys
+    // that are not strings); a failure would leave `null`.
+    let wrote = match (data, outcome) {
+        (Some(Data::Json(b)), _) => {
+            out.extend_from_slice(b);
+            Ok(())
+        }
+        (Some(Data::Value(v)), _) => serde_json::to_writer(&mut out, v),
+        (None, Err(e)) => serde_json::to_writer(&mut out, e.data.as_ref().unwrap_or(&Value::Null)),
+        (None, Ok(_)) => Ok(()),
+    };
+    if wrote.is_err() {
+        out.truncate(b"{\"data\":".len());
+        out.extend_from_slice(b"null");
+    }
+    out.extend_from_slice(b",\"metadata\":");
+    if serde_json::to_writer(&mut out, &meta).is_err() {
+        out.extend_from_slice(b"null");
+    }
+    out.push(b'}');
+    out
 }
 
 /// Builds `{"metadata":{version,command,result,reason},"data":...}`.
@@ -182,6 +263,33 @@ mod tests {
         let bad = envelope("x", &Err(ApiError::new("nope")));
         assert_eq!(bad["metadata"]["result"], 0);
         assert_eq!(bad["metadata"]["reason"], "nope");
+    }
+
+    #[test]
+    fn envelope_bytes_are_the_value_envelopes_bytes() {
+        let data = json!({"auths": [{"b": 1, "a": "x\"y\u{7f}é", "n": null}], "z": [1.5, -2]});
+        let cases: Vec<(&str, ApiResult)> = vec![
+            ("ticket_list", Ok(data.clone())),
+            ("x", Err(ApiError::new("nope \"quoted\" “curly”"))),
+            ("y", Err(ApiError::with_data("partial", data.clone()))),
+            ("", Ok(Value::Null)),
+        ];
+        for (command, outcome) in cases {
+            let want = envelope(command, &outcome).to_string();
+            let as_data: DataResult = outcome.clone().map(Data::from);
+            assert_eq!(
+                String::from_utf8(envelope_bytes(command, &as_data)).unwrap(),
+                want
+            );
+            // The same data handed over as JSON text gives the same bytes.
+            if let Ok(v) = &outcome {
+                let raw: DataResult = Ok(Data::Json(Bytes::from(v.to_string())));
+                assert_eq!(
+                    String::from_utf8(envelope_bytes(command, &raw)).unwrap(),
+                    want
+                );
+            }
+        }
     }
 
     #[test]

@@ -11,20 +11,163 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use axum::body::Bytes;
+use serde::Serialize;
 
 use crate::api::caller::Caller;
-use crate::api::envelope::{ApiError, ApiResult, Params};
+use crate::api::envelope::{ApiError, Data, DataResult, Params};
 use crate::api::tickets::reject_unknown;
 use crate::app::App;
 use crate::portal::wire::{OpenTicket, ServerEntry};
 use crate::store::grants::{GrantRow, GrantState};
-use crate::types::{ServerNum, TicketId, Username};
+use crate::types::{ServerNum, SupportIp, TicketId, Username};
 
-struct TicketOut {
-    subject: String,
-    status: &'static str,
-    servers: BTreeMap<ServerNum, Value>,
+// The answer is serialized straight from these borrowed structs (no
+// `serde_json::Value` tree). Their fields are declared in sorted order so
+// the bytes are exactly what the former `json!` maps (sorted) printed.
+
+#[derive(Serialize)]
+struct ListOut<'a> {
+    auths: Vec<TicketOut<'a>>,
+    ticket_system: &'static str,
+    ticket_system_error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct TicketOut<'a> {
+    servers: Servers<'a>,
+    ticket_id: u64,
+    ticket_status: &'static str,
+    ticket_subject: &'a str,
+}
+
+/// A ticket's servers by number, serialized as an array in number order.
+/// A sorted Vec, not a BTreeMap: a ticket has one or a few servers, and a
+/// map node per ticket (~2 KB) made a 10 000-grant answer allocate ~20 MB.
+#[derive(Default)]
+struct Servers<'a>(Vec<(ServerNum, ServerOut<'a>)>);
+
+impl<'a> Servers<'a> {
+    /// Adds or replaces (like a map) the entry of server `n`.
+    fn insert(&mut self, n: ServerNum, out: ServerOut<'a>) {
+        match self.0.binary_search_by_key(&n, |(k, _)| *k) {
+            Ok(i) => self.0[i].1 = out,
+            Err(i) => self.0.insert(i, (n, out)),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl Serialize for Servers<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|(_, out)| out))
+    }
+}
+
+#[derive(Serialize)]
+struct ServerOut<'a> {
+    access_ips: Option<&'a [SupportIp]>,
+    auth_status: &'static str,
+    auth_time: Option<i64>,
+    bound: u8,
+    expires_at: Option<i64>,
+    key_fingerprint: Option<&'a str>,
+    server_name: &'a str,
+    server_num: u64,
+    source: Option<&'a str>,
+    ssh: String,
+    ssh_username: &'a str,
+    whm_ip: &'a str,
+}
+
+/// A server entry's fields, from the portal or from a grant row.
+#[derive(Clone, Copy)]
+struct EntryRef<'a> {
+    server_name: &'a str,
+    ssh_username: &'a str,
+    ssh_ip: &'a str,
+    ssh_port: u16,
+    whm_ip: &'a str,
+}
+
+impl<'a> From<&'a ServerEntry> for EntryRef<'a> {
+    fn from(e: &'a ServerEntry) -> Self {
+        EntryRef {
+            server_name: &e.server_name,
+            ssh_username: &e.ssh_username,
+            ssh_ip: &e.ssh_ip,
+            ssh_port: e.ssh_port,
+            whm_ip: &e.whm_ip,
+        }
+    }
+}
+
+fn entry_of(g: &GrantRow) -> EntryRef<'_> {
+    EntryRef {
+        server_name: &g.server_name,
+        ssh_username: g.ssh_username.as_str(),
+        ssh_ip: &g.ssh_ip,
+        ssh_port: g.ssh_port,
+        whm_ip: &g.whm_ip,
+    }
+}
+
+/// Everything a NOT_CONNECTED answer depends on (the NAT map is fixed for
+/// the daemon's life). The snapshots are held, not just their addresses,
+/// so an address cannot be reused by a newer snapshot while cached.
+struct AnswerKey {
+    rows: Arc<[GrantRow]>,
+    local: Arc<std::collections::BTreeSet<std::net::IpAddr>>,
+    /// `auth_status` turns EXPIRED by the second.
+    now: i64,
+    ticket: Option<TicketId>,
+    server: Option<ServerNum>,
+    user: Option<Username>,
+}
+
+impl AnswerKey {
+    fn same(&self, o: &AnswerKey) -> bool {
+        Arc::ptr_eq(&self.rows, &o.rows)
+            && Arc::ptr_eq(&self.local, &o.local)
+            && self.now == o.now
+            && self.ticket == o.ticket
+            && self.server == o.server
+            && self.user == o.user
+    }
+}
+
+/// The last answer given while the portal is not connected: pollers ask
+/// many times a second for the same thing, and within one second, with
+/// the same live grants and local addresses, the answer is the same bytes.
+#[derive(Default)]
+pub struct AnswerCache {
+    last: std::sync::Mutex<Option<(AnswerKey, Bytes)>>,
+}
+
+impl std::fmt::Debug for AnswerCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnswerCache").finish_non_exhaustive()
+    }
+}
+
+impl AnswerCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(AnswerKey, Bytes)>> {
+        self.last.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, key: &AnswerKey) -> Option<Bytes> {
+        match &*self.lock() {
+            Some((k, b)) if k.same(key) => Some(b.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&self, key: AnswerKey, answer: Bytes) {
+        *self.lock() = Some((key, answer));
+    }
 }
 
 fn grant_auth_status(g: &GrantRow, now: i64, ticket_closed: bool) -> &'static str {
@@ -36,49 +179,38 @@ fn grant_auth_status(g: &GrantRow, now: i64, ticket_closed: bool) -> &'static st
     }
 }
 
-struct Ctx {
+struct Ctx<'a> {
     now: i64,
-    local: std::collections::BTreeSet<std::net::IpAddr>,
-    nat: BTreeMap<String, String>,
+    local: Arc<std::collections::BTreeSet<std::net::IpAddr>>,
+    nat: &'a BTreeMap<String, String>,
 }
 
-fn server_json(
-    ctx: &Ctx,
+fn server_out<'a>(
+    ctx: &Ctx<'_>,
     server: ServerNum,
-    entry: &ServerEntry,
-    grant: Option<&GrantRow>,
-    auth: &str,
-) -> Value {
+    entry: EntryRef<'a>,
+    grant: Option<&'a GrantRow>,
+    auth: &'static str,
+) -> ServerOut<'a> {
     let ssh = if entry.ssh_ip.is_empty() {
         String::new()
     } else {
         format!("{}:{}", entry.ssh_ip, entry.ssh_port)
     };
-    let bound = crate::portal::is_bound(&ctx.nat, &ctx.local, &entry.ssh_ip);
-    json!({
-        "server_num": server.get(),
-        "server_name": entry.server_name,
-        "ssh_username": grant.map(|g| g.ssh_username.as_str().to_string()).unwrap_or_else(|| entry.ssh_username.clone()),
-        "ssh": ssh,
-        "whm_ip": entry.whm_ip,
-        "auth_status": auth,
-        "auth_time": grant.map(|g| g.created_at),
-        "bound": bound as u8,
-        "expires_at": grant.and_then(|g| g.expires_at),
-        "access_ips": grant.map(|g| g.access_ips.clone()),
-        "key_fingerprint": grant.map(|g| g.key_fingerprint.clone()),
-        "source": grant.map(|g| g.source.clone()),
-    })
-}
-
-fn entry_of(g: &GrantRow) -> ServerEntry {
-    ServerEntry {
-        server_name: g.server_name.clone(),
-        ssh_username: g.ssh_username.as_str().to_string(),
-        ssh_ip: g.ssh_ip.clone(),
-        ssh_port: g.ssh_port,
-        whm_ip: g.whm_ip.clone(),
-        root_escalation_method: String::new(),
+    let bound = crate::portal::is_bound(ctx.nat, &ctx.local, entry.ssh_ip);
+    ServerOut {
+        access_ips: grant.map(|g| g.access_ips.as_slice()),
+        auth_status: auth,
+        auth_time: grant.map(|g| g.created_at),
+        bound: u8::from(bound),
+        expires_at: grant.and_then(|g| g.expires_at),
+        key_fingerprint: grant.map(|g| g.key_fingerprint.as_str()),
+        server_name: entry.server_name,
+        server_num: server.get(),
+        source: grant.map(|g| g.source.as_str()),
+        ssh,
+        ssh_username: grant.map_or(entry.ssh_username, |g| g.ssh_username.as_str()),
+        whm_ip: entry.whm_ip,
     }
 }
 
@@ -106,7 +238,7 @@ async fn open_with_servers(
     out
 }
 
-pub async fn ticket_list(app: &Arc<App>, _caller: &Caller, params: &Params) -> ApiResult {
+pub async fn ticket_list(app: &Arc<App>, _caller: &Caller, params: &Params) -> DataResult {
     reject_unknown(params, &["ticket_id", "server_num", "ssh_username"])?;
     let ticket = params.get("ticket_id").map(TicketId::parse).transpose()?;
     let server = params.get("server_num").map(ServerNum::parse).transpose()?;
@@ -114,18 +246,35 @@ pub async fn ticket_list(app: &Arc<App>, _caller: &Caller, params: &Params) -> A
         .get("ssh_username")
         .map(Username::parse)
         .transpose()?;
-    let rows = app
+    // The live grants from memory (see store::live), filtered here.
+    let live = app
         .engine
         .store()
-        .list_live(ticket, server, user.as_ref())
+        .live_snapshot()
         .await
         .map_err(|e| ApiError::new(format!("The state database failed: {e}")))?;
     let ctx = Ctx {
         now: app.engine.now(),
-        local: crate::system::net::local_addresses(),
-        nat: app.portal.settings().nat.clone(),
+        local: crate::system::net::local_addresses_cached(),
+        nat: &app.portal.settings().nat,
     };
-    let (system, error, open) = if !app.portal.is_connected().await {
+    let connected = app.portal.is_connected().await;
+    let key = (!connected).then(|| AnswerKey {
+        rows: Arc::clone(&live),
+        local: Arc::clone(&ctx.local),
+        now: ctx.now,
+        ticket,
+        server,
+        user: user.clone(),
+    });
+    if let Some(hit) = key.as_ref().and_then(|k| app.ticket_list_cache.get(k)) {
+        return Ok(Data::Json(hit));
+    }
+    let rows: Vec<&GrantRow> = live
+        .iter()
+        .filter(|g| g.matches(ticket, server, user.as_ref()))
+        .collect();
+    let (system, error, open) = if !connected {
         ("NOT_CONNECTED", None, None)
     } else {
         match app.portal.open_tickets().await {
@@ -142,9 +291,10 @@ pub async fn ticket_list(app: &Arc<App>, _caller: &Caller, params: &Params) -> A
     if let Some(open) = &open {
         for (id, subject, servers) in open {
             let t = tickets.entry(*id).or_insert_with(|| TicketOut {
-                subject: subject.clone(),
-                status: "OPEN",
-                servers: BTreeMap::new(),
+                servers: Servers::default(),
+                ticket_id: id.get(),
+                ticket_status: "OPEN",
+                ticket_subject: subject,
             });
             for (num, entry) in servers {
                 let Ok(num) = ServerNum::parse(num) else {
@@ -153,7 +303,10 @@ pub async fn ticket_list(app: &Arc<App>, _caller: &Caller, params: &Params) -> A
                 if server.is_some_and(|s| s != num) {
                     continue;
                 }
-                let grant = rows.iter().find(|g| g.ticket == *id && g.server == num);
+                let grant = rows
+                    .iter()
+                    .copied()
+                    .find(|g| g.ticket == *id && g.server == num);
                 let shown_user = grant
                     .map(|g| g.ssh_username.as_str())
                     .unwrap_or(&entry.ssh_username);
@@ -162,12 +315,12 @@ pub async fn ticket_list(app: &Arc<App>, _caller: &Caller, params: &Params) -> A
                 }
                 let auth = grant.map_or("NOT_AUTHED", |g| grant_auth_status(g, ctx.now, false));
                 t.servers
-                    .insert(num, server_json(&ctx, num, entry, grant, auth));
+                    .insert(num, server_out(&ctx, num, entry.into(), grant, auth));
                 listed.push((*id, num));
             }
         }
     }
-    for g in &rows {
+    for &g in &rows {
         if listed.contains(&(g.ticket, g.server)) {
             continue;
         }
@@ -184,25 +337,220 @@ pub async fn ticket_list(app: &Arc<App>, _caller: &Caller, params: &Params) -> A
         let gone = g.source == "portal" && ticket_open.is_some();
         let auth = grant_auth_status(g, ctx.now, status == "CLOSED" || gone);
         let t = tickets.entry(g.ticket).or_insert_with(|| TicketOut {
-            subject: g.ticket_subject.clone(),
-            status,
-            servers: BTreeMap::new(),
+            servers: Servers::default(),
+            ticket_id: g.ticket.get(),
+            ticket_status: status,
+            ticket_subject: &g.ticket_subject,
         });
         t.servers.insert(
             g.server,
-            server_json(&ctx, g.server, &entry_of(g), Some(g), auth),
+            server_out(&ctx, g.server, entry_of(g), Some(g), auth),
         );
     }
-    let auths: Vec<Value> = tickets
-        .into_iter()
-        .map(|(t, out)| {
-            json!({
-                "ticket_id": t.get(),
-                "ticket_subject": out.subject,
-                "ticket_status": out.status,
-                "servers": out.servers.into_values().collect::<Vec<_>>(),
-            })
+    let out = ListOut {
+        auths: tickets.into_values().collect(),
+        ticket_system: system,
+        ticket_system_error: error,
+    };
+    // Sized for the usual ~400 bytes per server up front: growing a
+    // multi-megabyte buffer by doubling copies it again and again.
+    let servers: usize = out.auths.iter().map(|t| t.servers.len()).sum();
+    let mut json = Vec::with_capacity(servers.saturating_mul(448).saturating_add(128));
+    serde_json::to_writer(&mut json, &out).map_err(|e| {
+        tracing::error!(error = %e, "cannot serialize ticket_list");
+        ApiError::new("Internal error: the answer could not be serialized; see the daemon log.")
+    })?;
+    let json = Bytes::from(json);
+    if let Some(key) = key {
+        app.ticket_list_cache.put(key, json.clone());
+    }
+    Ok(Data::Json(json))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn grant() -> GrantRow {
+        GrantRow {
+            id: 1,
+            ticket: TicketId::parse("12345").unwrap(),
+            server: ServerNum::parse("2").unwrap(),
+            state: GrantState::Active,
+            source: "local".into(),
+            ssh_username: Username::parse("cp12345.ssh").unwrap(),
+            temp_user: true,
+            sudoers_dropin: false,
+            ssh_key: "ssh-ed25519 AAAA".into(),
+            key_fingerprint: "SHA256:abc\"def".into(),
+            key_comment: "12345_server_2@cpanel.net_1".into(),
+            access_ips: vec![
+                SupportIp::parse("203.0.113.5").unwrap(),
+                SupportIp::parse("2001:db8::/64").unwrap(),
+            ],
+            server_name: "srv “one”".into(),
+            ticket_subject: "Help\nme".into(),
+            ssh_ip: "127.0.0.1".into(),
+            ssh_port: 2222,
+            whm_ip: "198.51.100.1".into(),
+            ticket_status: "OPEN".into(),
+            created_at: 100,
+            expires_at: Some(200),
+            ended_at: None,
+            end_reason: None,
+            granted_by: "uid:0".into(),
+        }
+    }
+
+    /// The former `json!` rendering of a server entry: the reference the
+    /// typed structs must match byte for byte.
+    fn reference(
+        ctx: &Ctx<'_>,
+        server: ServerNum,
+        entry: &ServerEntry,
+        grant: Option<&GrantRow>,
+        auth: &str,
+    ) -> serde_json::Value {
+        let ssh = if entry.ssh_ip.is_empty() {
+            String::new()
+        } else {
+            format!("{}:{}", entry.ssh_ip, entry.ssh_port)
+        };
+        let bound = crate::portal::is_bound(ctx.nat, &ctx.local, &entry.ssh_ip);
+        json!({
+            "server_num": server.get(),
+            "server_name": entry.server_name,
+            "ssh_username": grant.map(|g| g.ssh_username.as_str().to_string()).unwrap_or_else(|| entry.ssh_username.clone()),
+            "ssh": ssh,
+            "whm_ip": entry.whm_ip,
+            "auth_status": auth,
+            "auth_time": grant.map(|g| g.created_at),
+            "bound": bound as u8,
+            "expires_at": grant.and_then(|g| g.expires_at),
+            "access_ips": grant.map(|g| g.access_ips.clone()),
+            "key_fingerprint": grant.map(|g| g.key_fingerprint.clone()),
+            "source": grant.map(|g| g.source.clone()),
         })
-        .collect();
-    Ok(json!({ "auths": auths, "ticket_system": system, "ticket_system_error": error }))
+    }
+
+    #[test]
+    fn servers_are_listed_by_number_and_replaced_like_a_map() {
+        let nat = BTreeMap::new();
+        let ctx = Ctx {
+            now: 0,
+            local: Arc::default(),
+            nat: &nat,
+        };
+        let g = grant();
+        let mut servers = Servers::default();
+        for (n, auth) in [(3, "A"), (1, "B"), (2, "C"), (1, "D")] {
+            let n = ServerNum::parse(&n.to_string()).unwrap();
+            servers.insert(n, server_out(&ctx, n, entry_of(&g), Some(&g), auth));
+        }
+        assert_eq!(servers.len(), 3);
+        let v = serde_json::to_value(&servers).unwrap();
+        let got: Vec<(u64, &str)> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["server_num"].as_u64().unwrap(),
+                    s["auth_status"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(got, vec![(1, "D"), (2, "C"), (3, "A")]);
+    }
+
+    #[test]
+    fn cached_answer_only_for_the_same_snapshots_second_and_filters() {
+        let rows: Arc<[GrantRow]> = vec![grant()].into();
+        let local: Arc<std::collections::BTreeSet<std::net::IpAddr>> = Arc::default();
+        let key = |rows: &Arc<[GrantRow]>, now: i64, ticket: Option<TicketId>| AnswerKey {
+            rows: Arc::clone(rows),
+            local: Arc::clone(&local),
+            now,
+            ticket,
+            server: None,
+            user: None,
+        };
+        let cache = AnswerCache::default();
+        assert!(cache.get(&key(&rows, 1, None)).is_none());
+        cache.put(key(&rows, 1, None), Bytes::from_static(b"{}"));
+        assert_eq!(cache.get(&key(&rows, 1, None)).unwrap(), &b"{}"[..]);
+        // Another second, another filter, or a rebuilt snapshot (even with
+        // equal rows: the store was written to) is a miss.
+        assert!(cache.get(&key(&rows, 2, None)).is_none());
+        let t = Some(TicketId::parse("12345").unwrap());
+        assert!(cache.get(&key(&rows, 1, t)).is_none());
+        let rebuilt: Arc<[GrantRow]> = vec![grant()].into();
+        assert!(cache.get(&key(&rebuilt, 1, None)).is_none());
+        let mut other_local = key(&rows, 1, None);
+        other_local.local = Arc::default();
+        assert!(cache.get(&other_local).is_none());
+    }
+
+    #[test]
+    fn typed_answer_is_byte_identical_to_the_json_maps() {
+        let nat = BTreeMap::new();
+        let ctx = Ctx {
+            now: 150,
+            local: Arc::new(["127.0.0.1".parse().unwrap()].into()),
+            nat: &nat,
+        };
+        let g = grant();
+        let portal_entry = ServerEntry {
+            server_name: "portal name".into(),
+            ssh_username: "root".into(),
+            ssh_ip: String::new(),
+            ssh_port: 22,
+            whm_ip: String::new(),
+            root_escalation_method: String::new(),
+        };
+        let own_entry = ServerEntry {
+            server_name: g.server_name.clone(),
+            ssh_username: g.ssh_username.as_str().to_string(),
+            ssh_ip: g.ssh_ip.clone(),
+            ssh_port: g.ssh_port,
+            whm_ip: g.whm_ip.clone(),
+            root_escalation_method: String::new(),
+        };
+        for (entry, grant, via_grant) in [
+            (&own_entry, Some(&g), true),
+            (&portal_entry, Some(&g), false),
+            (&portal_entry, None, false),
+        ] {
+            let typed = if via_grant {
+                server_out(&ctx, g.server, entry_of(&g), grant, "AUTHED")
+            } else {
+                server_out(&ctx, g.server, entry.into(), grant, "AUTHED")
+            };
+            let want = reference(&ctx, g.server, entry, grant, "AUTHED");
+            let mut servers = Servers::default();
+            servers.insert(g.server, typed);
+            let out = ListOut {
+                auths: vec![TicketOut {
+                    servers,
+                    ticket_id: g.ticket.get(),
+                    ticket_status: "UNKNOWN",
+                    ticket_subject: &g.ticket_subject,
+                }],
+                ticket_system: "NOT_CONNECTED",
+                ticket_system_error: Some("x \"y\"".into()),
+            };
+            let want = json!({
+                "auths": [json!({
+                    "ticket_id": g.ticket.get(),
+                    "ticket_subject": g.ticket_subject,
+                    "ticket_status": "UNKNOWN",
+                    "servers": vec![want],
+                })],
+                "ticket_system": "NOT_CONNECTED",
+                "ticket_system_error": Some("x \"y\""),
+            });
+            assert_eq!(serde_json::to_string(&out).unwrap(), want.to_string());
+        }
+    }
 }

@@ -230,6 +230,10 @@ pub async fn ticket_revoke_all(app: &Arc<App>, caller: &Caller, params: &Params)
 
 /// `ticket_list [ticket_id] [server_num] [ssh_username]`: see
 /// [`crate::api::ticket_list`].
-pub async fn ticket_list(app: &Arc<App>, caller: &Caller, params: &Params) -> ApiResult {
+pub async fn ticket_list(
+    app: &Arc<App>,
+    caller: &Caller,
+    params: &Params,
+) -> crate::api::envelope::DataResult {
     crate::api::ticket_list::ticket_list(app, caller, params).await
 }

@@ -159,18 +159,15 @@ pub async fn create(app: &Arc<App>, caller: &Caller, params: &Params) -> ApiResu
         tracing::error!(error = %e, "OS random number generator failed");
         ApiError::new("Internal error: the OS random number generator failed.")
     })?;
-    tokens::insert(
-        app.store.pool(),
-        &rec,
-        &crate::api::auth::hash_token(&token),
-    )
-    .await
-    .map_err(store_error)?;
+    app.store
+        .insert_token(&rec, &crate::api::auth::hash_token(&token))
+        .await
+        .map_err(store_error)?;
     // Never the token itself: its name and what it may do.
     let ev = token_event(events::API_TOKEN_CREATE, caller, describe(&rec));
     if let Err(e) = app.audit.append(ev).await {
         // A token nobody can account for must not exist.
-        if let Err(del) = tokens::delete(app.store.pool(), &rec.name).await {
+        if let Err(del) = app.store.delete_token(&rec.name).await {
             tracing::error!(error = %del, token_name = %rec.name, "cannot remove the unaudited token");
         }
         return Err(audit_failed(&e, "The token was not created"));
@@ -221,7 +218,7 @@ pub async fn revoke(app: &Arc<App>, caller: &Caller, params: &Params) -> ApiResu
     let mut revoked = Vec::new();
     let mut non_fatals: Vec<&str> = Vec::new();
     for n in names {
-        match tokens::delete(app.store.pool(), &n).await {
+        match app.store.delete_token(&n).await {
             Ok(()) | Err(TokenStoreError::NotFound(_)) => {}
             Err(e) => return Err(store_error(e)),
         }
@@ -276,7 +273,8 @@ pub async fn update(app: &Arc<App>, caller: &Caller, params: &Params) -> ApiResu
         // An explicitly blank whitelist_ip clears the list.
         rec.whitelist_ips = parse_whitelist(params)?;
     }
-    tokens::update(app.store.pool(), &name, &rec)
+    app.store
+        .update_token(&name, &rec)
         .await
         .map_err(store_error)?;
     let after = describe(&rec);
@@ -287,7 +285,7 @@ pub async fn update(app: &Arc<App>, caller: &Caller, params: &Params) -> ApiResu
     );
     if let Err(e) = app.audit.append(ev).await {
         // Put the token back as it was: no unaudited change stays.
-        if let Err(undo) = tokens::update(app.store.pool(), &rec.name, &old).await {
+        if let Err(undo) = app.store.update_token(&rec.name, &old).await {
             tracing::error!(error = %undo, token_name = %name, "cannot undo the unaudited token update");
         }
         return Err(audit_failed(&e, "The token was not updated"));

@@ -38,6 +38,7 @@ pub mod wire;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -64,7 +65,16 @@ pub struct Portal {
     /// Serialises token refreshes (a refresh token may be single-use).
     refresh: Mutex<()>,
     ips_cache: Mutex<Option<(Instant, Vec<SupportIp>)>>,
+    /// Whether a session is stored ([`SESSION_UNKNOWN`], [`SESSION_NONE`],
+    /// [`SESSION_STORED`]): ticket_list asks on every call. Only
+    /// [`session::save`] (called from `token_call`) writes the session and
+    /// nothing deletes it; the store is this process's alone.
+    session_state: AtomicU8,
 }
+
+const SESSION_UNKNOWN: u8 = 0;
+const SESSION_NONE: u8 = 1;
+const SESSION_STORED: u8 = 2;
 
 impl std::fmt::Debug for Portal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -101,6 +111,7 @@ impl Portal {
             clock,
             refresh: Mutex::new(()),
             ips_cache: Mutex::new(None),
+            session_state: AtomicU8::new(SESSION_UNKNOWN),
         }
     }
 
@@ -116,7 +127,25 @@ impl Portal {
 
     /// Whether an admin has connected this server (a session is stored).
     pub async fn is_connected(&self) -> bool {
-        matches!(session::load(&self.store).await, Ok(Some(_)))
+        match self.session_state.load(Ordering::Acquire) {
+            SESSION_STORED => return true,
+            SESSION_NONE => return false,
+            _ => {}
+        }
+        let found = match session::load(&self.store).await {
+            Ok(found) => found.is_some(),
+            // Not remembered: the next call asks the store again.
+            Err(_) => return false,
+        };
+        let known = if found { SESSION_STORED } else { SESSION_NONE };
+        // Only from "unknown": a save that finished meanwhile wins.
+        let _ = self.session_state.compare_exchange(
+            SESSION_UNKNOWN,
+            known,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        found
     }
 
     /// Calls the token endpoint and stores the answer. `keep_refresh` is
@@ -149,9 +178,17 @@ impl Portal {
             },
             expires_at: now.saturating_add(i64::try_from(t.expires_in).unwrap_or(i64::MAX)),
         };
-        session::save(&self.store, &tokens, now)
-            .await
-            .map_err(|e| PortalError::Store(e.to_string()))?;
+        let saved = session::save(&self.store, &tokens, now).await;
+        // A failed save may still have landed: ask the store next time.
+        self.session_state.store(
+            if saved.is_ok() {
+                SESSION_STORED
+            } else {
+                SESSION_UNKNOWN
+            },
+            Ordering::Release,
+        );
+        saved.map_err(|e| PortalError::Store(e.to_string()))?;
         Ok(tokens)
     }
 

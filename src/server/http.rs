@@ -34,7 +34,11 @@ pub fn router(app: Arc<App>) -> Router {
 }
 
 fn json(status: StatusCode, body: &Value) -> Response {
-    let mut resp = (status, body.to_string()).into_response();
+    json_bytes(status, Bytes::from(body.to_string()))
+}
+
+fn json_bytes(status: StatusCode, body: Bytes) -> Response {
+    let mut resp = (status, body).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json; charset=utf-8"),
@@ -116,11 +120,9 @@ async fn api_call(State(app): State<Arc<App>>, req: Request) -> Response {
     let cfg = app.config();
 
     // Authenticate before reading anything else the client sent.
-    let header = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| v.as_bytes().to_vec());
-    let caller = match auth::authenticate(&app, &peer, header.as_deref()).await {
+    let header = req.headers().get(header::AUTHORIZATION).cloned();
+    let caller = match auth::authenticate(&app, &peer, header.as_ref().map(|v| v.as_bytes())).await
+    {
         Ok(c) => c,
         Err(fail) => {
             let mut delay = Duration::ZERO;
@@ -246,38 +248,50 @@ async fn api_call(State(app): State<Arc<App>>, req: Request) -> Response {
     let params = Params::new(pairs);
 
     // Run the call in its own task: a client that disconnects must not
-    // cancel a host change half-way. The in-flight guard lets shutdown wait.
+    // cancel a host change (or a portal session refresh) half-way. The
+    // in-flight guard lets shutdown wait.
+    let read_only = dispatch::lookup(&function).is_some_and(|f| f.read_only());
     let guard = Arc::clone(&app.inflight).read_owned().await;
-    let actor = caller.actor();
     let task = {
         let app = Arc::clone(&app);
         let function = function.clone();
         tokio::spawn(async move {
             let _guard = guard;
-            dispatch::call(&app, &caller, &function, &params).await
+            let answer = dispatch::call(&app, &caller, &function, &params).await;
+            (answer, caller)
         })
     };
-    match task.await {
-        Ok(answer) => {
-            let result = &answer.body["metadata"]["result"];
-            tracing::info!(
-                function = %printable(&function),
-                actor = %actor,
-                peer = %peer.describe(),
-                status = answer.status,
-                result = %result,
-                "API call"
-            );
-            let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
-            json(status, &answer.body)
-        }
+    let (answer, caller) = match task.await {
+        Ok(done) => done,
         Err(e) => {
             tracing::error!(function = %printable(&function), error = %e, "API call task failed");
-            refuse(
+            return refuse(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &function,
                 "Internal error while handling the call; see the daemon log.",
-            )
+            );
         }
+    };
+    // Successful read-only calls are frequent (polling) and change nothing:
+    // logged at debug, not a line per poll at info.
+    macro_rules! log_call {
+        ($level:expr) => {
+            tracing::event!(
+                $level,
+                function = %printable(&function),
+                actor = %caller,
+                peer = %peer.describe(),
+                status = answer.status,
+                result = answer.result,
+                "API call"
+            )
+        };
     }
+    if read_only && answer.status == 200 && answer.result == 1 {
+        log_call!(tracing::Level::DEBUG);
+    } else {
+        log_call!(tracing::Level::INFO);
+    }
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
+    json_bytes(status, answer.body)
 }

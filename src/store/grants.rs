@@ -1,5 +1,10 @@
 //! Grant rows: the desired state of access, and the intent log that makes
 //! grants and revokes crash-safe (see migrations/0001_initial.sql).
+//!
+//! Every method that writes `grants` applies the same change to the
+//! in-memory live-grant index once its statement succeeded, and re-reads
+//! the row (or the whole index) when it failed, in case the failure came
+//! after the commit (see `live`).
 
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
@@ -221,7 +226,7 @@ impl Store {
         match res {
             Ok(row) => {
                 let row = row_to_grant(&row)?;
-                self.live.lock().insert(row.id, row.clone());
+                self.live.put(row.clone());
                 Ok(row)
             }
             Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Err(AlreadyLive {
@@ -229,7 +234,12 @@ impl Store {
                 server: g.server,
             }
             .into()),
-            Err(e) => Err(StoreError::Sql(e).into()),
+            Err(e) => {
+                // The row's id is unknown; if the insert landed after all,
+                // only a full reload finds it.
+                self.live.reload(self.pool()).await;
+                Err(StoreError::Sql(e).into())
+            }
         }
     }
 
@@ -278,10 +288,45 @@ impl Store {
                 // Not in a transaction (it failed before BEGIN took) or the
                 // connection is broken: either way, do not reuse it.
                 conn.detach();
+            } else {
+                drop(conn);
             }
+            self.resync_index(id).await;
             return Err(e.into());
         }
         self.mark_in_index(id, state, ended).await
+    }
+
+    /// After a write of row `id`: on success applies `change` to the live
+    /// index; on failure re-reads the row, in case it landed anyway.
+    async fn settle_index(
+        &self,
+        id: i64,
+        res: Result<sqlx::sqlite::SqliteQueryResult, sqlx::Error>,
+        change: impl FnOnce(&mut GrantRow),
+    ) -> Result<(), StoreError> {
+        match res {
+            Ok(_) => {
+                self.live.update(id, change);
+                Ok(())
+            }
+            Err(e) => {
+                self.resync_index(id).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Puts row `id` in the live index as SQLite has it (best effort: an
+    /// unreadable row leaves the index as it was).
+    async fn resync_index(&self, id: i64) {
+        match self.grant(id).await {
+            Ok(Some(row)) => self.live.put(row),
+            Ok(None) => self.live.forget(id),
+            Err(e) => {
+                tracing::error!(error = %e, grant = id, "cannot re-read a grant after a failed write")
+            }
+        }
     }
 
     /// Mirrors a committed state change in the live index; a row that
@@ -292,10 +337,9 @@ impl Store {
         state: GrantState,
         ended: Option<(i64, &str)>,
     ) -> Result<(), StoreError> {
-        let known = self.live.lock().contains_key(&id);
-        if !known && state.is_live() {
+        if !self.live.contains(id) && state.is_live() {
             if let Some(row) = self.grant(id).await? {
-                self.live.lock().insert(id, row);
+                self.live.put(row);
             }
             return Ok(());
         }
@@ -316,7 +360,7 @@ impl Store {
         state: GrantState,
         ended: Option<(i64, &str)>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        let res = sqlx::query(
             "UPDATE grants SET state = ?1, \
              ended_at = COALESCE(?2, ended_at), end_reason = COALESCE(?3, end_reason) WHERE id = ?4",
         )
@@ -325,45 +369,51 @@ impl Store {
         .bind(ended.map(|(_, r)| r.to_string()))
         .bind(id)
         .execute(self.pool())
-        .await?;
+        .await;
+        if let Err(e) = res {
+            self.resync_index(id).await;
+            return Err(e.into());
+        }
         self.mark_in_index(id, state, ended).await
     }
 
     /// Marks a grant as being revoked, remembering why (so a crash mid-way
     /// is finished with the same reason).
     pub async fn mark_revoking(&self, id: i64, reason: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE grants SET state = 'revoking', end_reason = ?1 WHERE id = ?2 AND state IN ('active','revoking','granting')")
+        let res = sqlx::query("UPDATE grants SET state = 'revoking', end_reason = ?1 WHERE id = ?2 AND state IN ('active','revoking','granting')")
             .bind(reason)
             .bind(id)
             .execute(self.pool())
-            .await?;
-        self.live.update(id, |g| {
+            .await;
+        self.settle_index(id, res, |g| {
             g.state = GrantState::Revoking;
             g.end_reason = Some(reason.to_string());
-        });
+        })
+        .await?;
         Ok(())
     }
 
     /// Replaces a grant's support addresses (the configured list changed).
     pub async fn set_access_ips(&self, id: i64, ips: &[SupportIp]) -> Result<(), StoreError> {
         let json = serde_json::to_string(ips).map_err(corrupt)?;
-        sqlx::query("UPDATE grants SET access_ips = ?1 WHERE id = ?2")
+        let res = sqlx::query("UPDATE grants SET access_ips = ?1 WHERE id = ?2")
             .bind(json)
             .bind(id)
             .execute(self.pool())
+            .await;
+        self.settle_index(id, res, |g| g.access_ips = ips.to_vec())
             .await?;
-        self.live.update(id, |g| g.access_ips = ips.to_vec());
         Ok(())
     }
 
     pub async fn set_ticket_status(&self, id: i64, status: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE grants SET ticket_status = ?1 WHERE id = ?2")
+        let res = sqlx::query("UPDATE grants SET ticket_status = ?1 WHERE id = ?2")
             .bind(status)
             .bind(id)
             .execute(self.pool())
+            .await;
+        self.settle_index(id, res, |g| g.ticket_status = status.to_string())
             .await?;
-        self.live
-            .update(id, |g| g.ticket_status = status.to_string());
         Ok(())
     }
 
@@ -390,13 +440,11 @@ impl Store {
 
     /// The earliest end time of an active grant, for the expiry timer.
     pub async fn next_expiry(&self) -> Result<Option<i64>, StoreError> {
-        Ok(self
-            .live
-            .lock()
-            .values()
-            .filter(|g| g.state == GrantState::Active)
-            .filter_map(|g| g.expires_at)
-            .min())
+        Ok(self.live.earliest(|g| {
+            (g.state == GrantState::Active)
+                .then_some(g.expires_at)
+                .flatten()
+        }))
     }
 
     /// Every user a grant has ever used (where our keys could be).
@@ -429,7 +477,7 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub fn sample(ticket: &str, server: &str) -> NewGrant {

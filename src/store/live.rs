@@ -6,61 +6,293 @@
 //! Only this daemon writes the database (it holds the state directory's
 //! lock, and the CLI goes through the API), and every write to `grants`
 //! goes through a `Store` method, which applies the same change here once
-//! its statement has succeeded. So the index is loaded once, at open, and
-//! never disagrees with the committed rows; a failed statement leaves it
-//! unchanged. Rows that stop being live leave the index; history stays in
-//! SQLite only.
+//! its statement has succeeded (and re-reads the row when it failed, in
+//! case it landed anyway). So the index is loaded once, at open, and does
+//! not drift from the committed rows. Rows that stop being live leave the
+//! index; history stays in SQLite only.
+//!
+//! Readers that want every live row (ticket_list) get a shared, sorted
+//! snapshot, rebuilt from the index (not from SQLite) after a change.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use sqlx::SqlitePool;
 
-use super::grants::{row_to_grant, GrantRow};
-use super::StoreError;
+use super::grants::{row_to_grant, GrantRow, SELECT_LIVE};
+use super::{Store, StoreError};
+use crate::types::{ServerNum, TicketId, Username};
+
+#[derive(Debug, Default)]
+struct Index {
+    rows: BTreeMap<i64, GrantRow>,
+    /// Every row, by ticket and server, until the next change.
+    snapshot: Option<Arc<[GrantRow]>>,
+}
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct LiveGrants {
-    rows: Arc<Mutex<BTreeMap<i64, GrantRow>>>,
+    index: Arc<Mutex<Index>>,
+}
+
+async fn load_rows(pool: &SqlitePool) -> Result<BTreeMap<i64, GrantRow>, StoreError> {
+    let rows = sqlx::query(SELECT_LIVE).fetch_all(pool).await?;
+    let mut map = BTreeMap::new();
+    for r in &rows {
+        let g = row_to_grant(r)?;
+        map.insert(g.id, g);
+    }
+    Ok(map)
 }
 
 impl LiveGrants {
     /// Loads every live row.
     pub(crate) async fn load(pool: &SqlitePool) -> Result<LiveGrants, StoreError> {
-        let rows = sqlx::query(crate::store::grants::SELECT_LIVE)
-            .fetch_all(pool)
-            .await?;
-        let mut map = BTreeMap::new();
-        for r in &rows {
-            let g = row_to_grant(r)?;
-            map.insert(g.id, g);
-        }
+        let rows = load_rows(pool).await?;
         Ok(LiveGrants {
-            rows: Arc::new(Mutex::new(map)),
+            index: Arc::new(Mutex::new(Index {
+                rows,
+                snapshot: None,
+            })),
         })
     }
 
-    /// The index; a panic elsewhere while it was held cannot leave a row
-    /// half-updated (every update is a plain field assignment), so a
-    /// poisoned lock is still usable.
-    pub(crate) fn lock(&self) -> MutexGuard<'_, BTreeMap<i64, GrantRow>> {
-        self.rows.lock().unwrap_or_else(|p| p.into_inner())
+    /// Reloads everything (after a failed insert whose row id is unknown);
+    /// best effort: if SQLite cannot be read, the index stays as it was.
+    pub(crate) async fn reload(&self, pool: &SqlitePool) {
+        match load_rows(pool).await {
+            Ok(rows) => {
+                let mut index = self.lock();
+                index.rows = rows;
+                index.snapshot = None;
+            }
+            Err(e) => tracing::error!(error = %e, "cannot reload the live grants"),
+        }
+    }
+
+    /// Every critical section is a few plain assignments, so a lock
+    /// poisoned by a panic elsewhere still holds consistent data.
+    fn lock(&self) -> MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Puts `row` in (or takes it out when it is not live).
+    pub(crate) fn put(&self, row: GrantRow) {
+        let mut index = self.lock();
+        if row.state.is_live() {
+            index.rows.insert(row.id, row);
+        } else {
+            index.rows.remove(&row.id);
+        }
+        index.snapshot = None;
+    }
+
+    pub(crate) fn forget(&self, id: i64) {
+        let mut index = self.lock();
+        index.rows.remove(&id);
+        index.snapshot = None;
+    }
+
+    pub(crate) fn contains(&self, id: i64) -> bool {
+        self.lock().rows.contains_key(&id)
     }
 
     /// Applies `change` to row `id` if it is live, then drops the row if
     /// it no longer is.
     pub(crate) fn update(&self, id: i64, change: impl FnOnce(&mut GrantRow)) {
-        let mut rows = self.lock();
-        if let Some(row) = rows.get_mut(&id) {
+        let mut index = self.lock();
+        if let Some(row) = index.rows.get_mut(&id) {
             change(row);
             if !row.state.is_live() {
-                rows.remove(&id);
+                index.rows.remove(&id);
             }
+            index.snapshot = None;
         }
     }
 
     /// Every live row matching `keep`, oldest first.
     pub(crate) fn select(&self, keep: impl Fn(&GrantRow) -> bool) -> Vec<GrantRow> {
-        self.lock().values().filter(|g| keep(g)).cloned().collect()
+        self.lock()
+            .rows
+            .values()
+            .filter(|g| keep(g))
+            .cloned()
+            .collect()
+    }
+
+    /// The smallest value `of` gives for any live row.
+    pub(crate) fn earliest(&self, of: impl Fn(&GrantRow) -> Option<i64>) -> Option<i64> {
+        self.lock().rows.values().filter_map(of).min()
+    }
+
+    /// Every live row by ticket and server, shared until the next change.
+    pub(crate) fn snapshot(&self) -> Arc<[GrantRow]> {
+        let mut index = self.lock();
+        if let Some(s) = &index.snapshot {
+            return Arc::clone(s);
+        }
+        let mut rows: Vec<GrantRow> = index.rows.values().cloned().collect();
+        rows.sort_by_key(|g| (g.ticket.as_i64(), g.server.as_i64()));
+        let s: Arc<[GrantRow]> = rows.into();
+        index.snapshot = Some(Arc::clone(&s));
+        s
+    }
+}
+
+impl GrantRow {
+    /// Whether this row passes ticket_list's optional filters.
+    pub fn matches(
+        &self,
+        ticket: Option<TicketId>,
+        server: Option<ServerNum>,
+        user: Option<&Username>,
+    ) -> bool {
+        ticket.is_none_or(|t| t == self.ticket)
+            && server.is_none_or(|s| s == self.server)
+            && user.is_none_or(|u| u == &self.ssh_username)
+    }
+}
+
+impl Store {
+    /// Every live grant, ordered by ticket and server (as
+    /// `list_live(None, None, None)`), from memory; the same allocation
+    /// until a grant changes, so callers may key caches on it.
+    pub async fn live_snapshot(&self) -> Result<Arc<[GrantRow]>, StoreError> {
+        Ok(self.live().snapshot())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::grants::tests::sample;
+    use crate::store::grants::GrantState;
+    use crate::types::SupportIp;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&d.path().join("s/state.db")).await.unwrap();
+        (d, s)
+    }
+
+    /// The live rows as SQLite has them, by ticket and server.
+    async fn on_disk(s: &Store) -> Vec<GrantRow> {
+        let mut rows: Vec<GrantRow> = sqlx::query(SELECT_LIVE)
+            .fetch_all(s.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| row_to_grant(r).unwrap())
+            .collect();
+        rows.sort_by_key(|g| (g.ticket.as_i64(), g.server.as_i64()));
+        rows
+    }
+
+    /// The snapshot must equal SQLite after every write.
+    async fn assert_fresh(s: &Store) -> Arc<[GrantRow]> {
+        let cached = s.live_snapshot().await.unwrap();
+        assert_eq!(&cached[..], &on_disk(s).await[..]);
+        cached
+    }
+
+    #[tokio::test]
+    async fn every_write_method_shows_in_the_next_snapshot() {
+        let (_d, s) = store().await;
+        assert!(assert_fresh(&s).await.is_empty());
+
+        let a = s.insert_granting(&sample("1002", "1")).await.unwrap().id;
+        let rows = assert_fresh(&s).await;
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].state, GrantState::Granting);
+        let b = s.insert_granting(&sample("1001", "1")).await.unwrap().id;
+        let rows = assert_fresh(&s).await;
+        // Ordered by ticket, not by insertion.
+        assert_eq!(
+            rows.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![b, a],
+            "{rows:?}"
+        );
+        // A second read without a write in between: the same allocation.
+        let again = s.live_snapshot().await.unwrap();
+        assert!(Arc::ptr_eq(&rows, &again));
+
+        s.set_grant_state(a, GrantState::Active, None)
+            .await
+            .unwrap();
+        let rows = assert_fresh(&s).await;
+        assert!(!Arc::ptr_eq(&rows, &again));
+        assert_eq!(rows[1].state, GrantState::Active);
+
+        let ips = vec![
+            SupportIp::parse("198.51.100.1").unwrap(),
+            SupportIp::parse("198.51.100.2").unwrap(),
+        ];
+        s.set_access_ips(a, &ips).await.unwrap();
+        assert_eq!(assert_fresh(&s).await[1].access_ips, ips);
+
+        s.set_ticket_status(a, "CLOSED").await.unwrap();
+        assert_eq!(assert_fresh(&s).await[1].ticket_status, "CLOSED");
+
+        s.mark_revoking(a, "revoke").await.unwrap();
+        let rows = assert_fresh(&s).await;
+        assert_eq!(rows[1].state, GrantState::Revoking);
+        assert_eq!(rows[1].end_reason.as_deref(), Some("revoke"));
+
+        // An end state: the row leaves the live set.
+        s.set_grant_state(a, GrantState::Revoked, Some((150, "revoke")))
+            .await
+            .unwrap();
+        let rows = assert_fresh(&s).await;
+        assert_eq!(rows.iter().map(|r| r.id).collect::<Vec<_>>(), vec![b]);
+
+        // A refused insert (already live) changes nothing.
+        assert!(s.insert_granting(&sample("1001", "1")).await.is_err());
+        assert_eq!(assert_fresh(&s).await.len(), 1);
+
+        // finish (grant done, then revoke done), on the relaxed connection.
+        s.finish(b, GrantState::Active, None, None).await.unwrap();
+        assert_eq!(assert_fresh(&s).await[0].state, GrantState::Active);
+        s.finish(b, GrantState::Revoked, Some((300, "revoke")), None)
+            .await
+            .unwrap();
+        assert!(assert_fresh(&s).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn filters_match_the_sql_ones() {
+        let (_d, s) = store().await;
+        s.insert_granting(&sample("1001", "1")).await.unwrap();
+        s.insert_granting(&sample("1001", "2")).await.unwrap();
+        s.insert_granting(&sample("1002", "1")).await.unwrap();
+        let all = s.live_snapshot().await.unwrap();
+        let t = Some(TicketId::parse("1001").unwrap());
+        let n = Some(ServerNum::parse("1").unwrap());
+        let root = Username::root();
+        let other = Username::parse("cp1001.ssh").unwrap();
+        for (ticket, server, user) in [
+            (None, None, None),
+            (t, None, None),
+            (None, n, None),
+            (t, n, None),
+            (None, None, Some(&root)),
+            (t, n, Some(&other)),
+        ] {
+            let mem: Vec<GrantRow> = all
+                .iter()
+                .filter(|g| g.matches(ticket, server, user))
+                .cloned()
+                .collect();
+            let sql: Vec<GrantRow> = on_disk(&s)
+                .await
+                .into_iter()
+                .filter(|g| {
+                    ticket.is_none_or(|x| g.ticket == x)
+                        && server.is_none_or(|x| g.server == x)
+                        && user.is_none_or(|x| &g.ssh_username == x)
+                })
+                .collect();
+            assert_eq!(mem, sql);
+            assert_eq!(mem, s.list_live(ticket, server, user).await.unwrap());
+        }
     }
 }

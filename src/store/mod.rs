@@ -5,13 +5,15 @@
 //! busy timeout let the CLI's read-only commands run beside the daemon.
 
 pub mod grants;
-mod live;
+pub mod live;
+pub mod token_table;
 pub mod tokens;
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
@@ -40,6 +42,11 @@ pub enum StoreError {
 /// Embedded migrations from `migrations/`, applied at start.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// Only this process opens the store while it runs (the daemon holds the
+/// state directory's lock; the CLI goes through the API), so what it keeps
+/// in memory — the token table and the live grants — is authoritative as
+/// long as every write goes through these types (see `token_table` and
+/// `live`).
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
@@ -51,6 +58,7 @@ pub struct Store {
     /// durable, so a power cut losing the mark leaves the intent, which the
     /// reconciler finishes (revoke) or rolls back (grant).
     relaxed: SqlitePool,
+    tokens: Arc<token_table::TokenTable>,
     /// The live grants, in memory (see [`live::LiveGrants`]).
     live: live::LiveGrants,
 }
@@ -171,10 +179,12 @@ impl Store {
             p.push(suffix);
             let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
         }
+        let tokens = Arc::new(token_table::TokenTable::load(&pool).await?);
         let live = live::LiveGrants::load(&pool).await?;
         Ok(Store {
             pool,
             relaxed,
+            tokens,
             live,
         })
     }
@@ -187,6 +197,14 @@ impl Store {
     /// the reconciler repairs from a durable intent.
     pub(crate) fn relaxed_pool(&self) -> &SqlitePool {
         &self.relaxed
+    }
+
+    fn tokens(&self) -> &token_table::TokenTable {
+        &self.tokens
+    }
+
+    fn live(&self) -> &live::LiveGrants {
+        &self.live
     }
 
     pub async fn close(&self) {

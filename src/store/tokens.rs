@@ -70,7 +70,9 @@ fn row_to_record(row: &sqlx::sqlite::SqliteRow) -> Result<TokenRecord, StoreErro
 }
 
 /// Stores a new token; a name already in use is [`TokenStoreError::Duplicate`].
-pub async fn insert(
+/// Only through [`Store::insert_token`](crate::store::Store::insert_token),
+/// which keeps the token table in step.
+pub(super) async fn insert(
     pool: &SqlitePool,
     rec: &TokenRecord,
     token_hash: &[u8; 32],
@@ -119,6 +121,19 @@ pub async fn find_by_hash(
     }
 }
 
+/// Every token with its stored hash (to load the token table).
+pub async fn all_with_hashes(pool: &SqlitePool) -> Result<Vec<(TokenRecord, Vec<u8>)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT name, owner, create_time, expires_at, acls, whitelist_ips, token_hash \
+         FROM api_tokens",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| Ok((row_to_record(row)?, row.try_get("token_hash")?)))
+        .collect()
+}
+
 pub async fn get(pool: &SqlitePool, name: &TokenName) -> Result<Option<TokenRecord>, StoreError> {
     let row = sqlx::query(
         "SELECT name, owner, create_time, expires_at, acls, whitelist_ips \
@@ -142,7 +157,8 @@ pub async fn list(pool: &SqlitePool) -> Result<Vec<TokenRecord>, StoreError> {
 }
 
 /// Deletes a token; [`TokenStoreError::NotFound`] when there was none.
-pub async fn delete(pool: &SqlitePool, name: &TokenName) -> Result<(), TokenStoreError> {
+/// Only through [`Store::delete_token`](crate::store::Store::delete_token).
+pub(super) async fn delete(pool: &SqlitePool, name: &TokenName) -> Result<(), TokenStoreError> {
     let res = sqlx::query("DELETE FROM api_tokens WHERE name = ?")
         .bind(name.as_str())
         .execute(pool)
@@ -154,8 +170,9 @@ pub async fn delete(pool: &SqlitePool, name: &TokenName) -> Result<(), TokenStor
 }
 
 /// Rewrites the token stored as `old_name` with `rec` (which may carry a new
-/// name); the hash and creation time are kept.
-pub async fn update(
+/// name); the hash and creation time are kept. Only through
+/// [`Store::update_token`](crate::store::Store::update_token).
+pub(super) async fn update(
     pool: &SqlitePool,
     old_name: &TokenName,
     rec: &TokenRecord,
