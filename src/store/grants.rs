@@ -81,6 +81,39 @@ pub struct NewGrant {
     pub granted_by: String,
 }
 
+impl NewGrant {
+    /// The row this grant becomes once inserted as `id` (the columns it
+    /// does not set take the schema's defaults; a unit test compares this
+    /// with the row read back).
+    fn stored_as(&self, id: i64) -> GrantRow {
+        GrantRow {
+            id,
+            ticket: self.ticket,
+            server: self.server,
+            state: GrantState::Granting,
+            source: self.source.clone(),
+            ssh_username: self.ssh_username.clone(),
+            temp_user: self.temp_user,
+            sudoers_dropin: self.sudoers_dropin,
+            ssh_key: self.ssh_key.clone(),
+            key_fingerprint: self.key_fingerprint.clone(),
+            key_comment: self.key_comment.clone(),
+            access_ips: self.access_ips.clone(),
+            server_name: self.server_name.clone(),
+            ticket_subject: self.ticket_subject.clone(),
+            ssh_ip: self.ssh_ip.clone(),
+            ssh_port: self.ssh_port,
+            whm_ip: self.whm_ip.clone(),
+            ticket_status: "OPEN".into(),
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            ended_at: None,
+            end_reason: None,
+            granted_by: self.granted_by.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct GrantRow {
     pub id: i64,
@@ -106,18 +139,6 @@ pub struct GrantRow {
     pub ended_at: Option<i64>,
     pub end_reason: Option<String>,
     pub granted_by: String,
-}
-
-/// `RETURNING <every column>`, in the order [`row_to_grant`] reads.
-macro_rules! returning_grant {
-    () => {
-        concat!(
-            "RETURNING id, ticket_id, server_num, state, source, ssh_username, temp_user, ",
-            "sudoers_dropin, ssh_key, key_fingerprint, key_comment, access_ips, server_name, ",
-            "ticket_subject, ssh_ip, ssh_port, whm_ip, ticket_status, created_at, expires_at, ",
-            "ended_at, end_reason, granted_by"
-        )
-    };
 }
 
 /// A compile-time `SELECT <every column> FROM grants <tail>`: SQL text is
@@ -196,13 +217,12 @@ impl Store {
     pub async fn insert_granting(&self, g: &NewGrant) -> Result<GrantRow, InsertError> {
         let ips =
             serde_json::to_string(&g.access_ips).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let res = sqlx::query(concat!(
+        let res = sqlx::query(
             "INSERT INTO grants (ticket_id, server_num, state, source, ssh_username, temp_user, \
              sudoers_dropin, ssh_key, key_fingerprint, key_comment, access_ips, server_name, \
              ticket_subject, ssh_ip, ssh_port, whm_ip, created_at, expires_at, granted_by) \
-             VALUES (?1, ?2, 'granting', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) ",
-            returning_grant!()
-        ))
+             VALUES (?1, ?2, 'granting', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+        )
         .bind(g.ticket.as_i64())
         .bind(g.server.as_i64())
         .bind(&g.source)
@@ -221,11 +241,11 @@ impl Store {
         .bind(g.created_at)
         .bind(g.expires_at)
         .bind(&g.granted_by)
-        .fetch_one(self.pool())
+        .execute(self.pool())
         .await;
         match res {
-            Ok(row) => {
-                let row = row_to_grant(&row)?;
+            Ok(done) => {
+                let row = g.stored_as(done.last_insert_rowid());
                 self.live.put(row.clone());
                 Ok(row)
             }
@@ -515,6 +535,7 @@ pub(crate) mod tests {
         let row = s.insert_granting(&sample("1234", "1")).await.unwrap();
         assert_eq!(row.state, GrantState::Granting);
         assert_eq!(row.ticket_status, "OPEN");
+        // The row built in memory is the row SQLite stored.
         assert_eq!(s.grant(row.id).await.unwrap(), Some(row.clone()));
         let id = row.id;
         assert!(matches!(
