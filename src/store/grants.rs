@@ -486,13 +486,13 @@ impl Store {
         server: Option<ServerNum>,
         user: Option<&Username>,
     ) -> Result<Vec<GrantRow>, StoreError> {
-        let mut rows = self.live.select(|g| {
-            ticket.is_none_or(|t| g.ticket == t)
-                && server.is_none_or(|s| g.server == s)
-                && user.is_none_or(|u| &g.ssh_username == u)
-        });
-        rows.sort_by_key(|g| (g.ticket.as_i64(), g.server.as_i64()));
-        Ok(rows)
+        Ok(self
+            .live
+            .snapshot()
+            .iter()
+            .filter(|g| g.matches(ticket, server, user))
+            .cloned()
+            .collect())
     }
 }
 

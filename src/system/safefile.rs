@@ -639,7 +639,7 @@ impl Staged<'_> {
     /// a later [`commit`](Self::commit) or [`CheckedDir::sync`] in the same
     /// directory makes it durable (one fsync for several files).
     pub fn rename_unsynced(mut self) -> Result<()> {
-        // Never rename unsynced data in (unless its fsync was handed out).
+        // Never rename unsynced data in, unless `without_fsync` said so.
         self.sync()?;
         let target = self.dir.path.join(&self.name);
         renameat(
@@ -654,19 +654,10 @@ impl Staged<'_> {
     }
 
     /// Renames the temp file over the target and fsyncs the directory.
-    pub fn commit(mut self) -> Result<()> {
-        // Never rename unsynced data in (unless its fsync was handed out).
-        self.sync()?;
-        let target = self.dir.path.join(&self.name);
-        renameat(
-            &self.dir.fd,
-            self.tmp_name.as_str(),
-            &self.dir.fd,
-            self.name.as_str(),
-        )
-        .map_err(|e| io_err(&target, "rename", e))?;
-        self.done = true;
-        fsync(&self.dir.fd).map_err(|e| io_err(&self.dir.path, "fsync", e))
+    pub fn commit(self) -> Result<()> {
+        let dir = self.dir;
+        self.rename_unsynced()?;
+        dir.sync()
     }
 }
 
