@@ -140,6 +140,8 @@ pub fn run(rt: &tokio::runtime::Runtime, report: &mut Report) {
     // intent), one audit append, one authorized_keys replace (temp fsync +
     // directory fsync) -- the floor's set -- plus the "done" commit without
     // fsync and, for a grant, the WHM key copy renamed in without fsync.
+    // The intent's commit and the staging of the new authorized_keys run
+    // at the same time.
     report.row(
         "  durable writes the code does (strace): 1 fsynced commit + 1 audit fdatasync + 1 replace (temp fsync + dir fsync), the floor's set; plus 1 commit without fsync",
         "grant and revoke alike".into(),

@@ -266,6 +266,29 @@ impl AuditLog {
         Ok(seqs)
     }
 
+    /// [`append_batch_head_deferred`](Self::append_batch_head_deferred)
+    /// for a caller on a blocking thread (never a runtime worker): the
+    /// whole append runs on the caller's thread, without a hand-off to
+    /// another one, for a grant or revoke whose host change was made there.
+    pub fn append_batch_head_deferred_blocking(
+        &self,
+        events: &[AuditEvent],
+    ) -> Result<Option<ChainHead>, AuditError> {
+        if events.len() > MAX_BATCH {
+            return Err(io_err(
+                &self.path,
+                format!("a deferred-head batch holds at most {MAX_BATCH} records"),
+            ));
+        }
+        let mut state = self.state.blocking_lock();
+        let Some(sealed) = self.seal(&state, events)? else {
+            return Ok(None);
+        };
+        let written = write_durably(&self.path, state.open.take(), &sealed.bytes);
+        let (_, head) = self.settle(&mut state, written, sealed.records, sealed.head)?;
+        Ok(Some(head).filter(|_| self.format == AuditFormat::Json))
+    }
+
     /// Writes and fsyncs one batch; returns the seqs and the new head
     /// (`None` for an empty batch), not yet saved in the store.
     async fn write_batch(
@@ -273,9 +296,29 @@ impl AuditLog {
         state: &mut State,
         events: &[AuditEvent],
     ) -> Result<(Vec<u64>, Option<ChainHead>), AuditError> {
+        let Some(sealed) = self.seal(state, events)? else {
+            return Ok((Vec::new(), None));
+        };
+        let open = state.open.take();
+        let path = self.path.clone();
+        let Sealed {
+            bytes,
+            records,
+            head,
+        } = sealed;
+        let written = tokio::task::spawn_blocking(move || write_durably(&path, open, &bytes))
+            .await
+            .map_err(|e| io_err(&self.path, format!("write task failed: {e}")))?;
+        let (seqs, head) = self.settle(state, written, records, head)?;
+        Ok((seqs, Some(head)))
+    }
+
+    /// Chains and renders `events` after the current head (`None` for an
+    /// empty batch).
+    fn seal(&self, state: &State, events: &[AuditEvent]) -> Result<Option<Sealed>, AuditError> {
         let mut head = state.head.clone();
         let mut bytes = Vec::new();
-        let mut sealed = Vec::with_capacity(events.len());
+        let mut records = Vec::with_capacity(events.len());
         for ev in events {
             let seq = head.seq + 1;
             let rec = Record::from_event(ev, seq, rfc3339(self.clock.now()), &head.hash);
@@ -291,25 +334,33 @@ impl AuditLog {
                 seq,
                 hash: hash.clone(),
             };
-            sealed.push((rec, hash));
+            records.push((rec, hash));
         }
-        if sealed.is_empty() {
-            return Ok((Vec::new(), None));
+        if records.is_empty() {
+            return Ok(None);
         }
-        let open = state.open.take();
-        let path = self.path.clone();
-        let result = tokio::task::spawn_blocking(move || write_durably(&path, open, &bytes))
-            .await
-            .map_err(|e| io_err(&self.path, format!("write task failed: {e}")))?;
-        match result {
-            Ok(open) => state.open = Some(open),
-            Err(e) => return Err(e),
-        }
+        Ok(Some(Sealed {
+            bytes,
+            records,
+            head,
+        }))
+    }
+
+    /// After the write of a sealed batch: on success moves the head to
+    /// `head` and reports the records; returns their seqs and the head.
+    fn settle(
+        &self,
+        state: &mut State,
+        written: Result<OpenFile, AuditError>,
+        records: Vec<(Record, String)>,
+        head: ChainHead,
+    ) -> Result<(Vec<u64>, ChainHead), AuditError> {
+        state.open = Some(written?);
         // The records are durable: move the head now, so a failing store
         // update below can never make the next record reuse these seqs.
         state.head = head.clone();
-        let mut seqs = Vec::with_capacity(sealed.len());
-        for (mut rec, hash) in sealed {
+        let mut seqs = Vec::with_capacity(records.len());
+        for (mut rec, hash) in records {
             seqs.push(rec.seq);
             if let Some(journald) = &self.journald {
                 rec.hash = Some(hash);
@@ -317,8 +368,15 @@ impl AuditLog {
             }
             tracing::debug!(seq = rec.seq, event = %rec.event, "audit record appended");
         }
-        Ok((seqs, Some(head)))
+        Ok((seqs, head))
     }
+}
+
+/// A batch rendered and chained, not yet written.
+struct Sealed {
+    bytes: Vec<u8>,
+    records: Vec<(Record, String)>,
+    head: ChainHead,
 }
 
 fn io_err(path: &Path, message: impl Into<String>) -> AuditError {
@@ -641,6 +699,62 @@ mod tests {
         save_head(&store, &first).await.unwrap();
         let log = AuditLog::open(&path, store.clone(), clock).await.unwrap();
         assert_eq!(log.head().await.seq, 1, "{:?}", lines(&path).len());
+    }
+
+    /// The blocking append (a grant's closing records, written on the
+    /// thread that changed the key file) chains like the async one, moves
+    /// the in-memory head, and leaves the stored head to the caller.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn blocking_deferred_append_chains_like_the_async_one() {
+        let (_d, store, path) = setup().await;
+        let log = Arc::new(
+            AuditLog::open(
+                &path,
+                store.clone(),
+                Arc::new(ManualClock::new(1_800_000_000)),
+            )
+            .await
+            .unwrap(),
+        );
+        log.append(AuditEvent::new("a", "system")).await.unwrap();
+        let stored_before = load_head(&store).await.unwrap();
+        let blocking = Arc::clone(&log);
+        let head = tokio::task::spawn_blocking(move || {
+            blocking.append_batch_head_deferred_blocking(&[
+                AuditEvent::new("key_added", "system"),
+                AuditEvent::new("grant", "system"),
+            ])
+        })
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+        assert_eq!(head.seq, 3);
+        assert_eq!(log.head().await, head);
+        assert_eq!(
+            load_head(&store).await.unwrap(),
+            stored_before,
+            "left to the caller"
+        );
+        let three = [
+            AuditEvent::new("x", "system"),
+            AuditEvent::new("y", "system"),
+            AuditEvent::new("z", "system"),
+        ];
+        let blocking = Arc::clone(&log);
+        let too_many = tokio::task::spawn_blocking(move || {
+            blocking.append_batch_head_deferred_blocking(&three)
+        })
+        .await
+        .unwrap();
+        assert!(too_many.is_err(), "at most one batch per deferred head");
+        log.append(AuditEvent::new("b", "system")).await.unwrap();
+        let recs = lines(&path);
+        let events: Vec<&str> = recs.iter().map(|r| r.event.as_str()).collect();
+        assert_eq!(events, ["a", "key_added", "grant", "b"]);
+        let report =
+            crate::audit::verify_files(std::slice::from_ref(&path), Some(log.head().await));
+        assert!(report.is_ok(), "{report}");
     }
 
     #[tokio::test]

@@ -2,20 +2,22 @@
 //! change is audited as it happens, and anything short of a fully applied
 //! and audited grant is rolled back before the caller hears "no".
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::task::Poll;
 
 use serde_json::json;
 
 use super::Engine;
 use crate::api::caller::Caller;
 use crate::audit::writer::ChainHead;
-use crate::audit::Outcome;
+use crate::audit::{AuditEvent, Outcome};
 use crate::authorized_keys::{render_line, KeyMark};
 use crate::engine::WhitelistOutcome;
 use crate::planner::{self, LoginFacts, LoginPlan, LoginRequest};
 use crate::sshkey::SupportKey;
 use crate::store::grants::{GrantRow, GrantState, InsertError, NewGrant};
-use crate::system::keystore::KeyAccount;
+use crate::system::keystore::{KeyAccount, KeyStoreError};
 use crate::system::users::Secret;
 use crate::types::{ServerNum, SupportIp, TicketId, Username};
 
@@ -55,6 +57,20 @@ pub enum GrantError {
     /// Something failed part-way; everything done was rolled back.
     #[error("{0}")]
     RolledBack(String),
+}
+
+/// How [`Engine::apply_grant`] gets the key in place.
+enum KeyStep {
+    /// Already done (or failed), staged while the intent committed; when
+    /// the key went in, `audited` is the append of the closing records.
+    Staged {
+        acct: KeyAccount,
+        installed: Result<(), String>,
+        audited: Option<Result<Option<ChainHead>, String>>,
+    },
+    /// To install now: into this account, found for the duplicate check,
+    /// or (`None`, or a temporary user) the one the grant names.
+    Now(Option<KeyAccount>),
 }
 
 /// A host change made during a grant, undone in reverse on failure.
@@ -101,10 +117,13 @@ impl Engine {
             .map_err(|e| GrantError::Refused(e.0))?;
         let user = plan.user();
 
-        // A key of ours for this ticket and server already on the host
-        // (left by someone else's hand) is refused rather than doubled.
         let existing_acct = self.host.key_account_of(&user).ok().flatten();
-        if let Some(acct) = &existing_acct {
+        let temp_user = matches!(plan, LoginPlan::Temporary { .. });
+        // A key of ours for this ticket and server already on the host
+        // (left by someone else's hand) is refused rather than doubled. For
+        // an existing login user the install checks that itself, under the
+        // lock on ~/.ssh and before the intent is recorded.
+        if let (Some(acct), true) = (&existing_acct, temp_user) {
             let keys = self.host.keys.clone();
             let present = tokio::task::block_in_place(|| keys.list_ours(acct)).map_err(|e| {
                 GrantError::Refused(format!("Cannot read {}'s authorized_keys: {e}", user))
@@ -123,13 +142,13 @@ impl Engine {
         let mark = KeyMark::new(req.ticket, req.server, now);
         let line = render_line(&req.key, &ips, expires_at, &mark)
             .map_err(|e| GrantError::Refused(e.to_string()))?;
-        let (temp_user, sudoers_dropin, group) = match &plan {
+        let (sudoers_dropin, group) = match &plan {
             LoginPlan::Temporary {
                 group,
                 sudoers_dropin,
                 ..
-            } => (true, *sudoers_dropin, Some(group.clone())),
-            _ => (false, false, None),
+            } => (*sudoers_dropin, Some(group.clone())),
+            _ => (false, None),
         };
         let new = NewGrant {
             ticket: req.ticket,
@@ -151,7 +170,93 @@ impl Engine {
             expires_at,
             granted_by: caller.actor(),
         };
-        let row = match self.store.insert_granting(&new).await {
+        // For an account that exists already, one blocking section does the
+        // durable work in order, with no hand-off between threads: the key
+        // is staged (written and fsynced under a temp name, which grants
+        // nothing), the intent is committed from the install's gate, the key
+        // is renamed in, and the closing records are appended. A temporary
+        // user's key waits for the user, which waits for the intent.
+        let pipelined = match &existing_acct {
+            Some(acct) if !temp_user => Some(acct.clone()),
+            _ => None,
+        };
+        let (intent, key_step) = match pipelined {
+            Some(acct) => {
+                let keys = self.host.keys.clone();
+                // Polled once here, the INSERT is already running on
+                // SQLite's thread while the key is staged below; the gate
+                // then waits for it on this thread.
+                let mut recording = Box::pin(self.store.insert_granting(&new));
+                let mut early =
+                    std::future::poll_fn(|cx| Poll::Ready(recording.as_mut().poll(cx))).await;
+                let mut intent = None;
+                let (installed, audited) = tokio::task::block_in_place(|| {
+                    let handle = tokio::runtime::Handle::current();
+                    let mut closing = None;
+                    let installed = keys.install_new(&acct, &line, &mark, &mut || {
+                        let recorded = match std::mem::replace(&mut early, Poll::Pending) {
+                            Poll::Ready(done) => done,
+                            Poll::Pending => handle.block_on(recording.as_mut()),
+                        };
+                        closing = recorded
+                            .as_ref()
+                            .ok()
+                            .map(|row| Self::closing_events(caller, row, &acct));
+                        intent = Some(recorded);
+                        match closing {
+                            Some(_) => {
+                                super::fault::point("after_intent");
+                                Ok(())
+                            }
+                            None => Err("the grant's intent was not recorded".into()),
+                        }
+                    });
+                    let audited = match (&installed, closing) {
+                        (Ok(()), Some(events)) => {
+                            super::fault::point("after_key_installed");
+                            Some(
+                                self.audit
+                                    .append_batch_head_deferred_blocking(&events)
+                                    .map_err(|e| e.to_string()),
+                            )
+                        }
+                        _ => None,
+                    };
+                    (installed, audited)
+                });
+                // A refusal before the gate (a key of ours already in that
+                // slot, an unsafe ~/.ssh) still finds the intent recorded:
+                // it is rolled back like any failure after it.
+                let intent = match (intent, early) {
+                    (Some(recorded), _) => recorded,
+                    (None, Poll::Ready(recorded)) => recorded,
+                    (None, Poll::Pending) => recording.await,
+                };
+                let installed = installed.map_err(|e| match e {
+                    KeyStoreError::SlotTaken { .. } => format!(
+                        "a key for ticket {} server {} is already present in {}'s authorized_keys; revoke it first",
+                        req.ticket, req.server, user
+                    ),
+                    e => e.to_string(),
+                });
+                (
+                    intent,
+                    KeyStep::Staged {
+                        acct,
+                        installed,
+                        audited,
+                    },
+                )
+            }
+            None => {
+                let intent = self.store.insert_granting(&new).await;
+                if intent.is_ok() {
+                    super::fault::point("after_intent");
+                }
+                (intent, KeyStep::Now(existing_acct))
+            }
+        };
+        let row = match intent {
             Ok(row) => row,
             Err(InsertError::AlreadyLive(e)) => {
                 return Err(GrantError::Refused(format!(
@@ -166,7 +271,6 @@ impl Engine {
             }
         };
 
-        super::fault::point("after_intent");
         let mut done: Vec<Done> = Vec::new();
         let mut password = None;
         let applied = self
@@ -176,7 +280,7 @@ impl Engine {
                 &line,
                 &mark,
                 group.as_deref(),
-                existing_acct,
+                key_step,
                 &mut done,
                 &mut password,
             )
@@ -236,7 +340,7 @@ impl Engine {
         line: &str,
         mark: &KeyMark,
         group: Option<&str>,
-        existing_acct: Option<KeyAccount>,
+        key_step: KeyStep,
         done: &mut Vec<Done>,
         password: &mut Option<Secret>,
     ) -> Result<Option<ChainHead>, String> {
@@ -282,21 +386,49 @@ impl Engine {
                 .map_err(|e| format!("the audit log could not be written: {e}"))?;
             }
         }
-        // An existing login user was looked up for the duplicate check; a
-        // temporary one exists only now.
-        let acct = match existing_acct {
-            Some(acct) if !row.temp_user => acct,
-            _ => self
-                .host
-                .key_account_of(user)?
-                .ok_or_else(|| format!("the user {user} does not exist"))?,
+        let (acct, audited) = match key_step {
+            KeyStep::Staged {
+                acct,
+                installed,
+                audited,
+            } => {
+                installed.map_err(|e| format!("installing the key for {user} failed: {e}"))?;
+                (acct, audited)
+            }
+            KeyStep::Now(existing) => {
+                // An existing login user was looked up for the duplicate
+                // check; a temporary one exists only now.
+                let acct = match existing {
+                    Some(acct) if !row.temp_user => acct,
+                    _ => self
+                        .host
+                        .key_account_of(user)?
+                        .ok_or_else(|| format!("the user {user} does not exist"))?,
+                };
+                let keys = self.host.keys.clone();
+                tokio::task::block_in_place(|| keys.install(&acct, line, mark))
+                    .map_err(|e| format!("installing the key for {user} failed: {e}"))?;
+                super::fault::point("after_key_installed");
+                (acct, None)
+            }
         };
-        let keys = self.host.keys.clone();
-        tokio::task::block_in_place(|| keys.install(&acct, line, mark))
-            .map_err(|e| format!("installing the key for {user} failed: {e}"))?;
         done.push(Done::KeyInstalled(acct.clone(), *mark));
-        super::fault::point("after_key_installed");
         // One durable append for both records: the grant's commit point.
+        let head = match audited {
+            Some(appended) => appended,
+            None => self
+                .audit
+                .append_batch_head_deferred(&Self::closing_events(caller, row, &acct))
+                .await
+                .map_err(|e| e.to_string()),
+        }
+        .map_err(|e| format!("the audit log could not be written: {e}"))?;
+        super::fault::point("after_grant_audited");
+        Ok(head)
+    }
+
+    /// The records that close a grant: the key went in, access granted.
+    fn closing_events(caller: &Caller, row: &GrantRow, acct: &KeyAccount) -> [AuditEvent; 2] {
         let key_added = Self::event_for(
             caller,
             "key_added",
@@ -319,13 +451,7 @@ impl Engine {
                 "source": row.source,
             }),
         );
-        let head = self
-            .audit
-            .append_batch_head_deferred(&[key_added, granted])
-            .await
-            .map_err(|e| format!("the audit log could not be written: {e}"))?;
-        super::fault::point("after_grant_audited");
-        Ok(head)
+        [key_added, granted]
     }
 
     /// Undoes what a failed grant did, newest first; every undo is

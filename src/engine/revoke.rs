@@ -3,11 +3,15 @@
 //! whose footprint could not be fully removed stays `revoking` so the
 //! reconciler finishes the job.
 
+use std::future::Future;
+use std::task::Poll;
+
 use serde_json::json;
 
 use super::{Engine, WhitelistOutcome};
 use crate::api::caller::Caller;
-use crate::audit::Outcome;
+use crate::audit::writer::ChainHead;
+use crate::audit::{AuditEvent, Outcome};
 use crate::authorized_keys::KeyMark;
 use crate::store::grants::{GrantRow, GrantState};
 use crate::types::{ServerNum, TicketId, Username};
@@ -174,59 +178,110 @@ impl Engine {
         reason: EndReason,
         out: &mut Revoked,
     ) {
-        if let Err(e) = self.store.mark_revoking(row.id, reason.as_str()).await {
-            // Removing access proceeds regardless; the row is fixed later.
-            tracing::error!(error = %e, grant = row.id, "cannot record the revoke intent");
-        }
-        super::fault::point("revoke_after_intent");
+        let user = &row.ssh_username;
+        let account = self.host.key_account_of(user);
         let mut failed = false;
         let mut pending = Vec::new();
-        let user = &row.ssh_username;
-        match self.host.key_account_of(user) {
+        // The closing records, when the removal thread already appended them.
+        let mut closed: Option<Result<Option<ChainHead>, String>> = None;
+        match account {
             Ok(Some(acct)) => {
+                // As in a grant: the intent's UPDATE runs on SQLite's thread
+                // while the edit of authorized_keys is staged, and the edit
+                // is renamed in once the intent is recorded (or failed to
+                // be: removing access proceeds regardless, and the row is
+                // fixed later; a key removed before its intent could be put
+                // back by the reconciler). For a login user the closing
+                // records follow on the same thread.
                 let keys = self.host.keys.clone();
+                let mut marking = Box::pin(self.store.mark_revoking(row.id, reason.as_str()));
+                let mut early =
+                    std::future::poll_fn(|cx| Poll::Ready(marking.as_mut().poll(cx))).await;
+                let mut marked = None;
                 let (t, s) = (row.ticket, row.server);
-                let r = tokio::task::block_in_place(|| {
-                    keys.remove(&acct, &|m: &KeyMark| m.ticket == t && m.server == s)
-                });
-                match r {
-                    Ok(n) => {
-                        super::fault::point("revoke_after_key_removed");
-                        out.revoked_keys += n as u64;
-                        let ev = Self::event_for(
-                            caller,
-                            "key_removed",
-                            row,
-                            Outcome::Ok,
-                            json!({"count": n, "fingerprint": row.key_fingerprint}),
-                        );
-                        if row.temp_user {
-                            self.audit_all_nonfatal(vec![ev], &mut out.non_fatals).await;
-                        } else {
-                            // Nothing else happens before the closing
-                            // record: both go out in one durable append.
-                            pending.push(ev);
+                let (r, audited) = tokio::task::block_in_place(|| {
+                    let handle = tokio::runtime::Handle::current();
+                    let select = |m: &KeyMark| m.ticket == t && m.server == s;
+                    let r = keys.remove_gated(&acct, &select, &mut || {
+                        marked = Some(match std::mem::replace(&mut early, Poll::Pending) {
+                            Poll::Ready(done) => done,
+                            Poll::Pending => handle.block_on(marking.as_mut()),
+                        });
+                        super::fault::point("revoke_after_intent");
+                        Ok(())
+                    });
+                    let audited = match &r {
+                        Ok(n) if !row.temp_user => {
+                            super::fault::point("revoke_after_key_removed");
+                            let events = [
+                                Self::key_removed_event(caller, row, *n),
+                                Self::event_for(
+                                    caller,
+                                    reason.as_str(),
+                                    row,
+                                    Outcome::Ok,
+                                    json!({"fingerprint": row.key_fingerprint}),
+                                ),
+                            ];
+                            Some(
+                                self.audit
+                                    .append_batch_head_deferred_blocking(&events)
+                                    .map_err(|e| e.to_string()),
+                            )
                         }
-                    }
-                    Err(e) => {
-                        failed = true;
-                        out.errors.push(format!(
-                            "removing the key from {user}'s authorized_keys: {e}"
-                        ));
-                        self.audit_nonfatal(
-                            caller,
-                            "key_removed",
-                            row,
-                            Outcome::Failed,
-                            json!({"error": e.to_string()}),
-                            &mut out.non_fatals,
-                        )
-                        .await;
+                        _ => None,
+                    };
+                    (r, audited)
+                });
+                let marked = match (marked, early) {
+                    (Some(done), _) | (None, Poll::Ready(done)) => done,
+                    (None, Poll::Pending) => marking.await,
+                };
+                if let Err(e) = marked {
+                    tracing::error!(error = %e, grant = row.id, "cannot record the revoke intent");
+                }
+                let r = r.map_err(|e| e.to_string());
+                if let (Ok(n), Some(audited)) = (&r, audited) {
+                    out.revoked_keys += *n as u64;
+                    closed = Some(audited);
+                } else {
+                    match r {
+                        Ok(n) => {
+                            super::fault::point("revoke_after_key_removed");
+                            out.revoked_keys += n as u64;
+                            let ev = Self::key_removed_event(caller, row, n);
+                            if row.temp_user {
+                                self.audit_all_nonfatal(vec![ev], &mut out.non_fatals).await;
+                            } else {
+                                // Nothing else happens before the closing
+                                // record: both go out in one durable append.
+                                pending.push(ev);
+                            }
+                        }
+                        Err(e) => {
+                            failed = true;
+                            out.errors.push(format!(
+                                "removing the key from {user}'s authorized_keys: {e}"
+                            ));
+                            self.audit_nonfatal(
+                                caller,
+                                "key_removed",
+                                row,
+                                Outcome::Failed,
+                                json!({"error": e.to_string()}),
+                                &mut out.non_fatals,
+                            )
+                            .await;
+                        }
                     }
                 }
             }
-            Ok(None) => {} // the account is gone, and its keys with it
+            Ok(None) => {
+                // The account is gone, and its keys with it.
+                self.record_revoking(row, reason).await;
+            }
             Err(e) => {
+                self.record_revoking(row, reason).await;
                 failed = true;
                 out.errors.push(format!("looking up {user}: {e}"));
             }
@@ -301,16 +356,25 @@ impl Engine {
             self.audit_all_nonfatal(pending, &mut out.non_fatals).await;
             return;
         }
-        pending.push(Self::event_for(
-            caller,
-            reason.as_str(),
-            row,
-            Outcome::Ok,
-            json!({"fingerprint": row.key_fingerprint}),
-        ));
         // The closing records (at most one batch) and the "done" mark with
         // their chain head: one append and one commit.
-        let head = match self.audit.append_batch_head_deferred(&pending).await {
+        let appended = match closed {
+            Some(appended) => appended,
+            None => {
+                pending.push(Self::event_for(
+                    caller,
+                    reason.as_str(),
+                    row,
+                    Outcome::Ok,
+                    json!({"fingerprint": row.key_fingerprint}),
+                ));
+                self.audit
+                    .append_batch_head_deferred(&pending)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        };
+        let head = match appended {
             Ok(head) => head,
             Err(e) => {
                 tracing::error!(error = %e, "audit records could not be written");
@@ -334,6 +398,27 @@ impl Engine {
         let mut ended = row.clone();
         ended.state = GrantState::Revoked;
         out.grants.push(ended);
+    }
+}
+
+impl Engine {
+    /// Records the intent to revoke `row`; a failure is logged and the
+    /// revoke goes on (the row is fixed later).
+    async fn record_revoking(&self, row: &GrantRow, reason: EndReason) {
+        if let Err(e) = self.store.mark_revoking(row.id, reason.as_str()).await {
+            tracing::error!(error = %e, grant = row.id, "cannot record the revoke intent");
+        }
+        super::fault::point("revoke_after_intent");
+    }
+
+    fn key_removed_event(caller: &Caller, row: &GrantRow, n: usize) -> AuditEvent {
+        Self::event_for(
+            caller,
+            "key_removed",
+            row,
+            Outcome::Ok,
+            json!({"count": n, "fingerprint": row.key_fingerprint}),
+        )
     }
 }
 

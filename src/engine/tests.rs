@@ -657,3 +657,94 @@ async fn a_root_grant_asks_sshd_only_about_root() {
         assert_eq!(*counting.users.lock().unwrap(), want, "{body}");
     }
 }
+
+/// The "done" mark is in SQLite when the caller hears back; a key of ours
+/// already in the grant's slot (put back by hand) makes the grant roll
+/// back without touching the admin's file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn done_marks_are_stored_and_a_taken_slot_rolls_back_untouched() {
+    let Some(rig) = rig("PermitRootLogin prohibit-password").await else {
+        return;
+    };
+    let caller = Caller::LocalRoot { uid: 0 };
+    let ak = rig.scratch.path("root/.ssh/authorized_keys");
+    std::fs::create_dir_all(ak.parent().unwrap()).unwrap();
+    std::fs::write(&ak, ADMIN_KEYS).unwrap();
+
+    let g = rig
+        .engine
+        .grant(&caller, request(&rig, "4343"))
+        .await
+        .unwrap();
+    let live = rig
+        .engine
+        .store()
+        .list_live(None, None, None)
+        .await
+        .unwrap();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].state, GrantState::Active);
+    let stored = rig.engine.store().grant(g.row.id).await.unwrap().unwrap();
+    assert_eq!(stored.state, GrantState::Active);
+    let our_line = rig
+        .scratch
+        .read("root/.ssh/authorized_keys")
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+
+    let tid = TicketId::parse("4343").unwrap();
+    let out = rig
+        .engine
+        .revoke(&caller, tid, None, &Username::root())
+        .await
+        .unwrap();
+    assert_eq!(out.grants.len(), 1);
+    assert!(rig
+        .engine
+        .store()
+        .list_live(None, None, None)
+        .await
+        .unwrap()
+        .is_empty());
+    let stored = rig.engine.store().grant(g.row.id).await.unwrap().unwrap();
+    assert_eq!(stored.state, GrantState::Revoked);
+    assert_eq!(stored.end_reason.as_deref(), Some("revoke"));
+
+    // Someone puts our old line back by hand: the next grant for that
+    // ticket and server finds the slot taken under the lock on ~/.ssh.
+    std::fs::write(
+        &ak,
+        format!("{our_line}\n{}", std::str::from_utf8(ADMIN_KEYS).unwrap()),
+    )
+    .unwrap();
+    let before = rig.scratch.snapshot();
+    let err = rig.engine.grant(&caller, request(&rig, "4343")).await;
+    assert!(
+        matches!(err, Err(GrantError::RolledBack(ref r)) if r.contains("already present")),
+        "{err:?}"
+    );
+    assert_eq!(
+        before.diff(&rig.scratch.snapshot()),
+        Vec::<String>::new(),
+        "the host is as it was"
+    );
+    assert!(rig
+        .engine
+        .store()
+        .list_live(None, None, None)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        events(&rig),
+        [
+            "key_added",
+            "grant",
+            "key_removed",
+            "revoke",
+            "grant_rolled_back"
+        ]
+    );
+}

@@ -217,7 +217,7 @@ impl Store {
     pub async fn insert_granting(&self, g: &NewGrant) -> Result<GrantRow, InsertError> {
         let ips =
             serde_json::to_string(&g.access_ips).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let res = sqlx::query(
+        let insert = sqlx::query(
             "INSERT INTO grants (ticket_id, server_num, state, source, ssh_username, temp_user, \
              sudoers_dropin, ssh_key, key_fingerprint, key_comment, access_ips, server_name, \
              ticket_subject, ssh_ip, ssh_port, whm_ip, created_at, expires_at, granted_by) \
@@ -240,9 +240,8 @@ impl Store {
         .bind(&g.whm_ip)
         .bind(g.created_at)
         .bind(g.expires_at)
-        .bind(&g.granted_by)
-        .execute(self.pool())
-        .await;
+        .bind(&g.granted_by);
+        let res = insert.execute(&mut *self.intents().lock().await?).await;
         match res {
             Ok(done) => {
                 let row = g.stored_as(done.last_insert_rowid());
@@ -280,8 +279,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         // One round trip to SQLite's thread: the statements run as one
         // transaction, and a failure part-way is rolled back right here so
-        // the connection never goes back to the pool inside a transaction.
-        let mut conn = self.relaxed_pool().acquire().await?;
+        // the connection is never left inside a transaction.
+        let mut conn = self.relaxed().lock().await?;
         let (seq, hash) = match audit_head {
             Some((seq, hash)) => (Some(seq as i64), Some(hash)),
             None => (None, None),
@@ -307,7 +306,7 @@ impl Store {
             if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
                 // Not in a transaction (it failed before BEGIN took) or the
                 // connection is broken: either way, do not reuse it.
-                conn.detach();
+                super::Dedicated::discard(conn);
             } else {
                 drop(conn);
             }
@@ -400,11 +399,14 @@ impl Store {
     /// Marks a grant as being revoked, remembering why (so a crash mid-way
     /// is finished with the same reason).
     pub async fn mark_revoking(&self, id: i64, reason: &str) -> Result<(), StoreError> {
-        let res = sqlx::query("UPDATE grants SET state = 'revoking', end_reason = ?1 WHERE id = ?2 AND state IN ('active','revoking','granting')")
-            .bind(reason)
-            .bind(id)
-            .execute(self.pool())
-            .await;
+        let res = {
+            let mut conn = self.intents().lock().await?;
+            sqlx::query("UPDATE grants SET state = 'revoking', end_reason = ?1 WHERE id = ?2 AND state IN ('active','revoking','granting')")
+                .bind(reason)
+                .bind(id)
+                .execute(&mut *conn)
+                .await
+        };
         self.settle_index(id, res, |g| {
             g.state = GrantState::Revoking;
             g.end_reason = Some(reason.to_string());

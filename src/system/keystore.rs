@@ -63,9 +63,33 @@ pub enum KeyStoreError {
     Contended { path: String },
     #[error("home directory {home} is not under the configured root {root}")]
     NotUnderRoot { home: String, root: String },
+    #[error("the key file was left unchanged: {reason}")]
+    Abandoned { reason: String },
+    #[error(
+        "a key for ticket {ticket} server {server} is already present in {path}; revoke it first"
+    )]
+    SlotTaken {
+        ticket: String,
+        server: String,
+        path: String,
+    },
 }
 
 type Result<T> = std::result::Result<T, KeyStoreError>;
+
+/// Called once, after an edit is staged and before the host changes (see
+/// [`HostKeys::install_new`]); `Err` says why the edit must not happen.
+pub type Gate<'a> = dyn FnMut() -> std::result::Result<(), String> + 'a;
+
+/// Passes `gate` the first time only (an edit redone after a foreign write
+/// does not wait again).
+fn pass(gate: &mut Gate<'_>, passed: &mut bool) -> Result<()> {
+    if !*passed {
+        gate().map_err(|reason| KeyStoreError::Abandoned { reason })?;
+        *passed = true;
+    }
+    Ok(())
+}
 
 /// What the engine needs from the host's key files (a fake in tests).
 pub trait HostKeys: Send + Sync {
@@ -73,9 +97,33 @@ pub trait HostKeys: Send + Sync {
     /// Idempotent per ticket+server: an existing line of the same slot is
     /// replaced.
     fn install(&self, acct: &KeyAccount, line: &str, mark: &KeyMark) -> Result<()>;
+    /// Installs a new grant's key: refuses ([`KeyStoreError::SlotTaken`])
+    /// when a key of ours for the same ticket and server is there already
+    /// (left by someone else's hand), and calls `gate` once the new file
+    /// is staged (written and fsynced under a temp name, which grants
+    /// nothing) and before anything sshd reads changes. The caller records
+    /// its intent in `gate`; an error from it abandons the install with
+    /// the host unchanged.
+    fn install_new(
+        &self,
+        acct: &KeyAccount,
+        line: &str,
+        mark: &KeyMark,
+        gate: &mut Gate<'_>,
+    ) -> Result<()>;
     /// Removes our lines (and key files) whose mark `select` picks; returns
     /// how many authorized_keys lines were removed.
-    fn remove(&self, acct: &KeyAccount, select: &dyn Fn(&KeyMark) -> bool) -> Result<usize>;
+    fn remove(&self, acct: &KeyAccount, select: &dyn Fn(&KeyMark) -> bool) -> Result<usize> {
+        self.remove_gated(acct, select, &mut || Ok(()))
+    }
+    /// [`remove`](Self::remove) with a `gate` as in
+    /// [`install_new`](Self::install_new).
+    fn remove_gated(
+        &self,
+        acct: &KeyAccount,
+        select: &dyn Fn(&KeyMark) -> bool,
+        gate: &mut Gate<'_>,
+    ) -> Result<usize>;
     /// Whether the copy WHM lists for `key` (one of ours) is in place with
     /// the right content.
     fn copy_intact(&self, acct: &KeyAccount, key: &InstalledKey) -> Result<bool>;
@@ -164,20 +212,20 @@ impl FileKeyStore {
     /// Applies `edit` to authorized_keys under the caller's lock, redoing it
     /// when a foreign writer changed the file before our rename.
     /// `edit` returns the new bytes (or `None` for "no change") and a value.
-    fn edit<R>(&self, ssh: &CheckedDir, acct: &KeyAccount, edit: &EditFn<R>) -> Result<R> {
-        self.edit_then(ssh, acct, edit, &mut || Ok(()))
-    }
-
-    /// [`Self::edit`], calling `before_rename` once the new file is staged
-    /// and checked, just before it is renamed in (and the directory
-    /// fsynced).
-    fn edit_then<R>(
+    /// `gate` is passed once the first version is staged (or found to need
+    /// no change); `before_change` runs just before the rename (or that
+    /// "no change" return), for the caller's own changes in the directory.
+    /// Returns the value and whether authorized_keys was replaced (and the
+    /// directory fsynced).
+    fn edit_gated<R>(
         &self,
         ssh: &CheckedDir,
         acct: &KeyAccount,
         edit: &EditFn<R>,
-        before_rename: &mut dyn FnMut() -> Result<()>,
-    ) -> Result<R> {
+        gate: &mut Gate<'_>,
+        before_change: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<(R, bool)> {
+        let mut passed = false;
         for attempt in 0..MAX_ATTEMPTS {
             let existing = ssh.read_file(AUTHORIZED_KEYS, acct.uid, MAX_FILE_BYTES)?;
             // An existing file keeps its owner and mode (the admin's choice,
@@ -190,22 +238,99 @@ impl FileKeyStore {
             let before = existing.map(|d| d.bytes);
             let (new, value) = edit(before.as_deref().unwrap_or_default())?;
             let Some(new) = new else {
-                return Ok(value);
+                pass(gate, &mut passed)?;
+                before_change()?;
+                return Ok((value, false));
             };
             let staged = ssh.stage_file(AUTHORIZED_KEYS, &new, uid, gid, mode, None)?;
+            // The caller's intent is recorded while the temp file was
+            // written; the re-read below comes after the wait, so a foreign
+            // write during it is seen.
+            pass(gate, &mut passed)?;
             if let Some(hook) = &self.before_commit {
                 hook(attempt);
             }
             if Self::read_keys(ssh, acct)? == before {
-                before_rename()?;
+                before_change()?;
                 staged.commit()?;
-                return Ok(value);
+                return Ok((value, true));
             }
             // Changed under us: drop the temp file and redo the edit.
         }
         Err(KeyStoreError::Contended {
             path: ssh.path().join(AUTHORIZED_KEYS).display().to_string(),
         })
+    }
+
+    /// Puts `line` in (replacing our line of the same slot, or refusing
+    /// when `refuse_taken`), with `gate` as in [`HostKeys::install_new`].
+    fn put_line(
+        &self,
+        acct: &KeyAccount,
+        line: &str,
+        mark: &KeyMark,
+        refuse_taken: bool,
+        gate: &mut Gate<'_>,
+    ) -> Result<()> {
+        let bad = |reason: &str| KeyStoreError::BadLine {
+            user: acct.user.to_string(),
+            reason: reason.to_string(),
+        };
+        let ours = authorized_keys::parse_ours(line.as_bytes())
+            .ok_or_else(|| bad("it is not a key line carrying a supportauth mark"))?;
+        if ours.mark != *mark || ours.line != line {
+            return Err(bad("its comment does not match the grant's mark"));
+        }
+        let home = self.home(acct)?;
+        let ssh = home.create_child_dir(
+            SSH_DIR,
+            acct.uid,
+            acct.gid,
+            0o700,
+            DirPolicy::exactly(acct.uid),
+        )?;
+        let _lock = ssh.lock_within(LOCK_WAIT)?;
+        // The copy WHM lists, removed with the key. It is derived from the
+        // key line and grants nothing (sshd reads only authorized_keys), so
+        // it gets no fsync of its own, which would cost a grant a second
+        // journal commit: it is renamed in (readers never see it half
+        // written) just before authorized_keys, whose directory fsync makes
+        // its name durable; a copy a power cut leaves empty is rewritten by
+        // the reconciler (`copy_intact` / `write_copy`). A grant that fails
+        // after this point is rolled back by `remove`, which deletes it too.
+        let mut copy = Some(
+            ssh.stage_unsynced(
+                &key_file_name(mark),
+                copy_bytes(&ours.key, mark).as_bytes(),
+                acct.uid,
+                acct.gid,
+                0o600,
+            )?
+            .without_fsync(),
+        );
+        self.edit_gated(
+            &ssh,
+            acct,
+            &|bytes| {
+                let (without, taken) = authorized_keys::remove_ours(bytes, &|m| m.same_slot(mark));
+                if refuse_taken && taken > 0 {
+                    return Err(KeyStoreError::SlotTaken {
+                        ticket: mark.ticket.to_string(),
+                        server: mark.server.to_string(),
+                        path: authorized_keys_path(acct).display().to_string(),
+                    });
+                }
+                let new =
+                    authorized_keys::add_line(&without, line).map_err(|e| bad(&e.to_string()))?;
+                Ok((Some(new), ()))
+            },
+            gate,
+            &mut || match copy.take() {
+                Some(c) => Ok(c.rename_unsynced()?),
+                None => Ok(()),
+            },
+        )?;
+        Ok(())
     }
 
     /// Removes our key files whose mark `select` picks, without fsyncing
@@ -255,71 +380,48 @@ impl HostKeys for FileKeyStore {
     }
 
     fn install(&self, acct: &KeyAccount, line: &str, mark: &KeyMark) -> Result<()> {
-        let bad = |reason: &str| KeyStoreError::BadLine {
-            user: acct.user.to_string(),
-            reason: reason.to_string(),
-        };
-        let ours = authorized_keys::parse_ours(line.as_bytes())
-            .ok_or_else(|| bad("it is not a key line carrying a supportauth mark"))?;
-        if ours.mark != *mark || ours.line != line {
-            return Err(bad("its comment does not match the grant's mark"));
-        }
-        let home = self.home(acct)?;
-        let ssh = home.create_child_dir(
-            SSH_DIR,
-            acct.uid,
-            acct.gid,
-            0o700,
-            DirPolicy::exactly(acct.uid),
-        )?;
-        let _lock = ssh.lock_within(LOCK_WAIT)?;
-        // The copy WHM lists, removed with the key. It is derived from the
-        // key line and grants nothing (sshd reads only authorized_keys), so
-        // it gets no fsync of its own, which would cost a grant a second
-        // journal commit: it is renamed in (readers never see it half
-        // written) just before authorized_keys, whose directory fsync makes
-        // its name durable; a copy a power cut leaves empty is rewritten by
-        // the reconciler (`copy_intact` / `write_copy`). A grant that fails
-        // after this point is rolled back by `remove`, which deletes it too.
-        let mut copy = Some(
-            ssh.stage_unsynced(
-                &key_file_name(mark),
-                copy_bytes(&ours.key, mark).as_bytes(),
-                acct.uid,
-                acct.gid,
-                0o600,
-            )?
-            .without_fsync(),
-        );
-        self.edit_then(
-            &ssh,
-            acct,
-            &|bytes| {
-                let (without, _) = authorized_keys::remove_ours(bytes, &|m| m.same_slot(mark));
-                let new =
-                    authorized_keys::add_line(&without, line).map_err(|e| bad(&e.to_string()))?;
-                Ok((Some(new), ()))
-            },
-            &mut || match copy.take() {
-                Some(c) => Ok(c.rename_unsynced()?),
-                None => Ok(()),
-            },
-        )
+        self.put_line(acct, line, mark, false, &mut || Ok(()))
     }
 
-    fn remove(&self, acct: &KeyAccount, select: &dyn Fn(&KeyMark) -> bool) -> Result<usize> {
+    fn install_new(
+        &self,
+        acct: &KeyAccount,
+        line: &str,
+        mark: &KeyMark,
+        gate: &mut Gate<'_>,
+    ) -> Result<()> {
+        self.put_line(acct, line, mark, true, gate)
+    }
+
+    fn remove_gated(
+        &self,
+        acct: &KeyAccount,
+        select: &dyn Fn(&KeyMark) -> bool,
+        gate: &mut Gate<'_>,
+    ) -> Result<usize> {
         let Some(ssh) = self.existing_ssh_dir(acct)? else {
+            gate().map_err(|reason| KeyStoreError::Abandoned { reason })?;
             return Ok(0);
         };
         let _lock = ssh.lock_within(LOCK_WAIT)?;
-        // Key files first, without their own directory fsync: the commit of
-        // authorized_keys fsyncs the directory once for everything.
-        let files = Self::remove_key_files(&ssh, acct, select)?;
-        let removed = self.edit(&ssh, acct, &|bytes| {
-            let (new, n) = authorized_keys::remove_ours(bytes, select);
-            Ok(((n > 0).then_some(new), n))
-        })?;
-        if removed == 0 && files > 0 {
+        // Key files go just before authorized_keys is renamed, without their
+        // own directory fsync: the commit fsyncs the directory once for
+        // everything.
+        let mut files = 0;
+        let (removed, replaced) = self.edit_gated(
+            &ssh,
+            acct,
+            &|bytes| {
+                let (new, n) = authorized_keys::remove_ours(bytes, select);
+                Ok(((n > 0).then_some(new), n))
+            },
+            gate,
+            &mut || {
+                files += Self::remove_key_files(&ssh, acct, select)?;
+                Ok(())
+            },
+        )?;
+        if !replaced && files > 0 {
             ssh.sync()?;
         }
         Ok(removed)
@@ -372,6 +474,38 @@ impl MemoryKeyStore {
     pub fn set(&self, user: &Username, bytes: Vec<u8>) {
         self.files().insert(user.as_str().to_string(), bytes);
     }
+
+    /// [`FileKeyStore::put_line`]'s rules, in memory.
+    fn put_line(
+        &self,
+        acct: &KeyAccount,
+        line: &str,
+        mark: &KeyMark,
+        refuse_taken: bool,
+        gate: &mut Gate<'_>,
+    ) -> Result<()> {
+        let bad = |reason: String| KeyStoreError::BadLine {
+            user: acct.user.to_string(),
+            reason,
+        };
+        match authorized_keys::parse_ours(line.as_bytes()) {
+            Some(o) if o.mark == *mark && o.line == line => {}
+            _ => return Err(bad("its comment does not match the grant's mark".into())),
+        }
+        let old = self.bytes(&acct.user).unwrap_or_default();
+        let (without, taken) = authorized_keys::remove_ours(&old, &|m| m.same_slot(mark));
+        if refuse_taken && taken > 0 {
+            return Err(KeyStoreError::SlotTaken {
+                ticket: mark.ticket.to_string(),
+                server: mark.server.to_string(),
+                path: authorized_keys_path(acct).display().to_string(),
+            });
+        }
+        let new = authorized_keys::add_line(&without, line).map_err(|e| bad(e.to_string()))?;
+        pass(gate, &mut false)?;
+        self.files().insert(acct.user.as_str().to_string(), new);
+        Ok(())
+    }
 }
 
 impl HostKeys for MemoryKeyStore {
@@ -388,23 +522,26 @@ impl HostKeys for MemoryKeyStore {
     }
 
     fn install(&self, acct: &KeyAccount, line: &str, mark: &KeyMark) -> Result<()> {
-        let bad = |reason: String| KeyStoreError::BadLine {
-            user: acct.user.to_string(),
-            reason,
-        };
-        match authorized_keys::parse_ours(line.as_bytes()) {
-            Some(o) if o.mark == *mark && o.line == line => {}
-            _ => return Err(bad("its comment does not match the grant's mark".into())),
-        }
-        let mut files = self.files();
-        let old = files.get(acct.user.as_str()).cloned().unwrap_or_default();
-        let (without, _) = authorized_keys::remove_ours(&old, &|m| m.same_slot(mark));
-        let new = authorized_keys::add_line(&without, line).map_err(|e| bad(e.to_string()))?;
-        files.insert(acct.user.as_str().to_string(), new);
-        Ok(())
+        self.put_line(acct, line, mark, false, &mut || Ok(()))
     }
 
-    fn remove(&self, acct: &KeyAccount, select: &dyn Fn(&KeyMark) -> bool) -> Result<usize> {
+    fn install_new(
+        &self,
+        acct: &KeyAccount,
+        line: &str,
+        mark: &KeyMark,
+        gate: &mut Gate<'_>,
+    ) -> Result<()> {
+        self.put_line(acct, line, mark, true, gate)
+    }
+
+    fn remove_gated(
+        &self,
+        acct: &KeyAccount,
+        select: &dyn Fn(&KeyMark) -> bool,
+        gate: &mut Gate<'_>,
+    ) -> Result<usize> {
+        pass(gate, &mut false)?;
         let mut files = self.files();
         let Some(old) = files.get(acct.user.as_str()) else {
             return Ok(0);
@@ -841,6 +978,156 @@ mod tests {
         no_temp_files(&s);
     }
 
+    /// Every file in ~/.ssh with its bytes, to prove "unchanged".
+    fn ssh_files(s: &Scratch) -> Vec<(String, Vec<u8>)> {
+        let mut all: Vec<_> = fs::read_dir(s.ssh())
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        all.sort();
+        all
+    }
+
+    #[test]
+    fn install_new_waits_for_its_gate_and_a_refusing_gate_changes_nothing() {
+        if not_root("install_new_waits_for_its_gate_and_a_refusing_gate_changes_nothing") {
+            return;
+        }
+        let s = Scratch::new();
+        s.seed(ADMIN);
+        let m = mark("12345", "1", 100);
+        let l = line(ED25519, &m);
+        let before = ssh_files(&s);
+        // The gate runs once the new file is staged and before sshd's file
+        // changes: at that moment the target is still the admin's.
+        let ak = s.ak();
+        let mut seen = Vec::new();
+        let err = s
+            .store()
+            .install_new(&s.acct, &l, &m, &mut || {
+                seen.push(fs::read(&ak).unwrap());
+                Err("intent not recorded".into())
+            })
+            .unwrap_err();
+        assert!(matches!(err, KeyStoreError::Abandoned { .. }), "{err}");
+        assert_eq!(
+            seen,
+            vec![ADMIN.to_vec()],
+            "gate called once, before any change"
+        );
+        assert_eq!(ssh_files(&s), before, "no key, no copy, no temp file");
+
+        let mut calls = 0;
+        s.store()
+            .install_new(&s.acct, &l, &m, &mut || {
+                calls += 1;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(calls, 1);
+        let mut expected = format!("{l}\n").into_bytes();
+        expected.extend_from_slice(ADMIN);
+        assert_eq!(fs::read(s.ak()).unwrap(), expected);
+        assert!(s.ssh().join(key_file_name(&m)).exists(), "WHM's copy");
+        no_temp_files(&s);
+    }
+
+    #[test]
+    fn install_new_refuses_a_taken_slot_before_its_gate() {
+        if not_root("install_new_refuses_a_taken_slot_before_its_gate") {
+            return;
+        }
+        let s = Scratch::new();
+        s.seed(ADMIN);
+        let old = mark("12345", "1", 100);
+        s.store()
+            .install(&s.acct, &line(ED25519, &old), &old)
+            .unwrap();
+        let before = ssh_files(&s);
+        let new = mark("12345", "1", 200);
+        let mut called = false;
+        let err = s
+            .store()
+            .install_new(&s.acct, &line(RSA2048, &new), &new, &mut || {
+                called = true;
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(matches!(err, KeyStoreError::SlotTaken { .. }), "{err}");
+        assert!(!called, "refused before the caller records anything");
+        assert_eq!(ssh_files(&s), before);
+        // Another server of the same ticket is another slot.
+        let other = mark("12345", "2", 200);
+        s.store()
+            .install_new(&s.acct, &line(RSA2048, &other), &other, &mut || Ok(()))
+            .unwrap();
+        assert_eq!(s.store().list_ours(&s.acct).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn remove_gated_changes_nothing_before_its_gate_and_passes_it_once() {
+        if not_root("remove_gated_changes_nothing_before_its_gate_and_passes_it_once") {
+            return;
+        }
+        let s = Scratch::new();
+        s.seed(ADMIN);
+        let m = mark("12345", "1", 100);
+        s.store().install(&s.acct, &line(ED25519, &m), &m).unwrap();
+        let before = ssh_files(&s);
+        let ssh = s.ssh();
+        let mut seen = Vec::new();
+        // A foreign append during the first attempt makes the edit redo;
+        // the gate (the caller's intent) is still passed only once.
+        let ak = s.ak();
+        let store = s.store().with_hook(Box::new(move |attempt| {
+            if attempt == 0 {
+                use std::io::Write;
+                let mut f = fs::OpenOptions::new().append(true).open(&ak).unwrap();
+                f.write_all(b"# added meanwhile\n").unwrap();
+            }
+        }));
+        let n = store
+            .remove_gated(&s.acct, &|k| k.same_slot(&m), &mut || {
+                let mut now: Vec<_> = fs::read_dir(&ssh)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with('.'))
+                    .collect();
+                now.sort();
+                seen.push(now);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(n, 1);
+        let names: Vec<String> = before.iter().map(|(n, _)| n.clone()).collect();
+        assert_eq!(
+            seen,
+            vec![names],
+            "gate once, with key file and key still there"
+        );
+        let mut expected = ADMIN.to_vec();
+        expected.extend_from_slice(b"# added meanwhile\n");
+        assert_eq!(fs::read(s.ak()).unwrap(), expected);
+        assert!(!s.ssh().join(key_file_name(&m)).exists());
+        no_temp_files(&s);
+
+        // A refusing gate leaves everything as it was.
+        s.store().install(&s.acct, &line(ED25519, &m), &m).unwrap();
+        let before = ssh_files(&s);
+        let err = s
+            .store()
+            .remove_gated(&s.acct, &|_| true, &mut || Err("no".into()))
+            .unwrap_err();
+        assert!(matches!(err, KeyStoreError::Abandoned { .. }), "{err}");
+        assert_eq!(ssh_files(&s), before);
+    }
+
     #[test]
     fn memory_store_follows_the_same_rules() {
         let store = MemoryKeyStore::new();
@@ -858,6 +1145,20 @@ mod tests {
         assert!(store.install(&acct, ED25519, &m).is_err());
         assert_eq!(store.remove(&acct, &|_| true).unwrap(), 1);
         assert_eq!(store.bytes(&acct.user).unwrap(), ADMIN);
+        // install_new: a taken slot is refused, a refusing gate abandons.
+        store.install(&acct, &line(ED25519, &m), &m).unwrap();
+        let err = store
+            .install_new(&acct, &line(ED25519, &m), &m, &mut || Ok(()))
+            .unwrap_err();
+        assert!(matches!(err, KeyStoreError::SlotTaken { .. }), "{err}");
+        let other = mark("12345", "2", 100);
+        let err = store
+            .install_new(&acct, &line(ED25519, &other), &other, &mut || {
+                Err("no".into())
+            })
+            .unwrap_err();
+        assert!(matches!(err, KeyStoreError::Abandoned { .. }), "{err}");
+        assert_eq!(store.list_ours(&acct).unwrap().len(), 1);
     }
 
     #[test]
