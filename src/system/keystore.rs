@@ -96,7 +96,9 @@ pub trait HostKeys: Send + Sync {
     fn list_ours(&self, acct: &KeyAccount) -> Result<Vec<InstalledKey>>;
     /// Idempotent per ticket+server: an existing line of the same slot is
     /// replaced.
-    fn install(&self, acct: &KeyAccount, line: &str, mark: &KeyMark) -> Result<()>;
+    fn install(&self, acct: &KeyAccount, line: &str, mark: &KeyMark) -> Result<()> {
+        self.put_line(acct, line, mark, false, &mut || Ok(()))
+    }
     /// Installs a new grant's key: refuses ([`KeyStoreError::SlotTaken`])
     /// when a key of ours for the same ticket and server is there already
     /// (left by someone else's hand), and calls `gate` once the new file
@@ -109,6 +111,19 @@ pub trait HostKeys: Send + Sync {
         acct: &KeyAccount,
         line: &str,
         mark: &KeyMark,
+        gate: &mut Gate<'_>,
+    ) -> Result<()> {
+        self.put_line(acct, line, mark, true, gate)
+    }
+    /// Puts `line` in, replacing our line of the same slot (or refusing
+    /// when `refuse_taken`), with `gate` as in
+    /// [`install_new`](Self::install_new).
+    fn put_line(
+        &self,
+        acct: &KeyAccount,
+        line: &str,
+        mark: &KeyMark,
+        refuse_taken: bool,
         gate: &mut Gate<'_>,
     ) -> Result<()>;
     /// Removes our lines (and key files) whose mark `select` picks; returns
@@ -129,6 +144,34 @@ pub trait HostKeys: Send + Sync {
     fn copy_intact(&self, acct: &KeyAccount, key: &InstalledKey) -> Result<bool>;
     /// Rewrites that copy, durably.
     fn write_copy(&self, acct: &KeyAccount, key: &InstalledKey) -> Result<()>;
+}
+
+fn bad_line(acct: &KeyAccount, reason: &str) -> KeyStoreError {
+    KeyStoreError::BadLine {
+        user: acct.user.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// `line` parsed, when it is one of ours carrying exactly `mark`.
+fn checked_line(acct: &KeyAccount, line: &str, mark: &KeyMark) -> Result<authorized_keys::OurLine> {
+    let ours = authorized_keys::parse_ours(line.as_bytes())
+        .ok_or_else(|| bad_line(acct, "it is not a key line carrying a supportauth mark"))?;
+    if ours.mark != *mark || ours.line != line {
+        return Err(bad_line(
+            acct,
+            "its comment does not match the grant's mark",
+        ));
+    }
+    Ok(ours)
+}
+
+fn slot_taken(acct: &KeyAccount, mark: &KeyMark) -> KeyStoreError {
+    KeyStoreError::SlotTaken {
+        ticket: mark.ticket.to_string(),
+        server: mark.server.to_string(),
+        path: authorized_keys_path(acct).display().to_string(),
+    }
 }
 
 /// What the copy WHM lists holds: the key and our comment.
@@ -262,8 +305,37 @@ impl FileKeyStore {
         })
     }
 
-    /// Puts `line` in (replacing our line of the same slot, or refusing
-    /// when `refuse_taken`), with `gate` as in [`HostKeys::install_new`].
+    /// Removes our key files whose mark `select` picks, without fsyncing
+    /// the directory (the caller does); returns how many.
+    fn remove_key_files(
+        ssh: &CheckedDir,
+        acct: &KeyAccount,
+        select: &dyn Fn(&KeyMark) -> bool,
+    ) -> Result<usize> {
+        let mut removed = 0;
+        for name in ssh.entries()? {
+            if !name.starts_with(KEY_FILE_PREFIX) || !name.ends_with(".pub") {
+                continue;
+            }
+            // Unreadable or odd files under our name are left for the admin.
+            let Ok(Some(data)) = ssh.read_file(&name, acct.uid, 64 * 1024) else {
+                continue;
+            };
+            let Some(ours) = authorized_keys::parse_ours(&data.bytes) else {
+                continue;
+            };
+            if key_file_name(&ours.mark) == name
+                && select(&ours.mark)
+                && ssh.remove_file_unsynced(&name)?
+            {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+impl HostKeys for FileKeyStore {
     fn put_line(
         &self,
         acct: &KeyAccount,
@@ -272,15 +344,8 @@ impl FileKeyStore {
         refuse_taken: bool,
         gate: &mut Gate<'_>,
     ) -> Result<()> {
-        let bad = |reason: &str| KeyStoreError::BadLine {
-            user: acct.user.to_string(),
-            reason: reason.to_string(),
-        };
-        let ours = authorized_keys::parse_ours(line.as_bytes())
-            .ok_or_else(|| bad("it is not a key line carrying a supportauth mark"))?;
-        if ours.mark != *mark || ours.line != line {
-            return Err(bad("its comment does not match the grant's mark"));
-        }
+        let bad = |reason: &str| bad_line(acct, reason);
+        let ours = checked_line(acct, line, mark)?;
         let home = self.home(acct)?;
         let ssh = home.create_child_dir(
             SSH_DIR,
@@ -314,11 +379,7 @@ impl FileKeyStore {
             &|bytes| {
                 let (without, taken) = authorized_keys::remove_ours(bytes, &|m| m.same_slot(mark));
                 if refuse_taken && taken > 0 {
-                    return Err(KeyStoreError::SlotTaken {
-                        ticket: mark.ticket.to_string(),
-                        server: mark.server.to_string(),
-                        path: authorized_keys_path(acct).display().to_string(),
-                    });
+                    return Err(slot_taken(acct, mark));
                 }
                 let new =
                     authorized_keys::add_line(&without, line).map_err(|e| bad(&e.to_string()))?;
@@ -333,37 +394,6 @@ impl FileKeyStore {
         Ok(())
     }
 
-    /// Removes our key files whose mark `select` picks, without fsyncing
-    /// the directory (the caller does); returns how many.
-    fn remove_key_files(
-        ssh: &CheckedDir,
-        acct: &KeyAccount,
-        select: &dyn Fn(&KeyMark) -> bool,
-    ) -> Result<usize> {
-        let mut removed = 0;
-        for name in ssh.entries()? {
-            if !name.starts_with(KEY_FILE_PREFIX) || !name.ends_with(".pub") {
-                continue;
-            }
-            // Unreadable or odd files under our name are left for the admin.
-            let Ok(Some(data)) = ssh.read_file(&name, acct.uid, 64 * 1024) else {
-                continue;
-            };
-            let Some(ours) = authorized_keys::parse_ours(&data.bytes) else {
-                continue;
-            };
-            if key_file_name(&ours.mark) == name
-                && select(&ours.mark)
-                && ssh.remove_file_unsynced(&name)?
-            {
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
-}
-
-impl HostKeys for FileKeyStore {
     fn list_ours(&self, acct: &KeyAccount) -> Result<Vec<InstalledKey>> {
         let Some(ssh) = self.existing_ssh_dir(acct)? else {
             return Ok(Vec::new());
@@ -379,20 +409,6 @@ impl HostKeys for FileKeyStore {
             .collect())
     }
 
-    fn install(&self, acct: &KeyAccount, line: &str, mark: &KeyMark) -> Result<()> {
-        self.put_line(acct, line, mark, false, &mut || Ok(()))
-    }
-
-    fn install_new(
-        &self,
-        acct: &KeyAccount,
-        line: &str,
-        mark: &KeyMark,
-        gate: &mut Gate<'_>,
-    ) -> Result<()> {
-        self.put_line(acct, line, mark, true, gate)
-    }
-
     fn remove_gated(
         &self,
         acct: &KeyAccount,
@@ -400,7 +416,7 @@ impl HostKeys for FileKeyStore {
         gate: &mut Gate<'_>,
     ) -> Result<usize> {
         let Some(ssh) = self.existing_ssh_dir(acct)? else {
-            gate().map_err(|reason| KeyStoreError::Abandoned { reason })?;
+            pass(gate, &mut false)?;
             return Ok(0);
         };
         let _lock = ssh.lock_within(LOCK_WAIT)?;
@@ -474,8 +490,9 @@ impl MemoryKeyStore {
     pub fn set(&self, user: &Username, bytes: Vec<u8>) {
         self.files().insert(user.as_str().to_string(), bytes);
     }
+}
 
-    /// [`FileKeyStore::put_line`]'s rules, in memory.
+impl HostKeys for MemoryKeyStore {
     fn put_line(
         &self,
         acct: &KeyAccount,
@@ -484,31 +501,19 @@ impl MemoryKeyStore {
         refuse_taken: bool,
         gate: &mut Gate<'_>,
     ) -> Result<()> {
-        let bad = |reason: String| KeyStoreError::BadLine {
-            user: acct.user.to_string(),
-            reason,
-        };
-        match authorized_keys::parse_ours(line.as_bytes()) {
-            Some(o) if o.mark == *mark && o.line == line => {}
-            _ => return Err(bad("its comment does not match the grant's mark".into())),
-        }
+        checked_line(acct, line, mark)?;
         let old = self.bytes(&acct.user).unwrap_or_default();
         let (without, taken) = authorized_keys::remove_ours(&old, &|m| m.same_slot(mark));
         if refuse_taken && taken > 0 {
-            return Err(KeyStoreError::SlotTaken {
-                ticket: mark.ticket.to_string(),
-                server: mark.server.to_string(),
-                path: authorized_keys_path(acct).display().to_string(),
-            });
+            return Err(slot_taken(acct, mark));
         }
-        let new = authorized_keys::add_line(&without, line).map_err(|e| bad(e.to_string()))?;
+        let new = authorized_keys::add_line(&without, line)
+            .map_err(|e| bad_line(acct, &e.to_string()))?;
         pass(gate, &mut false)?;
         self.files().insert(acct.user.as_str().to_string(), new);
         Ok(())
     }
-}
 
-impl HostKeys for MemoryKeyStore {
     fn list_ours(&self, acct: &KeyAccount) -> Result<Vec<InstalledKey>> {
         let bytes = self.bytes(&acct.user).unwrap_or_default();
         Ok(authorized_keys::list_ours(&bytes)
@@ -519,20 +524,6 @@ impl HostKeys for MemoryKeyStore {
                 line: o.line,
             })
             .collect())
-    }
-
-    fn install(&self, acct: &KeyAccount, line: &str, mark: &KeyMark) -> Result<()> {
-        self.put_line(acct, line, mark, false, &mut || Ok(()))
-    }
-
-    fn install_new(
-        &self,
-        acct: &KeyAccount,
-        line: &str,
-        mark: &KeyMark,
-        gate: &mut Gate<'_>,
-    ) -> Result<()> {
-        self.put_line(acct, line, mark, true, gate)
     }
 
     fn remove_gated(
