@@ -272,6 +272,9 @@ pub struct Observation {
     pub temp_users: BTreeSet<Username>,
     /// Our sudoers drop-ins, by ticket.
     pub sudoers: BTreeSet<TicketId>,
+    /// Grants still `granting` in the store whose closing audit records
+    /// are durable: they completed, only their done mark was lost.
+    pub completed_grants: BTreeSet<i64>,
 }
 
 /// A repair that brings the host back to the store.
@@ -279,6 +282,9 @@ pub struct Observation {
 pub enum Repair {
     /// A grant interrupted before it completed: undo it.
     RollBackGranting { grant_id: i64 },
+    /// A grant that completed (its closing records are in the audit log)
+    /// but whose done mark never reached the store: mark it active.
+    CompleteGranting { grant_id: i64 },
     /// A revoke interrupted before it completed: finish it.
     FinishRevoking { grant_id: i64 },
     /// An active grant's key is missing: put it back.
@@ -316,7 +322,17 @@ pub fn plan_reconcile(live: &[GrantRow], seen: &Observation) -> Vec<Repair> {
         .collect();
 
     for g in live {
-        match g.state {
+        let completed = g.state == GrantState::Granting && seen.completed_grants.contains(&g.id);
+        if completed {
+            repairs.push(Repair::CompleteGranting { grant_id: g.id });
+        }
+        // A completed grant is checked like any active one.
+        let state = if completed {
+            GrantState::Active
+        } else {
+            g.state
+        };
+        match state {
             GrantState::Granting => repairs.push(Repair::RollBackGranting { grant_id: g.id }),
             GrantState::Revoking => repairs.push(Repair::FinishRevoking { grant_id: g.id }),
             GrantState::Active => {
@@ -347,10 +363,10 @@ pub fn plan_reconcile(live: &[GrantRow], seen: &Observation) -> Vec<Repair> {
     }
     // Interrupted grants and revokes clean up their own footprint, so their
     // keys, users and drop-ins are not orphans to sweep separately.
-    for g in live
-        .iter()
-        .filter(|g| matches!(g.state, GrantState::Granting | GrantState::Revoking))
-    {
+    for g in live.iter().filter(|g| {
+        matches!(g.state, GrantState::Granting | GrantState::Revoking)
+            && !seen.completed_grants.contains(&g.id)
+    }) {
         owned.insert((g.ssh_username.clone(), g.key_comment.clone()));
         if g.temp_user {
             users_in_use.insert(g.ssh_username.clone());
@@ -541,6 +557,10 @@ mod tests {
             row(3, "1003", GrantState::Active, "root", false),
             row(4, "1004", GrantState::Active, "cp1004.ssh", true),
             row(5, "1005", GrantState::Active, "cp1005.ssh", true),
+            // Completed (closing records in the log), done mark lost: kept
+            // and checked like an active grant, not rolled back.
+            row(6, "1006", GrantState::Granting, "root", false),
+            row(7, "1007", GrantState::Granting, "root", false),
         ];
         let seen = Observation {
             scanned_users: ["root", "cp1004.ssh"]
@@ -551,12 +571,14 @@ mod tests {
                 key("root", "1001"),
                 key("root", "9999"),
                 key("cp1004.ssh", "1004"),
+                key("root", "1006"),
             ],
             temp_users: ["cp1004.ssh", "cp7777.ssh"]
                 .iter()
                 .map(|u| Username::parse(u).unwrap())
                 .collect(),
             sudoers: [t("7777")].into_iter().collect(),
+            completed_grants: [6, 7].into_iter().collect(),
         };
         let repairs = plan_reconcile(&live, &seen);
         assert_eq!(
@@ -567,6 +589,9 @@ mod tests {
                 Repair::ReinstallKey { grant_id: 3 },
                 Repair::ReinstallSudoers { grant_id: 4 },
                 Repair::EndGrantUserGone { grant_id: 5 },
+                Repair::CompleteGranting { grant_id: 6 },
+                Repair::CompleteGranting { grant_id: 7 },
+                Repair::ReinstallKey { grant_id: 7 },
                 Repair::RemoveOrphanKey {
                     user: Username::root(),
                     comment: "9999_server_1@cpanel.net_1".into()

@@ -237,26 +237,25 @@ async fn read_lines_from(e: &Env, n: u64) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn one_record_past_the_head_is_a_pending_adoption_not_a_failure() {
+async fn records_the_daemon_may_leave_unsaved_are_pending_not_a_failure() {
     let e = env().await;
-    append_n(&e.open().await, 3).await;
+    append_n(&e.open().await, 6).await;
     let lines = read_lines(&e.log);
-    let second = open_line(&lines[1]).unwrap();
-    let stale = ChainHead {
-        seq: 2,
-        hash: second.hash.unwrap(),
+    let head_at = |seq: usize| ChainHead {
+        seq: seq as u64,
+        hash: open_line(&lines[seq - 1]).unwrap().hash.unwrap(),
     };
-    let r = verify_files(std::slice::from_ref(&e.log), Some(stale.clone()));
-    assert!(r.is_ok(), "{r}");
-    assert_eq!(r.head, HeadCheck::OneAhead);
-    let older = ChainHead {
-        seq: 1,
-        hash: open_line(&lines[0]).unwrap().hash.unwrap(),
-    };
-    let f = verify_files(std::slice::from_ref(&e.log), Some(older))
+    // One record past the head (a crash before the head update) up to
+    // MAX_UNSAVED (a grant's pending done mark plus the next batch).
+    for (seq, ahead) in [(5, 1), (2, 4)] {
+        let r = verify_files(std::slice::from_ref(&e.log), Some(head_at(seq)));
+        assert!(r.is_ok(), "{r}");
+        assert_eq!(r.head, HeadCheck::Ahead(ahead));
+    }
+    let f = verify_files(std::slice::from_ref(&e.log), Some(head_at(1)))
         .failure
         .unwrap();
-    assert_eq!(f.problem, Problem::BeyondHead { last: 3, head: 1 });
+    assert_eq!(f.problem, Problem::BeyondHead { last: 6, head: 1 });
 }
 
 /// Rotates by renaming (logrotate `create` without compression).

@@ -64,6 +64,7 @@
 //! with `SUPPORTAUTH_*` fields (see [`journald`]).
 
 pub mod cli;
+pub mod closing;
 pub mod cpanel;
 pub mod events;
 pub mod files;

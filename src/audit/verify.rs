@@ -103,9 +103,11 @@ pub enum HeadCheck {
     /// No head was supplied.
     NotChecked,
     Matches,
-    /// One record past the head: written and fsync'ed, then a crash before
-    /// the store update (the daemon adopts it at its next start).
-    OneAhead,
+    /// Up to [`MAX_UNSAVED`](super::writer::MAX_UNSAVED) records past the
+    /// head, chained to it: durable, their head not saved yet (a grant's
+    /// done mark waiting for the store's next write, or a crash before the
+    /// store update; the daemon adopts them at its next start).
+    Ahead(u64),
     Failed,
 }
 
@@ -158,9 +160,9 @@ impl fmt::Display for VerifyReport {
         match self.head {
             HeadCheck::NotChecked => write!(f, ", no store head to compare"),
             HeadCheck::Matches => write!(f, ", head matches store"),
-            HeadCheck::OneAhead => write!(
+            HeadCheck::Ahead(n) => write!(
                 f,
-                ", one record past the store head (a crash before the head update; adopted at the next daemon start)"
+                ", {n} record(s) past the store head (durable, their head not saved yet: a grant's done mark still pending, or a crash before the head update, adopted at the next daemon start)"
             ),
             HeadCheck::Failed => Ok(()),
         }
@@ -609,7 +611,7 @@ pub fn verify_files(files: &[PathBuf], head: Option<ChainHead>) -> VerifyReport 
                 last,
                 head: head.seq,
             })
-        } else if last > head.seq + 1 {
+        } else if last > head.seq + super::writer::MAX_UNSAVED as u64 {
             Some(Problem::BeyondHead {
                 last,
                 head: head.seq,
@@ -634,7 +636,7 @@ pub fn verify_files(files: &[PathBuf], head: Option<ChainHead>) -> VerifyReport 
                 report.failure = Some(fail(&last_file, last_line + 1, p));
             }
             None if last == head.seq => report.head = HeadCheck::Matches,
-            None => report.head = HeadCheck::OneAhead,
+            None => report.head = HeadCheck::Ahead(last - head.seq),
         }
     }
     report

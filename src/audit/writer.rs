@@ -33,10 +33,17 @@ pub enum AuditError {
     Encode(#[from] serde_json::Error),
 }
 
-/// The most records written with one fsync. A crash between that fsync
-/// and the store's head update leaves at most this many records past the
-/// head, which the next open adopts; more than that were not ours.
+/// The most records written with one fsync.
 pub const MAX_BATCH: usize = 2;
+
+/// The most records the daemon leaves past the store's chain head: the
+/// closing batch of a grant whose done mark (and head) waits for the
+/// store's next write (`Store::finish_later`; a grant's intent takes it
+/// along), plus one batch whose head is saved just after its fsync. A
+/// crash keeps at most these, which the next open adopts (absent a failed
+/// write to the store, which keeps its head for the next one); more than
+/// that were not ours. `audit verify` accepts as many.
+pub const MAX_UNSAVED: usize = 2 * MAX_BATCH;
 
 /// The chain position after the last durable record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,8 +127,8 @@ impl AuditLog {
     /// Prepares the log at `path` (directory 0700 and file 0600, created
     /// when missing) and loads the chain head from the store, adopting the
     /// file's last records when they are the store head's direct
-    /// successors, at most one batch of [`MAX_BATCH`] (a crash between the
-    /// fsync and the store update).
+    /// successors, at most [`MAX_UNSAVED`] (left by a crash before the
+    /// store update).
     ///
     /// `AuditFormat::Cpanel` writes cPanel's classic lines instead of JSON:
     /// no chain in the file and the store head is left alone (sequence
@@ -137,7 +144,7 @@ impl AuditLog {
         let path_buf = path.to_path_buf();
         let (open, tail) = tokio::task::spawn_blocking(move || -> Result<_, AuditError> {
             let open = open_for_append(&path_buf)?;
-            let tail = last_records(&path_buf, MAX_BATCH)?;
+            let tail = last_records(&path_buf, MAX_UNSAVED)?;
             Ok((open, tail))
         })
         .await
@@ -169,9 +176,8 @@ impl AuditLog {
                     save_head(&store, &head).await?;
                 }
             } else if rec.seq > head.seq {
-                // Not ours to adopt: only a crash between the fsync and the
-                // head update leaves the file one batch (at most
-                // MAX_BATCH records) ahead. Continuing
+                // Not ours to adopt: a crash leaves the file at most
+                // MAX_UNSAVED records ahead. Continuing
                 // from the store's head keeps whatever was appended behind
                 // our back visible to `audit verify`.
                 tracing::warn!(
@@ -212,6 +218,27 @@ impl AuditLog {
     /// The current chain head (for verification against the file).
     pub async fn head(&self) -> ChainHead {
         self.state.lock().await.head.clone()
+    }
+
+    /// The ids of `wanted` (grants found `granting` at start-up) whose
+    /// closing records this log holds at or before its chain head: those
+    /// grants completed (see [`super::closing`]). Empty for cPanel's log
+    /// format, which keeps no chain to trust.
+    pub async fn completed_grants(
+        &self,
+        wanted: Vec<super::closing::GrantClosing>,
+    ) -> Result<std::collections::BTreeSet<i64>, AuditError> {
+        if self.format != AuditFormat::Json || wanted.is_empty() {
+            return Ok(Default::default());
+        }
+        let head_seq = self.head().await.seq;
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            super::closing::completed_grants(&path, head_seq, &wanted)
+                .map_err(|e| io_err(&path, format!("searching for closing records: {e}")))
+        })
+        .await
+        .map_err(|e| io_err(&self.path, format!("search task failed: {e}")))?
     }
 
     /// Appends one record durably; returns its sequence number.
@@ -508,7 +535,8 @@ fn last_records(path: &Path, n: usize) -> Result<Vec<Record>, AuditError> {
 
 /// Whether the records at the end of `tail` continue the chain at `head`
 /// directly: some record is head's successor and every later one follows
-/// it (so at most [`MAX_BATCH`] records, one interrupted batch, are adopted).
+/// it (so at most [`MAX_UNSAVED`] records, the ones the daemon may have
+/// left unsaved, are adopted).
 fn chains_from(tail: &[Record], head: &ChainHead) -> bool {
     let Some(start) = tail
         .iter()
@@ -665,7 +693,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn adopts_a_whole_batch_missing_from_store_but_no_more() {
+    async fn adopts_what_the_daemon_may_leave_unsaved_but_no_more() {
         let (_d, store, path) = setup().await;
         let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(1_800_000_000));
         let first = {
@@ -674,27 +702,27 @@ mod tests {
                 .unwrap();
             log.append(AuditEvent::new("a", "system")).await.unwrap();
             let first = log.head().await;
-            log.append_all(&[
-                AuditEvent::new("b", "system"),
-                AuditEvent::new("c", "system"),
-            ])
-            .await
-            .unwrap();
+            for pair in [["b", "c"], ["d", "e"]] {
+                log.append_all(&pair.map(|e| AuditEvent::new(e, "system")))
+                    .await
+                    .unwrap();
+            }
             first
         };
-        // A crash after the batch's fsync, before the head update.
+        // A crash with a grant's done mark pending and the next batch's
+        // head not saved: MAX_UNSAVED records past the stored head.
         save_head(&store, &first).await.unwrap();
         let log = AuditLog::open(&path, store.clone(), clock.clone())
             .await
             .unwrap();
-        assert_eq!(log.head().await.seq, 3);
+        assert_eq!(log.head().await.seq, 1 + MAX_UNSAVED as u64);
         drop(log);
-        // Three records past the head are more than one batch: not adopted.
+        // One more than that was not written by the daemon: not adopted.
         save_head(&store, &first).await.unwrap();
         let log = AuditLog::open(&path, store.clone(), clock.clone())
             .await
             .unwrap();
-        log.append(AuditEvent::new("d", "system")).await.unwrap();
+        log.append(AuditEvent::new("f", "system")).await.unwrap();
         drop(log);
         save_head(&store, &first).await.unwrap();
         let log = AuditLog::open(&path, store.clone(), clock).await.unwrap();

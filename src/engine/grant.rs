@@ -13,6 +13,7 @@ use crate::api::caller::Caller;
 use crate::audit::writer::ChainHead;
 use crate::audit::{AuditEvent, Outcome};
 use crate::authorized_keys::{render_line, KeyMark};
+use crate::config::AuditFormat;
 use crate::engine::WhitelistOutcome;
 use crate::planner::{self, LoginFacts, LoginPlan, LoginRequest};
 use crate::sshkey::SupportKey;
@@ -20,6 +21,9 @@ use crate::store::grants::{GrantRow, GrantState, InsertError, NewGrant};
 use crate::system::keystore::{KeyAccount, KeyStoreError};
 use crate::system::users::Secret;
 use crate::types::{ServerNum, SupportIp, TicketId, Username};
+
+/// How long a grant's "done" mark may wait for another write to carry it.
+pub(super) const DONE_MARK_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// A validated request for access.
 #[derive(Debug, Clone)]
@@ -61,16 +65,15 @@ pub enum GrantError {
 
 /// How [`Engine::apply_grant`] gets the key in place.
 enum KeyStep {
-    /// Already done (or failed), staged while the intent committed; when
-    /// the key went in, `audited` is the append of the closing records.
+    /// Already done (or failed), staged while the intent committed, into
+    /// the account returned; when the key went in, `audited` is the append
+    /// of the closing records.
     Staged {
-        acct: KeyAccount,
-        installed: Result<(), String>,
+        installed: Result<KeyAccount, String>,
         audited: Option<Result<Option<ChainHead>, String>>,
     },
-    /// To install now: into this account, found for the duplicate check,
-    /// or (`None`, or a temporary user) the one the grant names.
-    Now(Option<KeyAccount>),
+    /// To install now, into the temporary user's account.
+    Now,
 }
 
 /// A host change made during a grant, undone in reverse on failure.
@@ -117,13 +120,18 @@ impl Engine {
             .map_err(|e| GrantError::Refused(e.0))?;
         let user = plan.user();
 
-        let existing_acct = self.host.key_account_of(&user).ok().flatten();
         let temp_user = matches!(plan, LoginPlan::Temporary { .. });
         // A key of ours for this ticket and server already on the host
         // (left by someone else's hand) is refused rather than doubled. For
         // an existing login user the install checks that itself, under the
-        // lock on ~/.ssh and before the intent is recorded.
-        if let (Some(acct), true) = (&existing_acct, temp_user) {
+        // lock on ~/.ssh, and its account is looked up while the intent
+        // commits.
+        let existing_temp = if temp_user {
+            self.host.key_account_of(&user).ok().flatten()
+        } else {
+            None
+        };
+        if let Some(acct) = &existing_temp {
             let keys = self.host.keys.clone();
             let present = tokio::task::block_in_place(|| keys.list_ours(acct)).map_err(|e| {
                 GrantError::Refused(format!("Cannot read {}'s authorized_keys: {e}", user))
@@ -176,12 +184,8 @@ impl Engine {
         // nothing), the intent is committed from the install's gate, the key
         // is renamed in, and the closing records are appended. A temporary
         // user's key waits for the user, which waits for the intent.
-        let pipelined = match &existing_acct {
-            Some(acct) if !temp_user => Some(acct.clone()),
-            _ => None,
-        };
-        let (intent, key_step) = match pipelined {
-            Some(acct) => {
+        let (intent, key_step) = match temp_user {
+            false => {
                 let keys = self.host.keys.clone();
                 // Polled once here, the INSERT is already running on
                 // SQLite's thread while the key is staged below; the gate
@@ -191,6 +195,11 @@ impl Engine {
                     std::future::poll_fn(|cx| Poll::Ready(recording.as_mut().poll(cx))).await;
                 let mut intent = None;
                 let (installed, audited) = tokio::task::block_in_place(|| {
+                    let acct = match self.host.key_account_of(&user) {
+                        Ok(Some(acct)) => acct,
+                        Ok(None) => return (Err(format!("the user {user} does not exist")), None),
+                        Err(e) => return (Err(e), None),
+                    };
                     let handle = tokio::runtime::Handle::current();
                     let mut closing = None;
                     let installed = keys.install_new(&acct, &line, &mark, &mut || {
@@ -222,6 +231,13 @@ impl Engine {
                         }
                         _ => None,
                     };
+                    let installed = installed.map(|()| acct).map_err(|e| match e {
+                        KeyStoreError::SlotTaken { .. } => format!(
+                            "a key for ticket {} server {} is already present in {}'s authorized_keys; revoke it first",
+                            req.ticket, req.server, user
+                        ),
+                        e => e.to_string(),
+                    });
                     (installed, audited)
                 });
                 // A refusal before the gate (a key of ours already in that
@@ -232,28 +248,14 @@ impl Engine {
                     (None, Poll::Ready(recorded)) => recorded,
                     (None, Poll::Pending) => recording.await,
                 };
-                let installed = installed.map_err(|e| match e {
-                    KeyStoreError::SlotTaken { .. } => format!(
-                        "a key for ticket {} server {} is already present in {}'s authorized_keys; revoke it first",
-                        req.ticket, req.server, user
-                    ),
-                    e => e.to_string(),
-                });
-                (
-                    intent,
-                    KeyStep::Staged {
-                        acct,
-                        installed,
-                        audited,
-                    },
-                )
+                (intent, KeyStep::Staged { installed, audited })
             }
-            None => {
+            true => {
                 let intent = self.store.insert_granting(&new).await;
                 if intent.is_ok() {
                     super::fault::point("after_intent");
                 }
-                (intent, KeyStep::Now(existing_acct))
+                (intent, KeyStep::Now)
             }
         };
         let row = match intent {
@@ -285,9 +287,18 @@ impl Engine {
                 &mut password,
             )
             .await;
-        // The grant is done when its closing records are durable; the mark
-        // and their chain head go into the store in one commit.
+        // The grant is done when its closing records are durable. In the
+        // hash-chained log they are what the reconciler completes it from
+        // after a crash, so its "done" mark (with their chain head) waits
+        // for the store's next write; cPanel's log format has no chain to
+        // trust, so there the mark is committed before the answer.
         let applied = match applied {
+            Ok(head) if self.audit.format() == AuditFormat::Json => {
+                self.store
+                    .finish_later(row.id, head.as_ref().map(|h| (h.seq, h.hash.as_str())));
+                self.flush_done_marks_soon();
+                Ok(())
+            }
             Ok(head) => self
                 .store
                 .finish(
@@ -327,6 +338,20 @@ impl Engine {
             whitelist,
             non_fatals,
         })
+    }
+
+    /// Writes the pending done marks a moment from now, unless the next
+    /// grant's or revoke's intent has taken them along by then: off the
+    /// answer's path, and soon enough for anyone reading the database.
+    fn flush_done_marks_soon(&self) {
+        let store = self.store.clone();
+        let delay = self.done_mark_delay;
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Err(e) = store.flush_done_marks().await {
+                tracing::warn!(error = %e, "cannot write a grant's done mark yet; it stays pending");
+            }
+        });
     }
 
     /// Applies the plan, auditing each step; the final `grant` record is
@@ -387,24 +412,15 @@ impl Engine {
             }
         }
         let (acct, audited) = match key_step {
-            KeyStep::Staged {
-                acct,
-                installed,
+            KeyStep::Staged { installed, audited } => (
+                installed.map_err(|e| format!("installing the key for {user} failed: {e}"))?,
                 audited,
-            } => {
-                installed.map_err(|e| format!("installing the key for {user} failed: {e}"))?;
-                (acct, audited)
-            }
-            KeyStep::Now(existing) => {
-                // An existing login user was looked up for the duplicate
-                // check; a temporary one exists only now.
-                let acct = match existing {
-                    Some(acct) if !row.temp_user => acct,
-                    _ => self
-                        .host
-                        .key_account_of(user)?
-                        .ok_or_else(|| format!("the user {user} does not exist"))?,
-                };
+            ),
+            KeyStep::Now => {
+                let acct = self
+                    .host
+                    .key_account_of(user)?
+                    .ok_or_else(|| format!("the user {user} does not exist"))?;
                 let keys = self.host.keys.clone();
                 tokio::task::block_in_place(|| keys.install(&acct, line, mark))
                     .map_err(|e| format!("installing the key for {user} failed: {e}"))?;

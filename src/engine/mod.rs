@@ -63,6 +63,9 @@ pub struct Engine {
     policy: RwLock<Policy>,
     /// Serialises every change to the host.
     changes: Mutex<()>,
+    /// How long a grant's done mark may wait for another write to carry
+    /// it to the store (see `Store::finish_later`).
+    done_mark_delay: std::time::Duration,
 }
 
 impl Engine {
@@ -80,7 +83,14 @@ impl Engine {
             clock,
             policy: RwLock::new(policy),
             changes: Mutex::new(()),
+            done_mark_delay: grant::DONE_MARK_DELAY,
         }
+    }
+
+    /// For tests that look at a done mark before it is written.
+    #[cfg(test)]
+    pub(crate) fn set_done_mark_delay(&mut self, delay: std::time::Duration) {
+        self.done_mark_delay = delay;
     }
 
     pub fn set_policy(&self, policy: Policy) {

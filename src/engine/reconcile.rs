@@ -9,6 +9,7 @@ use serde_json::json;
 use super::revoke::{EndReason, Revoked};
 use super::Engine;
 use crate::api::caller::Caller;
+use crate::audit::closing::GrantClosing;
 use crate::audit::{AuditEvent, Outcome};
 use crate::authorized_keys::{render_line, KeyMark};
 use crate::planner::{self, Observation, ObservedKey, Repair};
@@ -78,9 +79,32 @@ impl Engine {
             .collect();
         users.insert(Username::root());
         users.extend(live.iter().map(|g| g.ssh_username.clone()));
+        let granting: Vec<GrantClosing> = live
+            .iter()
+            .filter(|g| g.state == GrantState::Granting)
+            .map(|g| GrantClosing {
+                id: g.id,
+                ticket: g.ticket,
+                server: g.server,
+                key_comment: g.key_comment.clone(),
+                since: g.created_at,
+            })
+            .collect();
+        // Unreadable, the log proves nothing: those grants are rolled back.
+        let completed_grants = self
+            .audit
+            .completed_grants(granting)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot search the audit log for completed grants; rolling them back");
+                Default::default()
+            });
         let host = self.host.clone();
         tokio::task::block_in_place(move || {
-            let mut seen = Observation::default();
+            let mut seen = Observation {
+                completed_grants,
+                ..Observation::default()
+            };
             let temp = host
                 .users
                 .list_temp()
@@ -151,6 +175,15 @@ impl Engine {
                         GrantState::Failed,
                         Some((self.clock.now(), "rollback")),
                     )
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Repair::CompleteGranting { grant_id } => {
+                // Its records say "granted"; the pass's `drift_repaired`
+                // record says why the store caught up only now.
+                let row = find(*grant_id)?;
+                self.store
+                    .finish(row.id, GrantState::Active, None, None)
                     .await
                     .map_err(|e| e.to_string())
             }

@@ -663,9 +663,11 @@ async fn a_root_grant_asks_sshd_only_about_root() {
 /// back without touching the admin's file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn done_marks_are_stored_and_a_taken_slot_rolls_back_untouched() {
-    let Some(rig) = rig("PermitRootLogin prohibit-password").await else {
+    let Some(mut rig) = rig("PermitRootLogin prohibit-password").await else {
         return;
     };
+    rig.engine
+        .set_done_mark_delay(std::time::Duration::from_secs(3600));
     let caller = Caller::LocalRoot { uid: 0 };
     let ak = rig.scratch.path("root/.ssh/authorized_keys");
     std::fs::create_dir_all(ak.parent().unwrap()).unwrap();
@@ -686,6 +688,13 @@ async fn done_marks_are_stored_and_a_taken_slot_rolls_back_untouched() {
     assert_eq!(live[0].state, GrantState::Active);
     let stored = rig.engine.store().grant(g.row.id).await.unwrap().unwrap();
     assert_eq!(stored.state, GrantState::Active);
+    // The grant's done mark waits for the store's next write; the audit
+    // log (two records past the stored head) already says "granted".
+    assert_eq!(raw_state(&rig, g.row.id).await, "granting");
+    assert_eq!(
+        stored_head_seq(&rig).await + 2,
+        rig.engine.audit.head().await.seq
+    );
     let our_line = rig
         .scratch
         .read("root/.ssh/authorized_keys")
@@ -711,6 +720,12 @@ async fn done_marks_are_stored_and_a_taken_slot_rolls_back_untouched() {
     let stored = rig.engine.store().grant(g.row.id).await.unwrap().unwrap();
     assert_eq!(stored.state, GrantState::Revoked);
     assert_eq!(stored.end_reason.as_deref(), Some("revoke"));
+    // The revoke's done mark took the grant's head along.
+    assert_eq!(raw_state(&rig, g.row.id).await, "revoked");
+    assert_eq!(
+        stored_head_seq(&rig).await,
+        rig.engine.audit.head().await.seq
+    );
 
     // Someone puts our old line back by hand: the next grant for that
     // ticket and server finds the slot taken under the lock on ~/.ssh.
@@ -747,4 +762,93 @@ async fn done_marks_are_stored_and_a_taken_slot_rolls_back_untouched() {
             "grant_rolled_back"
         ]
     );
+}
+
+/// A grant's state as SQLite has it (without the pending done marks).
+async fn raw_state(rig: &Rig, id: i64) -> String {
+    sqlx::query_scalar("SELECT state FROM grants WHERE id = ?1")
+        .bind(id)
+        .fetch_one(rig.engine.store().pool())
+        .await
+        .unwrap()
+}
+
+async fn stored_head_seq(rig: &Rig) -> u64 {
+    crate::audit::writer::load_head(rig.engine.store())
+        .await
+        .unwrap()
+        .map_or(0, |h| h.seq)
+}
+
+/// The daemon dies after a grant's closing records are durable, before
+/// its done mark reaches the store: the restart finds the records and
+/// completes the grant (the key stays, the store catches up) instead of
+/// rolling back a grant whose log says "granted". Another grant without
+/// closing records is rolled back as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_whose_done_mark_was_lost_is_completed_from_the_audit_log() {
+    let Some(mut rig) = rig("PermitRootLogin prohibit-password").await else {
+        return;
+    };
+    rig.engine
+        .set_done_mark_delay(std::time::Duration::from_secs(3600));
+    let caller = Caller::LocalRoot { uid: 0 };
+    let g = rig
+        .engine
+        .grant(&caller, request(&rig, "4545"))
+        .await
+        .unwrap();
+    assert_eq!(raw_state(&rig, g.row.id).await, "granting");
+    let with_key = rig.scratch.snapshot();
+
+    // "Crash": the store and log are reopened from disk; nothing pending
+    // in the old process is written.
+    let cfg = rig.scratch.cfg.clone();
+    let store = Store::open(&cfg.database_path()).await.unwrap();
+    // And a grant interrupted right after its intent: no key, no records.
+    let mut interrupted = crate::store::grants::tests::sample("4646", "1");
+    interrupted.created_at = T0;
+    let orphan = store.insert_granting(&interrupted).await.unwrap();
+    let audit = Arc::new(
+        AuditLog::open(&cfg.audit_log_path(), store.clone(), rig.clock.clone())
+            .await
+            .unwrap(),
+    );
+    let firewall = crate::firewall::Whitelist::detect(&cfg);
+    let host = Host::from_config(&cfg, Arc::new(firewall));
+    let engine = Engine::new(
+        store,
+        audit,
+        host,
+        rig.clock.clone(),
+        Policy::from_config(&cfg),
+    );
+    let report = engine.reconcile().await.unwrap();
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert_eq!(
+        report.repairs,
+        [
+            format!("CompleteGranting {{ grant_id: {} }}", g.row.id),
+            format!("RollBackGranting {{ grant_id: {} }}", orphan.id),
+        ]
+    );
+    let live = engine.store().list_live(None, None, None).await.unwrap();
+    assert_eq!(live.len(), 1);
+    assert_eq!((live[0].id, live[0].state), (g.row.id, GrantState::Active));
+    let state: String = sqlx::query_scalar("SELECT state FROM grants WHERE id = ?1")
+        .bind(g.row.id)
+        .fetch_one(engine.store().pool())
+        .await
+        .unwrap();
+    assert_eq!(state, "active");
+    // The key stayed where it was; only the log grew.
+    let diff = with_key.diff(&rig.scratch.snapshot());
+    assert!(
+        diff.iter()
+            .all(|d| d.contains("audit.log") || d.contains("state")),
+        "{diff:?}"
+    );
+    let report =
+        crate::audit::verify_files(&[cfg.audit_log_path()], Some(engine.audit.head().await));
+    assert!(report.is_ok(), "{report}");
 }

@@ -9,13 +9,15 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
+use super::live::PendingDone;
 use super::{Store, StoreError};
 use crate::types::{ServerNum, SupportIp, TicketId, Username};
 
 /// Lifecycle of a grant row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GrantState {
-    /// Recorded before the host is touched; rolled back if found at start.
+    /// Recorded before the host is touched; found at start, rolled back,
+    /// or completed when its closing audit records are durable.
     Granting,
     /// Applied and audited.
     Active,
@@ -155,6 +157,87 @@ macro_rules! select_grants {
     };
 }
 
+// Parameter numbering in the multi-statement texts below: sqlx binds the
+// slots a statement does not name (those below its highest `?N`) from a
+// running position and stops at the first it cannot fill, so every text
+// numbers its parameters in the order its statements first use them, and
+// the pending done marks travel as one JSON parameter, `?1`
+// (`live::PendingDone::to_json`: `{"ids": [...], "seq": N, "hash": "..."}`,
+// NULL when none are pending). The unit tests check each text's effect.
+
+/// Marks the pending grants `?1` lists as active; a grant moves only from
+/// `granting` (a revoke recorded meanwhile is kept).
+macro_rules! mark_active {
+    () => {
+        "UPDATE grants SET state = 'active' WHERE state = 'granting' \
+         AND id IN (SELECT value FROM json_each(?1, '$.ids')); "
+    };
+}
+
+/// Saves an audit chain head (`$seq`, NULL for none, and `$hash`); it only
+/// ever moves forward.
+macro_rules! save_head {
+    ($seq:expr, $hash:expr) => {
+        concat!(
+            "INSERT INTO audit_head (id, seq, hash) SELECT 1, ",
+            $seq,
+            ", ",
+            $hash,
+            " WHERE ",
+            $seq,
+            " IS NOT NULL ",
+            "ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash ",
+            "WHERE excluded.seq > audit_head.seq; "
+        )
+    };
+}
+
+/// The statements that commit the pending done marks in `?1`.
+macro_rules! write_done_marks {
+    () => {
+        concat!(
+            mark_active!(),
+            save_head!("json_extract(?1, '$.seq')", "json_extract(?1, '$.hash')")
+        )
+    };
+}
+
+/// A grant or revoke done (parameters 2-7: state, ended_at, end_reason,
+/// id, head seq, head hash), after `$before` (which may use `?1`) in the
+/// same transaction.
+macro_rules! finish {
+    ($before:expr) => {
+        concat!(
+            "BEGIN IMMEDIATE; ",
+            $before,
+            "UPDATE grants SET state = ?2, ",
+            "ended_at = COALESCE(?3, ended_at), end_reason = COALESCE(?4, end_reason) WHERE id = ?5; ",
+            save_head!("?6", "?7"),
+            "COMMIT;"
+        )
+    };
+}
+
+/// A grant's intent (parameters 2-19).
+macro_rules! insert_granting {
+    () => {
+        concat!(
+            "INSERT INTO grants (ticket_id, server_num, state, source, ssh_username, temp_user, ",
+            "sudoers_dropin, ssh_key, key_fingerprint, key_comment, access_ips, server_name, ",
+            "ticket_subject, ssh_ip, ssh_port, whm_ip, created_at, expires_at, granted_by) ",
+            "VALUES (?2, ?3, 'granting', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+        )
+    };
+}
+
+/// A revoke's intent (parameters 1-2).
+macro_rules! mark_revoking {
+    () => {
+        "UPDATE grants SET state = 'revoking', end_reason = ?1 WHERE id = ?2 \
+         AND state IN ('active','revoking','granting')"
+    };
+}
+
 /// Every live row, for loading the in-memory index.
 pub(super) const SELECT_LIVE: &str =
     select_grants!("WHERE state IN ('granting','active','revoking') ORDER BY id");
@@ -217,33 +300,50 @@ impl Store {
     pub async fn insert_granting(&self, g: &NewGrant) -> Result<GrantRow, InsertError> {
         let ips =
             serde_json::to_string(&g.access_ips).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let insert = sqlx::query(
-            "INSERT INTO grants (ticket_id, server_num, state, source, ssh_username, temp_user, \
-             sudoers_dropin, ssh_key, key_fingerprint, key_comment, access_ips, server_name, \
-             ticket_subject, ssh_ip, ssh_port, whm_ip, created_at, expires_at, granted_by) \
-             VALUES (?1, ?2, 'granting', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
-        )
-        .bind(g.ticket.as_i64())
-        .bind(g.server.as_i64())
-        .bind(&g.source)
-        .bind(g.ssh_username.as_str())
-        .bind(g.temp_user as i64)
-        .bind(g.sudoers_dropin as i64)
-        .bind(&g.ssh_key)
-        .bind(&g.key_fingerprint)
-        .bind(&g.key_comment)
-        .bind(ips)
-        .bind(&g.server_name)
-        .bind(&g.ticket_subject)
-        .bind(&g.ssh_ip)
-        .bind(i64::from(g.ssh_port))
-        .bind(&g.whm_ip)
-        .bind(g.created_at)
-        .bind(g.expires_at)
-        .bind(&g.granted_by);
-        let res = insert.execute(&mut *self.intents().lock().await?).await;
+        // Pending done marks commit with this intent (one fsync for both).
+        let pending = self.live.pending();
+        let sql = match pending {
+            None => insert_granting!(),
+            Some(_) => concat!(
+                "BEGIN IMMEDIATE; ",
+                write_done_marks!(),
+                insert_granting!(),
+                "; COMMIT;"
+            ),
+        };
+        let insert = sqlx::query(sql)
+            .bind(pending.as_ref().map(PendingDone::to_json))
+            .bind(g.ticket.as_i64())
+            .bind(g.server.as_i64())
+            .bind(&g.source)
+            .bind(g.ssh_username.as_str())
+            .bind(g.temp_user as i64)
+            .bind(g.sudoers_dropin as i64)
+            .bind(&g.ssh_key)
+            .bind(&g.key_fingerprint)
+            .bind(&g.key_comment)
+            .bind(ips)
+            .bind(&g.server_name)
+            .bind(&g.ticket_subject)
+            .bind(&g.ssh_ip)
+            .bind(i64::from(g.ssh_port))
+            .bind(&g.whm_ip)
+            .bind(g.created_at)
+            .bind(g.expires_at)
+            .bind(&g.granted_by);
+        let res = {
+            let mut conn = self.intents().lock().await?;
+            let res = insert.execute(&mut *conn).await;
+            if pending.is_some() {
+                Self::end_failed_transaction(conn, &res).await;
+            }
+            res
+        };
         match res {
             Ok(done) => {
+                if let Some(p) = &pending {
+                    self.live.settle_pending(p);
+                }
                 let row = g.stored_as(done.last_insert_rowid());
                 self.live.put(row.clone());
                 Ok(row)
@@ -262,14 +362,58 @@ impl Store {
         }
     }
 
+    /// After a multi-statement transaction failed part-way: rolls it back
+    /// so the connection is never left inside it, or drops a connection
+    /// that cannot say (it failed before BEGIN took, or is broken).
+    async fn end_failed_transaction<T>(
+        mut conn: super::DedicatedGuard<'_>,
+        res: &Result<T, sqlx::Error>,
+    ) {
+        if res.is_err() && sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+            super::Dedicated::discard(conn);
+        }
+    }
+
+    /// Marks grant `id` done (active) in memory now and in SQLite with
+    /// the next write (see `live::PendingDone`), together with `audit_head`,
+    /// the chain head of its closing records. Only for a grant whose
+    /// closing records are durable in the hash-chained log: that is what
+    /// the reconciler completes it from if this process dies first.
+    pub fn finish_later(&self, id: i64, audit_head: Option<(u64, &str)>) {
+        self.live
+            .complete_later(id, audit_head.map(|(seq, hash)| (seq, hash.to_string())));
+    }
+
+    /// Writes the pending done marks now (a moment after a grant, and at
+    /// close), on the relaxed connection: they are in the audit log
+    /// already, so a power cut that loses this commit loses nothing.
+    pub async fn flush_done_marks(&self) -> Result<(), StoreError> {
+        let Some(pending) = self.live.pending() else {
+            return Ok(());
+        };
+        let res = {
+            let mut conn = self.relaxed().lock().await?;
+            let res = sqlx::query(concat!("BEGIN IMMEDIATE; ", write_done_marks!(), "COMMIT;"))
+                .bind(pending.to_json())
+                .execute(&mut *conn)
+                .await;
+            Self::end_failed_transaction(conn, &res).await;
+            res
+        };
+        res?;
+        self.live.settle_pending(&pending);
+        Ok(())
+    }
+
     /// Marks a grant or revoke done (`state`, and `ended` for a revoke)
     /// together with the audit chain head of its closing records, in one
     /// transaction that is not fsynced on its own (see [`Store`]'s
     /// `relaxed`): the intent was fsynced before the host was touched and
     /// the audit records are durable, so this mark is the only thing a
-    /// power cut can lose, and the reconciler finishes or rolls back the
-    /// intent it leaves. The head only ever moves forward: a later record's
-    /// head saved meanwhile is kept.
+    /// power cut can lose, and the reconciler finishes the revoke or
+    /// completes the grant from those records. The head only ever moves
+    /// forward: a later record's head saved meanwhile is kept. Pending done
+    /// marks of grants go along; when this write fails, its head joins them.
     pub async fn finish(
         &self,
         id: i64,
@@ -277,42 +421,40 @@ impl Store {
         ended: Option<(i64, &str)>,
         audit_head: Option<(u64, &str)>,
     ) -> Result<(), StoreError> {
+        let mut written = self.live.pending().unwrap_or_default();
+        written.add_head(audit_head.map(|(seq, hash)| (seq, hash.to_string())));
+        // This row's own mark is moot: it is set here.
+        let others = written.ids.iter().any(|&other| other != id);
+        let (seq, hash) = match &written.head {
+            Some((seq, hash)) => (Some(*seq as i64), Some(hash.clone())),
+            None => (None, None),
+        };
         // One round trip to SQLite's thread: the statements run as one
         // transaction, and a failure part-way is rolled back right here so
         // the connection is never left inside a transaction.
         let mut conn = self.relaxed().lock().await?;
-        let (seq, hash) = match audit_head {
-            Some((seq, hash)) => (Some(seq as i64), Some(hash)),
-            None => (None, None),
+        let sql = if others {
+            finish!(mark_active!())
+        } else {
+            finish!("")
         };
-        let done = sqlx::query(
-            "BEGIN IMMEDIATE; \
-             UPDATE grants SET state = ?1, \
-             ended_at = COALESCE(?2, ended_at), end_reason = COALESCE(?3, end_reason) WHERE id = ?4; \
-             INSERT INTO audit_head (id, seq, hash) SELECT 1, ?5, ?6 WHERE ?5 IS NOT NULL \
-             ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash \
-             WHERE excluded.seq > audit_head.seq; \
-             COMMIT;",
-        )
-        .bind(state.as_str())
-        .bind(ended.map(|(t, _)| t))
-        .bind(ended.map(|(_, r)| r.to_string()))
-        .bind(id)
-        .bind(seq)
-        .bind(hash)
-        .execute(&mut *conn)
-        .await;
+        let done = sqlx::query(sql)
+            .bind(others.then(|| written.to_json()))
+            .bind(state.as_str())
+            .bind(ended.map(|(t, _)| t))
+            .bind(ended.map(|(_, r)| r.to_string()))
+            .bind(id)
+            .bind(seq)
+            .bind(hash)
+            .execute(&mut *conn)
+            .await;
+        Self::end_failed_transaction(conn, &done).await;
         if let Err(e) = done {
-            if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
-                // Not in a transaction (it failed before BEGIN took) or the
-                // connection is broken: either way, do not reuse it.
-                super::Dedicated::discard(conn);
-            } else {
-                drop(conn);
-            }
+            self.live.defer_head(written.head);
             self.resync_index(id).await;
             return Err(e.into());
         }
+        self.live.settle_pending(&written);
         self.mark_in_index(id, state, ended).await
     }
 
@@ -399,9 +541,11 @@ impl Store {
     /// Marks a grant as being revoked, remembering why (so a crash mid-way
     /// is finished with the same reason).
     pub async fn mark_revoking(&self, id: i64, reason: &str) -> Result<(), StoreError> {
+        // Pending done marks are left for the revoke's `finish`: this
+        // intent stays one statement (see `audit::writer::MAX_UNSAVED`).
         let res = {
             let mut conn = self.intents().lock().await?;
-            sqlx::query("UPDATE grants SET state = 'revoking', end_reason = ?1 WHERE id = ?2 AND state IN ('active','revoking','granting')")
+            sqlx::query(mark_revoking!())
                 .bind(reason)
                 .bind(id)
                 .execute(&mut *conn)
@@ -442,7 +586,11 @@ impl Store {
     pub async fn grant(&self, id: i64) -> Result<Option<GrantRow>, StoreError> {
         let q = select_grants!("WHERE id = ?1");
         let row = sqlx::query(q).bind(id).fetch_optional(self.pool()).await?;
-        row.as_ref().map(row_to_grant).transpose()
+        let mut row = row.as_ref().map(row_to_grant).transpose()?;
+        if let Some(g) = &mut row {
+            self.live.overlay(g);
+        }
+        Ok(row)
     }
 
     /// Grants that may have a footprint on the host, oldest first (from
@@ -614,6 +762,90 @@ pub(crate) mod tests {
         let b = s.insert_granting(&sample("1002", "1")).await.unwrap().id;
         s.finish(b, GrantState::Active, None, None).await.unwrap();
         assert_eq!(head(&s).await, Some((5, "h5".to_string())));
+    }
+
+    #[tokio::test]
+    async fn done_marks_left_for_later_ride_on_the_next_write() {
+        let (_d, s) = store().await;
+        let raw = |s: &Store, id: i64| {
+            let pool = s.pool().clone();
+            async move {
+                let state: String = sqlx::query_scalar("SELECT state FROM grants WHERE id = ?1")
+                    .bind(id)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+                let head: Option<i64> =
+                    sqlx::query_scalar("SELECT seq FROM audit_head WHERE id = 1")
+                        .fetch_optional(&pool)
+                        .await
+                        .unwrap();
+                (state, head)
+            }
+        };
+        let a = s.insert_granting(&sample("1001", "1")).await.unwrap().id;
+        s.finish_later(a, Some((5, "h5")));
+        // Active in memory (and to readers of one row) before SQLite.
+        assert_eq!(
+            s.list_live(None, None, None).await.unwrap()[0].state,
+            GrantState::Active
+        );
+        assert_eq!(s.grant(a).await.unwrap().unwrap().state, GrantState::Active);
+        assert_eq!(raw(&s, a).await, ("granting".into(), None));
+        // A reload from SQLite (after a failed write) keeps it active.
+        s.live.reload(s.pool()).await;
+        assert_eq!(s.live_grants().await.unwrap()[0].state, GrantState::Active);
+
+        // The next grant's intent carries the mark and its head.
+        let b = s.insert_granting(&sample("1002", "1")).await.unwrap().id;
+        assert_eq!(raw(&s, a).await, ("active".into(), Some(5)));
+        assert_eq!(raw(&s, b).await, ("granting".into(), Some(5)));
+        assert!(s.live.pending().is_none());
+
+        // A revoke's intent does not (one statement); its done mark does,
+        // keeping the newer head; the revoked row's own mark is moot.
+        s.finish_later(b, Some((7, "h7")));
+        s.mark_revoking(b, "revoke").await.unwrap();
+        assert_eq!(raw(&s, b).await, ("revoking".into(), Some(5)));
+        s.finish(b, GrantState::Revoked, Some((9, "revoke")), Some((6, "h6")))
+            .await
+            .unwrap();
+        assert_eq!(raw(&s, b).await, ("revoked".into(), Some(7)));
+        assert!(s.live.pending().is_none());
+
+        // Another grant's pending mark goes with a revoke's done mark too.
+        let c = s.insert_granting(&sample("1003", "1")).await.unwrap().id;
+        let d = s.insert_granting(&sample("1004", "1")).await.unwrap().id;
+        s.finish_later(d, Some((11, "h11")));
+        s.mark_revoking(c, "revoke").await.unwrap();
+        s.finish(
+            c,
+            GrantState::Revoked,
+            Some((9, "revoke")),
+            Some((13, "h13")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(raw(&s, d).await, ("active".into(), Some(13)));
+
+        // Or the flush shortly after, on its own; a mark for a grant
+        // revoked meanwhile does not bring it back.
+        let e = s.insert_granting(&sample("1005", "1")).await.unwrap().id;
+        s.finish_later(e, Some((15, "h15")));
+        s.set_grant_state(e, GrantState::Revoked, Some((20, "revoke")))
+            .await
+            .unwrap();
+        s.flush_done_marks().await.unwrap();
+        assert_eq!(raw(&s, e).await, ("revoked".into(), Some(15)));
+        assert!(s.live.pending().is_none());
+        s.flush_done_marks().await.unwrap();
+
+        // At close, what is still pending is written.
+        let f = s.insert_granting(&sample("1006", "1")).await.unwrap().id;
+        s.finish_later(f, Some((17, "h17")));
+        s.close().await;
+        let s = Store::open(&_d.path().join("s/state.db")).await.unwrap();
+        assert_eq!(raw(&s, f).await, ("active".into(), Some(17)));
     }
 
     #[tokio::test]

@@ -14,12 +14,12 @@
 //! Readers that want every live row (ticket_list) get a shared, sorted
 //! snapshot, rebuilt from the index (not from SQLite) after a change.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use sqlx::SqlitePool;
 
-use super::grants::{row_to_grant, GrantRow, SELECT_LIVE};
+use super::grants::{row_to_grant, GrantRow, GrantState, SELECT_LIVE};
 use super::{Store, StoreError};
 use crate::types::{ServerNum, TicketId, Username};
 
@@ -28,6 +28,55 @@ struct Index {
     rows: BTreeMap<i64, GrantRow>,
     /// Every row, by ticket and server, until the next change.
     snapshot: Option<Arc<[GrantRow]>>,
+    /// Grants shown active here whose rows still say `granting`.
+    pending: PendingDone,
+}
+
+/// "Done" marks of grants that are complete (their closing audit records
+/// are durable) but not yet written to SQLite. They ride on the next
+/// intent's commit, or a flush shortly after (`Store::finish_later`), so a
+/// grant's answer waits for no commit of its own. A crash before that
+/// loses nothing: the reconciler finds the closing records in the audit
+/// log and completes the grant (`Repair::CompleteGranting`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct PendingDone {
+    pub(crate) ids: BTreeSet<i64>,
+    /// The newest chain head among them: (seq, hash).
+    pub(crate) head: Option<(u64, String)>,
+}
+
+impl PendingDone {
+    fn add(&mut self, id: i64, head: Option<(u64, String)>) {
+        self.ids.insert(id);
+        self.add_head(head);
+    }
+
+    /// Keeps the newer of the two heads.
+    pub(crate) fn add_head(&mut self, head: Option<(u64, String)>) {
+        if let Some(h) = head {
+            if self.head.as_ref().is_none_or(|old| old.0 < h.0) {
+                self.head = Some(h);
+            }
+        }
+    }
+
+    /// The marks as `write_done_marks!` reads them (one JSON parameter,
+    /// so the statement text stays constant however many are pending).
+    pub(crate) fn to_json(&self) -> String {
+        serde_json::json!({
+            "ids": self.ids,
+            "seq": self.head.as_ref().map(|h| h.0),
+            "hash": self.head.as_ref().map(|h| h.1.as_str()),
+        })
+        .to_string()
+    }
+
+    /// A row read back from SQLite, as it stands once these marks land.
+    fn overlay(&self, row: &mut GrantRow) {
+        if row.state == GrantState::Granting && self.ids.contains(&row.id) {
+            row.state = GrantState::Active;
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -53,6 +102,7 @@ impl LiveGrants {
             index: Arc::new(Mutex::new(Index {
                 rows,
                 snapshot: None,
+                pending: PendingDone::default(),
             })),
         })
     }
@@ -61,8 +111,11 @@ impl LiveGrants {
     /// best effort: if SQLite cannot be read, the index stays as it was.
     pub(crate) async fn reload(&self, pool: &SqlitePool) {
         match load_rows(pool).await {
-            Ok(rows) => {
+            Ok(mut rows) => {
                 let mut index = self.lock();
+                for row in rows.values_mut() {
+                    index.pending.overlay(row);
+                }
                 index.rows = rows;
                 index.snapshot = None;
             }
@@ -77,8 +130,9 @@ impl LiveGrants {
     }
 
     /// Puts `row` in (or takes it out when it is not live).
-    pub(crate) fn put(&self, row: GrantRow) {
+    pub(crate) fn put(&self, mut row: GrantRow) {
         let mut index = self.lock();
+        index.pending.overlay(&mut row);
         if row.state.is_live() {
             index.rows.insert(row.id, row);
         } else {
@@ -107,6 +161,48 @@ impl LiveGrants {
                 index.rows.remove(&id);
             }
             index.snapshot = None;
+        }
+    }
+
+    /// `row` (read back from SQLite) as it stands once the pending done
+    /// marks land.
+    pub(crate) fn overlay(&self, row: &mut GrantRow) {
+        self.lock().pending.overlay(row);
+    }
+
+    /// Shows grant `id` active now and remembers its done mark (and the
+    /// chain head of its closing records) for SQLite's next write.
+    pub(crate) fn complete_later(&self, id: i64, head: Option<(u64, String)>) {
+        let mut index = self.lock();
+        if let Some(row) = index.rows.get_mut(&id) {
+            row.state = GrantState::Active;
+            index.snapshot = None;
+        }
+        index.pending.add(id, head);
+    }
+
+    /// A chain head a failed write could not save, for the next one.
+    pub(crate) fn defer_head(&self, head: Option<(u64, String)>) {
+        self.lock().pending.add_head(head);
+    }
+
+    /// The pending done marks, for a write about to commit them; `None`
+    /// when there are none. Until [`Self::settle_pending`] they are still
+    /// applied to rows read back.
+    pub(crate) fn pending(&self) -> Option<PendingDone> {
+        let index = self.lock();
+        (!index.pending.ids.is_empty() || index.pending.head.is_some())
+            .then(|| index.pending.clone())
+    }
+
+    /// Forgets the marks in `written`, now committed (marks added since
+    /// stay pending).
+    pub(crate) fn settle_pending(&self, written: &PendingDone) {
+        let mut index = self.lock();
+        let pending = &mut index.pending;
+        pending.ids.retain(|id| !written.ids.contains(id));
+        if pending.head.as_ref().map(|h| h.0) <= written.head.as_ref().map(|h| h.0) {
+            pending.head = None;
         }
     }
 

@@ -62,9 +62,10 @@ pub struct Store {
     /// (surviving a crash of this process) but are not fsynced on their
     /// own; the next fsynced commit takes them along. Used only for the
     /// "done" mark of a grant or revoke, whose intent was fsynced before
-    /// the host was touched and whose audit record is already durable, so
-    /// a power cut losing the mark leaves the intent, which the reconciler
-    /// finishes (revoke) or rolls back (grant).
+    /// the host was touched and whose audit records are already durable,
+    /// so a power cut losing the mark leaves the intent, which the
+    /// reconciler finishes (revoke) or completes from those records
+    /// (grant).
     relaxed: Dedicated,
     tokens: Arc<token_table::TokenTable>,
     /// The live grants, in memory (see [`live::LiveGrants`]).
@@ -219,6 +220,11 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Err(e) = self.flush_done_marks().await {
+            // The closing audit records complete these grants at the next
+            // start (`Repair::CompleteGranting`).
+            tracing::error!(error = %e, "cannot write pending grant done marks at close");
+        }
         self.intents.close().await;
         self.relaxed.close().await;
         self.pool.close().await;

@@ -60,6 +60,13 @@ pub fn crash_grant(sb: &Sandbox, step: &str) {
     let listed = scene.listed(ticket);
     let rolled_forward = listed.iter().any(|(_, s)| s == "AUTHED");
     eprintln!("crash at {step}: after restart ticket_list shows {listed:?} (rolled forward: {rolled_forward})");
+    // Once the closing `grant` record is durable the grant happened: the
+    // restart completes it from the log; before that it is rolled back.
+    assert_eq!(
+        rolled_forward,
+        step == "after_grant_audited",
+        "crash at {step}: listed {listed:?}"
+    );
     if rolled_forward {
         // Rolled forward: it must really work (the password never reached
         // the caller, so only the key login is checked).
