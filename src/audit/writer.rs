@@ -261,21 +261,17 @@ impl AuditLog {
 
     /// Appends one batch (at most [`MAX_BATCH`] records) durably but leaves
     /// the chain head for the caller to commit with its own state change
-    /// (`Store::finish`), saving a commit: a grant's or revoke's closing
-    /// records and its "done" mark go out as one append and one commit.
-    /// Returns the head to save (`None` when the log's format keeps no
-    /// chain). A crash before the caller's commit leaves this one batch past
-    /// the stored head, which the next open adopts.
+    /// (`Store::finish`, or `Store::finish_later` for a grant), saving a
+    /// commit: a grant's or revoke's closing records and its "done" mark go
+    /// out as one append and at most one commit. Returns the head to save
+    /// (`None` when the log's format keeps no chain). A crash before the
+    /// caller's commit leaves this batch past the stored head, which the
+    /// next open adopts (see [`MAX_UNSAVED`]).
     pub async fn append_batch_head_deferred(
         &self,
         events: &[AuditEvent],
     ) -> Result<Option<ChainHead>, AuditError> {
-        if events.len() > MAX_BATCH {
-            return Err(io_err(
-                &self.path,
-                format!("a deferred-head batch holds at most {MAX_BATCH} records"),
-            ));
-        }
+        self.check_deferred_batch(events)?;
         let mut state = self.state.lock().await;
         let (_, head) = self.write_batch(&mut state, events).await?;
         // The caller's save only moves the head forward, so a later
@@ -293,6 +289,18 @@ impl AuditLog {
         Ok(seqs)
     }
 
+    /// A deferred-head batch is one fsync's worth: the bound
+    /// [`MAX_UNSAVED`] counts on it.
+    fn check_deferred_batch(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
+        if events.len() > MAX_BATCH {
+            return Err(io_err(
+                &self.path,
+                format!("a deferred-head batch holds at most {MAX_BATCH} records"),
+            ));
+        }
+        Ok(())
+    }
+
     /// [`append_batch_head_deferred`](Self::append_batch_head_deferred)
     /// for a caller on a blocking thread (never a runtime worker): the
     /// whole append runs on the caller's thread, without a hand-off to
@@ -301,12 +309,7 @@ impl AuditLog {
         &self,
         events: &[AuditEvent],
     ) -> Result<Option<ChainHead>, AuditError> {
-        if events.len() > MAX_BATCH {
-            return Err(io_err(
-                &self.path,
-                format!("a deferred-head batch holds at most {MAX_BATCH} records"),
-            ));
-        }
+        self.check_deferred_batch(events)?;
         let mut state = self.state.blocking_lock();
         let Some(sealed) = self.seal(&state, events)? else {
             return Ok(None);

@@ -28,10 +28,23 @@ async fn rig(sshd_body: &str) -> Option<Rig> {
         return None;
     }
     let scratch = ScratchRoot::new(sshd_body);
+    let store = Store::open(&scratch.cfg.database_path()).await.unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let engine = engine_on(&scratch, store, clock.clone()).await;
+    let key = fresh_key(scratch.dir.path(), "support");
+    Some(Rig {
+        scratch,
+        engine,
+        clock,
+        key,
+    })
+}
+
+/// An engine on `scratch`'s configuration (support address 203.0.113.5)
+/// over `store`, opening the audit log from disk.
+async fn engine_on(scratch: &ScratchRoot, store: Store, clock: Arc<ManualClock>) -> Engine {
     let mut cfg = scratch.cfg.clone();
     cfg.access.support_ips = vec![SupportIp::parse("203.0.113.5").unwrap()];
-    let store = Store::open(&cfg.database_path()).await.unwrap();
-    let clock = Arc::new(ManualClock::new(T0));
     let audit = Arc::new(
         AuditLog::open(&cfg.audit_log_path(), store.clone(), clock.clone())
             .await
@@ -41,14 +54,7 @@ async fn rig(sshd_body: &str) -> Option<Rig> {
     let firewall = crate::firewall::Whitelist::detect(&cfg);
     assert!(firewall.backends().is_empty());
     let host = Host::from_config(&cfg, Arc::new(firewall));
-    let engine = Engine::new(store, audit, host, clock.clone(), Policy::from_config(&cfg));
-    let key = fresh_key(scratch.dir.path(), "support");
-    Some(Rig {
-        scratch,
-        engine,
-        clock,
-        key,
-    })
+    Engine::new(store, audit, host, clock, Policy::from_config(&cfg))
 }
 
 fn request(rig: &Rig, ticket: &str) -> GrantRequest {
@@ -809,20 +815,7 @@ async fn a_grant_whose_done_mark_was_lost_is_completed_from_the_audit_log() {
     let mut interrupted = crate::store::grants::tests::sample("4646", "1");
     interrupted.created_at = T0;
     let orphan = store.insert_granting(&interrupted).await.unwrap();
-    let audit = Arc::new(
-        AuditLog::open(&cfg.audit_log_path(), store.clone(), rig.clock.clone())
-            .await
-            .unwrap(),
-    );
-    let firewall = crate::firewall::Whitelist::detect(&cfg);
-    let host = Host::from_config(&cfg, Arc::new(firewall));
-    let engine = Engine::new(
-        store,
-        audit,
-        host,
-        rig.clock.clone(),
-        Policy::from_config(&cfg),
-    );
+    let engine = engine_on(&rig.scratch, store, rig.clock.clone()).await;
     let report = engine.reconcile().await.unwrap();
     assert!(report.errors.is_empty(), "{report:?}");
     assert_eq!(

@@ -725,24 +725,23 @@ pub(crate) mod tests {
         assert_eq!(filtered.len(), 1);
     }
 
+    /// The audit chain head as SQLite has it.
+    async fn stored_head(s: &Store) -> Option<(i64, String)> {
+        crate::audit::writer::load_head(s)
+            .await
+            .unwrap()
+            .map(|h| (h.seq as i64, h.hash))
+    }
+
     #[tokio::test]
     async fn finish_marks_state_and_moves_the_audit_head_only_forward() {
         let (_d, s) = store().await;
-        let head = |s: &Store| {
-            let pool = s.pool().clone();
-            async move {
-                sqlx::query_as::<_, (i64, String)>("SELECT seq, hash FROM audit_head WHERE id = 1")
-                    .fetch_optional(&pool)
-                    .await
-                    .unwrap()
-            }
-        };
         let a = s.insert_granting(&sample("1001", "1")).await.unwrap().id;
         s.finish(a, GrantState::Active, None, Some((5, "h5")))
             .await
             .unwrap();
         assert_eq!(s.grant(a).await.unwrap().unwrap().state, GrantState::Active);
-        assert_eq!(head(&s).await, Some((5, "h5".to_string())));
+        assert_eq!(stored_head(&s).await, Some((5, "h5".to_string())));
         // A later record's head saved first is not moved back.
         s.finish(
             a,
@@ -758,31 +757,24 @@ pub(crate) mod tests {
             (row.ended_at, row.end_reason.as_deref()),
             (Some(300), Some("revoke"))
         );
-        assert_eq!(head(&s).await, Some((5, "h5".to_string())));
+        assert_eq!(stored_head(&s).await, Some((5, "h5".to_string())));
         let b = s.insert_granting(&sample("1002", "1")).await.unwrap().id;
         s.finish(b, GrantState::Active, None, None).await.unwrap();
-        assert_eq!(head(&s).await, Some((5, "h5".to_string())));
+        assert_eq!(stored_head(&s).await, Some((5, "h5".to_string())));
     }
 
     #[tokio::test]
     async fn done_marks_left_for_later_ride_on_the_next_write() {
         let (_d, s) = store().await;
-        let raw = |s: &Store, id: i64| {
-            let pool = s.pool().clone();
-            async move {
-                let state: String = sqlx::query_scalar("SELECT state FROM grants WHERE id = ?1")
-                    .bind(id)
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap();
-                let head: Option<i64> =
-                    sqlx::query_scalar("SELECT seq FROM audit_head WHERE id = 1")
-                        .fetch_optional(&pool)
-                        .await
-                        .unwrap();
-                (state, head)
-            }
-        };
+        // A row's state and the chain head's seq as SQLite has them.
+        async fn raw(s: &Store, id: i64) -> (String, Option<i64>) {
+            let state = sqlx::query_scalar("SELECT state FROM grants WHERE id = ?1")
+                .bind(id)
+                .fetch_one(s.pool())
+                .await
+                .unwrap();
+            (state, stored_head(s).await.map(|h| h.0))
+        }
         let a = s.insert_granting(&sample("1001", "1")).await.unwrap().id;
         s.finish_later(a, Some((5, "h5")));
         // Active in memory (and to readers of one row) before SQLite.
