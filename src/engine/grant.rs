@@ -22,9 +22,6 @@ use crate::system::keystore::{KeyAccount, KeyStoreError};
 use crate::system::users::Secret;
 use crate::types::{ServerNum, SupportIp, TicketId, Username};
 
-/// How long a grant's "done" mark may wait for another write to carry it.
-pub(super) const DONE_MARK_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
-
 /// A validated request for access.
 #[derive(Debug, Clone)]
 pub struct GrantRequest {
@@ -289,14 +286,13 @@ impl Engine {
             .await;
         // The grant is done when its closing records are durable. In the
         // hash-chained log they are what the reconciler completes it from
-        // after a crash, so its "done" mark (with their chain head) waits
-        // for the store's next write; cPanel's log format has no chain to
+        // after a crash, so its "done" mark (with their chain head) follows
+        // the answer (see `settle`); cPanel's log format has no chain to
         // trust, so there the mark is committed before the answer.
         let applied = match applied {
             Ok(head) if self.audit.format() == AuditFormat::Json => {
                 self.store
                     .finish_later(row.id, head.as_ref().map(|h| (h.seq, h.hash.as_str())));
-                self.flush_done_marks_soon();
                 Ok(())
             }
             Ok(head) => self
@@ -318,6 +314,9 @@ impl Engine {
                 row.ticket, row.server
             )));
         }
+        // A login user's key went in without WHM's copy (`install_new`);
+        // it follows the answer, with the done mark.
+        self.settle_soon((!row.temp_user).then_some(row.id));
         let row = GrantRow {
             state: GrantState::Active,
             ..row
@@ -338,20 +337,6 @@ impl Engine {
             whitelist,
             non_fatals,
         })
-    }
-
-    /// Writes the pending done marks a moment from now, unless the next
-    /// grant's or revoke's intent has taken them along by then: off the
-    /// answer's path, and soon enough for anyone reading the database.
-    fn flush_done_marks_soon(&self) {
-        let store = self.store.clone();
-        let delay = self.done_mark_delay;
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            if let Err(e) = store.flush_done_marks().await {
-                tracing::warn!(error = %e, "cannot write a grant's done mark yet; it stays pending");
-            }
-        });
     }
 
     /// Applies the plan, auditing each step; the final `grant` record is

@@ -17,6 +17,7 @@ pub mod grant;
 pub mod host;
 pub mod reconcile;
 pub mod revoke;
+pub mod settle;
 pub mod support_ips;
 
 use std::sync::{Arc, RwLock};
@@ -62,10 +63,11 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     policy: RwLock<Policy>,
     /// Serialises every change to the host.
-    changes: Mutex<()>,
-    /// How long a grant's done mark may wait for another write to carry
-    /// it to the store (see `Store::finish_later`).
-    done_mark_delay: std::time::Duration,
+    changes: Arc<Mutex<()>>,
+    /// Grants whose WHM key copy follows their answer (see [`settle`]).
+    unsettled: settle::Unsettled,
+    /// How long that copy and a grant's done mark wait (see [`settle`]).
+    settle_delay: std::time::Duration,
 }
 
 impl Engine {
@@ -82,15 +84,16 @@ impl Engine {
             host,
             clock,
             policy: RwLock::new(policy),
-            changes: Mutex::new(()),
-            done_mark_delay: grant::DONE_MARK_DELAY,
+            changes: Arc::new(Mutex::new(())),
+            unsettled: settle::Unsettled::default(),
+            settle_delay: settle::DELAY,
         }
     }
 
-    /// For tests that look at a done mark before it is written.
+    /// For tests that look at what a grant settles before it is written.
     #[cfg(test)]
-    pub(crate) fn set_done_mark_delay(&mut self, delay: std::time::Duration) {
-        self.done_mark_delay = delay;
+    pub(crate) fn set_settle_delay(&mut self, delay: std::time::Duration) {
+        self.settle_delay = delay;
     }
 
     pub fn set_policy(&self, policy: Policy) {
@@ -197,13 +200,14 @@ impl Engine {
         };
         let ips = crate::planner::whitelist_ips(&live);
         let fw = self.host.firewall.clone();
-        let outcome = tokio::task::block_in_place(|| {
+        let run = || {
             if ips.is_empty() {
                 fw.clear()
             } else {
                 fw.ensure(&ips)
             }
-        });
+        };
+        let outcome = tokio::task::block_in_place(run);
         self.audit_whitelist_changes(caller, &outcome, non_fatals)
             .await;
         outcome

@@ -15,7 +15,6 @@ use crate::authorized_keys::{render_line, KeyMark};
 use crate::planner::{self, Observation, ObservedKey, Repair};
 use crate::sshkey::SupportKey;
 use crate::store::grants::{GrantRow, GrantState};
-use crate::system::keystore::InstalledKey;
 use crate::types::Username;
 
 /// What one pass did.
@@ -29,6 +28,8 @@ impl Engine {
     /// One reconciliation pass.
     pub async fn reconcile(&self) -> Result<ReconcileReport, String> {
         let _serial = self.changes.lock().await;
+        // Copies recent grants left for later are not drift.
+        self.write_unsettled_copies().await;
         let live = self
             .store
             .live_grants()
@@ -237,22 +238,9 @@ impl Engine {
             }
             Repair::RewriteKeyCopy { grant_id } => {
                 let row = find(*grant_id)?;
-                let mark = KeyMark::parse_comment(&row.key_comment)
-                    .ok_or("the stored key comment is not ours")?;
-                let acct = self
-                    .host
-                    .key_account_of(&row.ssh_username)?
-                    .ok_or_else(|| format!("the user {} does not exist", row.ssh_username))?;
-                let key = InstalledKey {
-                    mark,
-                    key: row.ssh_key.clone(),
-                    line: String::new(),
-                };
-                let keys = self.host.keys.clone();
                 // Not an access change (the copy grants nothing): the
                 // pass's `drift_repaired` record is its audit trail.
-                tokio::task::block_in_place(|| keys.write_copy(&acct, &key))
-                    .map_err(|e| e.to_string())
+                tokio::task::block_in_place(|| super::settle::write_key_copy(&self.host, &row))
             }
             Repair::ReinstallSudoers { grant_id } => {
                 let row = find(*grant_id)?;

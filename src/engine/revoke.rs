@@ -179,6 +179,7 @@ impl Engine {
         out: &mut Revoked,
     ) {
         let user = &row.ssh_username;
+        self.unsettled.forget(row.id);
         let account = self.host.key_account_of(user);
         let mut failed = false;
         let mut pending = Vec::new();

@@ -114,10 +114,11 @@ async fn root_grant_and_revoke_leave_the_admins_file_byte_identical() {
         "{ours}"
     );
     assert!(text.ends_with(std::str::from_utf8(ADMIN_KEYS).unwrap()));
-    assert!(rig
-        .scratch
-        .path("root/.ssh/cpanel_support_4242_1.pub")
-        .exists());
+    // WHM's copy of the key follows the answer (with the done mark).
+    let copy = rig.scratch.path("root/.ssh/cpanel_support_4242_1.pub");
+    assert!(!copy.exists());
+    rig.engine.settle().await;
+    assert!(copy.exists());
     // The real ssh-keygen reads what we wrote.
     let out = std::process::Command::new("/usr/bin/ssh-keygen")
         .arg("-lf")
@@ -426,6 +427,7 @@ async fn reconcile_rewrites_a_damaged_whm_key_copy() {
         .grant(&caller, request(&rig, "3434"))
         .await
         .unwrap();
+    rig.engine.settle().await;
     let copy = rig.scratch.path("root/.ssh/cpanel_support_3434_1.pub");
     let good = std::fs::read(&copy).unwrap();
     assert!(
@@ -673,7 +675,7 @@ async fn done_marks_are_stored_and_a_taken_slot_rolls_back_untouched() {
         return;
     };
     rig.engine
-        .set_done_mark_delay(std::time::Duration::from_secs(3600));
+        .set_settle_delay(std::time::Duration::from_secs(3600));
     let caller = Caller::LocalRoot { uid: 0 };
     let ak = rig.scratch.path("root/.ssh/authorized_keys");
     std::fs::create_dir_all(ak.parent().unwrap()).unwrap();
@@ -797,7 +799,7 @@ async fn a_grant_whose_done_mark_was_lost_is_completed_from_the_audit_log() {
         return;
     };
     rig.engine
-        .set_done_mark_delay(std::time::Duration::from_secs(3600));
+        .set_settle_delay(std::time::Duration::from_secs(3600));
     let caller = Caller::LocalRoot { uid: 0 };
     let g = rig
         .engine
@@ -822,6 +824,8 @@ async fn a_grant_whose_done_mark_was_lost_is_completed_from_the_audit_log() {
         report.repairs,
         [
             format!("CompleteGranting {{ grant_id: {} }}", g.row.id),
+            // WHM's copy had not followed the answer yet.
+            format!("RewriteKeyCopy {{ grant_id: {} }}", g.row.id),
             format!("RollBackGranting {{ grant_id: {} }}", orphan.id),
         ]
     );
@@ -834,11 +838,12 @@ async fn a_grant_whose_done_mark_was_lost_is_completed_from_the_audit_log() {
         .await
         .unwrap();
     assert_eq!(state, "active");
-    // The key stayed where it was; only the log grew.
+    // The key stayed where it was; the log grew and WHM's copy came.
     let diff = with_key.diff(&rig.scratch.snapshot());
     assert!(
-        diff.iter()
-            .all(|d| d.contains("audit.log") || d.contains("state")),
+        diff.iter().all(|d| d.contains("audit.log")
+            || d.contains("state")
+            || d.ends_with("root/.ssh/cpanel_support_4545_1.pub")),
         "{diff:?}"
     );
     let report =

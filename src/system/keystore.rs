@@ -91,13 +91,23 @@ fn pass(gate: &mut Gate<'_>, passed: &mut bool) -> Result<()> {
     Ok(())
 }
 
+/// How [`HostKeys::put_line`] treats the grant's slot and WHM's copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Put {
+    /// Replace our line of the same slot, and write the copy WHM lists.
+    Replace,
+    /// A new grant: refuse a slot already taken; no copy (the caller
+    /// writes it once the grant is settled).
+    New,
+}
+
 /// What the engine needs from the host's key files (a fake in tests).
 pub trait HostKeys: Send + Sync {
     fn list_ours(&self, acct: &KeyAccount) -> Result<Vec<InstalledKey>>;
     /// Idempotent per ticket+server: an existing line of the same slot is
-    /// replaced.
+    /// replaced, and the copy WHM lists is written with it.
     fn install(&self, acct: &KeyAccount, line: &str, mark: &KeyMark) -> Result<()> {
-        self.put_line(acct, line, mark, false, &mut || Ok(()))
+        self.put_line(acct, line, mark, Put::Replace, &mut || Ok(()))
     }
     /// Installs a new grant's key: refuses ([`KeyStoreError::SlotTaken`])
     /// when a key of ours for the same ticket and server is there already
@@ -105,7 +115,8 @@ pub trait HostKeys: Send + Sync {
     /// is staged (written and fsynced under a temp name, which grants
     /// nothing) and before anything sshd reads changes. The caller records
     /// its intent in `gate`; an error from it abandons the install with
-    /// the host unchanged.
+    /// the host unchanged. The copy WHM lists is left to the caller
+    /// ([`write_copy`](Self::write_copy)), off the grant's answer path.
     fn install_new(
         &self,
         acct: &KeyAccount,
@@ -113,17 +124,16 @@ pub trait HostKeys: Send + Sync {
         mark: &KeyMark,
         gate: &mut Gate<'_>,
     ) -> Result<()> {
-        self.put_line(acct, line, mark, true, gate)
+        self.put_line(acct, line, mark, Put::New, gate)
     }
-    /// Puts `line` in, replacing our line of the same slot (or refusing
-    /// when `refuse_taken`), with `gate` as in
+    /// Puts `line` in as `put` says, with `gate` as in
     /// [`install_new`](Self::install_new).
     fn put_line(
         &self,
         acct: &KeyAccount,
         line: &str,
         mark: &KeyMark,
-        refuse_taken: bool,
+        put: Put,
         gate: &mut Gate<'_>,
     ) -> Result<()>;
     /// Removes our lines (and key files) whose mark `select` picks; returns
@@ -341,7 +351,7 @@ impl HostKeys for FileKeyStore {
         acct: &KeyAccount,
         line: &str,
         mark: &KeyMark,
-        refuse_taken: bool,
+        put: Put,
         gate: &mut Gate<'_>,
     ) -> Result<()> {
         let bad = |reason: &str| bad_line(acct, reason);
@@ -357,28 +367,31 @@ impl HostKeys for FileKeyStore {
         let _lock = ssh.lock_within(LOCK_WAIT)?;
         // The copy WHM lists, removed with the key. It is derived from the
         // key line and grants nothing (sshd reads only authorized_keys), so
-        // it gets no fsync of its own, which would cost a grant a second
-        // journal commit: it is renamed in (readers never see it half
-        // written) just before authorized_keys, whose directory fsync makes
-        // its name durable; a copy a power cut leaves empty is rewritten by
-        // the reconciler (`copy_intact` / `write_copy`). A grant that fails
+        // it gets no fsync of its own, which would cost a second journal
+        // commit: it is renamed in (readers never see it half written) just
+        // before authorized_keys, whose directory fsync makes its name
+        // durable; a copy a power cut leaves empty is rewritten by the
+        // reconciler (`copy_intact` / `write_copy`). An install that fails
         // after this point is rolled back by `remove`, which deletes it too.
-        let mut copy = Some(
-            ssh.stage_unsynced(
-                &key_file_name(mark),
-                copy_bytes(&ours.key, mark).as_bytes(),
-                acct.uid,
-                acct.gid,
-                0o600,
-            )?
-            .without_fsync(),
-        );
+        let mut copy = match put {
+            Put::Replace => Some(
+                ssh.stage_unsynced(
+                    &key_file_name(mark),
+                    copy_bytes(&ours.key, mark).as_bytes(),
+                    acct.uid,
+                    acct.gid,
+                    0o600,
+                )?
+                .without_fsync(),
+            ),
+            Put::New => None,
+        };
         self.edit_gated(
             &ssh,
             acct,
             &|bytes| {
                 let (without, taken) = authorized_keys::remove_ours(bytes, &|m| m.same_slot(mark));
-                if refuse_taken && taken > 0 {
+                if put == Put::New && taken > 0 {
                     return Err(slot_taken(acct, mark));
                 }
                 let new =
@@ -498,13 +511,13 @@ impl HostKeys for MemoryKeyStore {
         acct: &KeyAccount,
         line: &str,
         mark: &KeyMark,
-        refuse_taken: bool,
+        put: Put,
         gate: &mut Gate<'_>,
     ) -> Result<()> {
         checked_line(acct, line, mark)?;
         let old = self.bytes(&acct.user).unwrap_or_default();
         let (without, taken) = authorized_keys::remove_ours(&old, &|m| m.same_slot(mark));
-        if refuse_taken && taken > 0 {
+        if put == Put::New && taken > 0 {
             return Err(slot_taken(acct, mark));
         }
         let new = authorized_keys::add_line(&without, line)
@@ -1025,7 +1038,10 @@ mod tests {
         let mut expected = format!("{l}\n").into_bytes();
         expected.extend_from_slice(ADMIN);
         assert_eq!(fs::read(s.ak()).unwrap(), expected);
-        assert!(s.ssh().join(key_file_name(&m)).exists(), "WHM's copy");
+        assert!(
+            !s.ssh().join(key_file_name(&m)).exists(),
+            "WHM's copy is the caller's"
+        );
         no_temp_files(&s);
     }
 
