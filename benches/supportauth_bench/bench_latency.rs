@@ -135,16 +135,17 @@ pub fn run(rt: &tokio::runtime::Runtime, report: &mut Report) {
         "included in both rows above".into(),
         "",
     );
-    // What the code does (counted with `strace -f -e fsync,fdatasync` on
-    // the daemon): per grant and per revoke one fsynced SQLite commit (the
-    // intent), one audit append, one authorized_keys replace (temp fsync +
-    // directory fsync) -- the floor's set -- plus the "done" commit without
-    // fsync and, for a grant, the WHM key copy renamed in without fsync.
-    // The intent's commit and the staging of the new authorized_keys run
-    // at the same time.
+    // What the code does before it answers (counted with `strace -f -e
+    // fsync,fdatasync` on the daemon): per grant and per revoke one fsynced
+    // SQLite commit (the intent), one audit append, one authorized_keys
+    // replace (temp fsync + directory fsync) -- the floor's set -- plus, for
+    // a revoke, the "done" commit without fsync. A grant's done mark and
+    // WHM key copy follow the answer (the revoke here carries the mark).
+    // The intent's commit is started before the new authorized_keys is
+    // staged.
     report.row(
-        "  durable writes the code does (strace): 1 fsynced commit + 1 audit fdatasync + 1 replace (temp fsync + dir fsync), the floor's set; plus 1 commit without fsync",
-        "grant and revoke alike".into(),
+        "  durable writes the code does (strace): 1 fsynced commit + 1 audit fdatasync + 1 replace (temp fsync + dir fsync), the floor's set; for a revoke, plus 1 commit without fsync",
+        "before the answer".into(),
         format!(
             "time above the floor: grant {:.2} ms, revoke {:.2} ms (threads, SQLite, parsing, HTTP)",
             om - floor_ms,
