@@ -221,8 +221,8 @@ impl Engine {
                         (Ok(()), Some(events)) => {
                             super::fault::point("after_key_installed");
                             Some(
-                                self.audit
-                                    .append_batch_head_deferred_blocking(&events)
+                                handle
+                                    .block_on(self.audit.append_closing(&events))
                                     .map_err(|e| e.to_string()),
                             )
                         }
@@ -419,7 +419,7 @@ impl Engine {
             Some(appended) => appended,
             None => self
                 .audit
-                .append_batch_head_deferred(&Self::closing_events(caller, row, &acct))
+                .append_closing(&Self::closing_events(caller, row, &acct))
                 .await
                 .map_err(|e| e.to_string()),
         }

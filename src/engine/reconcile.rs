@@ -9,7 +9,6 @@ use serde_json::json;
 use super::revoke::{EndReason, Revoked};
 use super::Engine;
 use crate::api::caller::Caller;
-use crate::audit::closing::GrantClosing;
 use crate::audit::{AuditEvent, Outcome};
 use crate::authorized_keys::{render_line, KeyMark};
 use crate::planner::{self, Observation, ObservedKey, Repair};
@@ -80,32 +79,9 @@ impl Engine {
             .collect();
         users.insert(Username::root());
         users.extend(live.iter().map(|g| g.ssh_username.clone()));
-        let granting: Vec<GrantClosing> = live
-            .iter()
-            .filter(|g| g.state == GrantState::Granting)
-            .map(|g| GrantClosing {
-                id: g.id,
-                ticket: g.ticket,
-                server: g.server,
-                key_comment: g.key_comment.clone(),
-                since: g.created_at,
-            })
-            .collect();
-        // Unreadable, the log proves nothing: those grants are rolled back.
-        let completed_grants = self
-            .audit
-            .completed_grants(granting)
-            .await
-            .unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "cannot search the audit log for completed grants; rolling them back");
-                Default::default()
-            });
         let host = self.host.clone();
         tokio::task::block_in_place(move || {
-            let mut seen = Observation {
-                completed_grants,
-                ..Observation::default()
-            };
+            let mut seen = Observation::default();
             let temp = host
                 .users
                 .list_temp()

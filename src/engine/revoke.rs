@@ -225,8 +225,8 @@ impl Engine {
                                 ),
                             ];
                             Some(
-                                self.audit
-                                    .append_batch_head_deferred_blocking(&events)
+                                handle
+                                    .block_on(self.audit.append_closing(&events))
                                     .map_err(|e| e.to_string()),
                             )
                         }
@@ -370,7 +370,7 @@ impl Engine {
                     json!({"fingerprint": row.key_fingerprint}),
                 ));
                 self.audit
-                    .append_batch_head_deferred(&pending)
+                    .append_closing(&pending)
                     .await
                     .map_err(|e| e.to_string())
             }
