@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use supportauth::audit::files::discover;
-use supportauth::audit::record::open_line;
+use supportauth::audit::record::{open_line, sha256_hex};
 use supportauth::audit::verify::HeadCheck;
 use supportauth::audit::writer::load_head;
 use supportauth::audit::{verify_files, AuditEvent, AuditLog};
@@ -135,4 +135,84 @@ async fn logrotate_create_mode_keeps_the_chain() {
 #[tokio::test]
 async fn logrotate_copytruncate_mode_keeps_the_chain() {
     rotate_between_appends(true).await;
+}
+
+/// A power cut tears the last line and leaves a batch unsaved in the
+/// store; logrotate (at boot) moves that file away before the daemon
+/// starts. The restart finds the chain's end in the rotated file: adopts
+/// the batch there (no seq is reused), cuts the torn tail off it (saved
+/// byte for byte) and records the repair in the new live file.
+#[tokio::test]
+async fn a_torn_tail_rotated_away_before_the_restart_is_repaired() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("state/state.db"))
+        .await
+        .unwrap();
+    let log_path = dir.path().join("logs/supportauth/audit.log");
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(1_800_000_000));
+    let conf = write_conf(dir.path(), &log_path, false);
+    let state = dir.path().join("logrotate.state");
+    let log = AuditLog::open(&log_path, store.clone(), clock.clone())
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        log.append(AuditEvent::new("config_reload", "system"))
+            .await
+            .unwrap();
+    }
+    let closing = [
+        AuditEvent::new("key_added", "system"),
+        AuditEvent::new("grant", "system"),
+    ];
+    let head = log.append_closing(&closing).await.unwrap().unwrap();
+    assert_eq!(head.seq, 5);
+    assert_eq!(load_head(&store).await.unwrap().unwrap().seq, 3);
+    drop(log);
+    let intact = std::fs::read(&log_path).unwrap();
+    let mut damage = b"{\"v\":1,\"seq\":6,\"time\":\"2027-01".to_vec();
+    damage.extend([0u8; 4096]);
+    std::fs::write(&log_path, [&intact[..], &damage[..]].concat()).unwrap();
+    logrotate(&conf, &state);
+    let rotated = log_path.with_file_name("audit.log.1");
+    assert_eq!(std::fs::metadata(&log_path).unwrap().len(), 0);
+
+    let log = AuditLog::open(&log_path, store.clone(), clock.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        log.append(AuditEvent::new("daemon_start", "system"))
+            .await
+            .unwrap(),
+        7
+    );
+    assert_eq!(
+        std::fs::read(&rotated).unwrap(),
+        intact,
+        "cut back to its records"
+    );
+    let live = std::fs::read_to_string(&log_path).unwrap();
+    let repair = open_line(live.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (repair.seq, repair.event.as_str()),
+        (6, "audit_tail_damaged")
+    );
+    assert_eq!(repair.details["file"], rotated.display().to_string());
+    let saved_to = std::path::PathBuf::from(repair.details["saved_to"].as_str().unwrap());
+    assert_eq!(std::fs::read(&saved_to).unwrap(), damage);
+    assert_eq!(repair.details["sha256"], sha256_hex(&damage));
+
+    let files = discover(&log_path).unwrap();
+    assert_eq!(files.len(), 2, "{files:?}");
+    let report = verify_files(&files, load_head(&store).await.unwrap());
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.head, HeadCheck::Matches);
+    assert!(
+        report
+            .to_string()
+            .contains("tail damaged and repaired at seq 6"),
+        "{report}"
+    );
 }

@@ -235,8 +235,8 @@ pub fn repair(
         }
         file.set_len(found.good_end)?;
         if found.newline_missing {
-            // The file is O_APPEND: this lands at `good_end`.
-            (&*file).write_all(b"\n")?;
+            // At `good_end`, the end of the file (O_APPEND or not).
+            file.write_all_at(b"\n", found.good_end)?;
         }
         file.sync_all()?;
     }
@@ -261,7 +261,7 @@ pub fn end_line(file: &File) -> std::io::Result<()> {
     if len > 0 {
         file.read_exact_at(&mut last, len - 1)?;
         if last[0] != b'\n' {
-            (&*file).write_all(b"\n")?;
+            file.write_all_at(b"\n", len)?;
             file.sync_data()?;
         }
     }

@@ -74,8 +74,9 @@ impl ChainHead {
 /// Found at open: the live file's last record is behind the store's chain
 /// head (its tail was truncated, or rewritten when the seqs are equal),
 /// while the daemon was down. The daemon records `audit_tail_missing`.
-/// (An empty live file is not reported: logrotate leaves one behind;
-/// `audit verify` over the rotated files settles that case.)
+/// (An empty live file is compared through the newest plain rotated file;
+/// with none, nothing is reported and `audit verify` over the rotated
+/// files settles that case.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TailMissing {
     pub file_last_seq: u64,
@@ -164,7 +165,7 @@ impl AuditLog {
         let now = clock.now();
         let (open, checked) = tokio::task::spawn_blocking(move || {
             let open = open_for_append(&path_buf)?;
-            check_tail(&path_buf, open, format, now, |recs| adopt(&start, recs))
+            check_chain_end(&path_buf, open, format, now, &start)
         })
         .await
         .map_err(|e| io_err(path, format!("open task failed: {e}")))??;
@@ -585,6 +586,66 @@ fn check_tail(
     let checked =
         checked.map_err(|e| io_err(path, format!("cannot check or repair the tail: {e}")))?;
     Ok((open, checked))
+}
+
+/// At open: [`check_tail`] of the live file, and when it holds no
+/// complete record (logrotate made it, e.g. at boot after a power cut)
+/// of the newest rotated plain file too, where the chain then ends: its
+/// records are adopted and its torn tail repaired the same way.
+fn check_chain_end(
+    path: &Path,
+    open: OpenFile,
+    format: AuditFormat,
+    now: i64,
+    stored: &ChainHead,
+) -> Result<(OpenFile, Checked), AuditError> {
+    let mut rotated: Result<Option<Checked>, AuditError> = Ok(None);
+    let (open, mut checked) = check_tail(path, open, format, now, |records| {
+        if records.is_empty() && format == AuditFormat::Json {
+            rotated = check_rotated(path, now, stored);
+            if let Ok(Some(r)) = &rotated {
+                return r.head.clone();
+            }
+        }
+        adopt(stored, records)
+    })?;
+    if let Some(mut r) = rotated? {
+        r.repairs.append(&mut checked.repairs);
+        checked.records = r.records;
+        checked.repairs = r.repairs;
+    }
+    Ok((open, checked))
+}
+
+/// The newest rotated file next to the live `path` that is not
+/// compressed, checked and repaired like the live one (no one appends to
+/// it: no lock).
+fn check_rotated(path: &Path, now: i64, stored: &ChainHead) -> Result<Option<Checked>, AuditError> {
+    let newest = super::files::discover(path)
+        .map_err(|e| io_err(path, format!("cannot list rotated files: {e}")))?
+        .into_iter()
+        .filter(|f| f != path && super::files::is_gzip(f).is_ok_and(|gz| !gz))
+        .filter_map(|f| Some((std::fs::symlink_metadata(&f).ok()?.modified().ok()?, f)))
+        .max();
+    let Some((_, rotated)) = newest else {
+        return Ok(None);
+    };
+    let fail =
+        |e: std::io::Error| io_err(&rotated, format!("cannot check or repair the tail: {e}"));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&rotated)
+        .map_err(fail)?;
+    let found = tail::scan(&file, MAX_BATCH).map_err(fail)?;
+    let head = adopt(stored, &found.records);
+    let repairs = tail::repair(&rotated, &file, &found, head.seq, now).map_err(fail)?;
+    Ok(Some(Checked {
+        records: found.records,
+        head,
+        repairs,
+    }))
 }
 
 /// The head to continue from: the store's, or the last of `tail` when the
