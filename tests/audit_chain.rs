@@ -400,7 +400,7 @@ async fn a_torn_tail_is_repaired_and_verify_reports_it() {
     let files = discover(&path).unwrap();
     assert_eq!(
         files,
-        [path.clone()],
+        std::slice::from_ref(&path),
         "the saved tail is not part of the chain"
     );
     let r = verify_files(&files, load_head(&store).await.unwrap());
