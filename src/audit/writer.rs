@@ -283,7 +283,7 @@ impl AuditLog {
 
     /// Tells the writer the store now holds `head` (from
     /// [`Self::append_closing`]), so the next append need not save it.
-    pub fn head_committed(&self, head: &ChainHead) {
+    pub async fn head_committed(&self, head: &ChainHead) {
         self.saved_seq.fetch_max(head.seq, Ordering::SeqCst);
     }
 
@@ -868,7 +868,7 @@ mod tests {
             .unwrap()
             .unwrap();
         save_head(&store, &head).await.unwrap();
-        log.head_committed(&head);
+        log.head_committed(&head).await;
         refuse_head_writes(&store, true).await;
         let next = log
             .append_closing(&events(&["key_removed", "revoke"]))
