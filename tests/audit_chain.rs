@@ -258,6 +258,16 @@ async fn one_batch_past_the_head_is_pending_more_is_a_failure() {
     assert_eq!(f.problem, Problem::BeyondHead { last: 6, head: 3 });
 }
 
+/// A configuration rooted in `e`'s directory and its store.
+async fn configured(e: &Env) -> (Config, Store) {
+    let cfg = Config {
+        root: e.dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    let store = Store::open(&cfg.database_path()).await.unwrap();
+    (cfg, store)
+}
+
 /// Rotates by renaming (logrotate `create` without compression).
 async fn three_files(e: &Env) -> Vec<PathBuf> {
     let log = e.open().await;
@@ -359,11 +369,7 @@ async fn torn_last_line_and_foreign_lines_fail() {
 #[tokio::test]
 async fn a_torn_tail_is_repaired_and_verify_reports_it() {
     let e = env().await;
-    let cfg = Config {
-        root: e.dir.path().to_path_buf(),
-        ..Default::default()
-    };
-    let store = Store::open(&cfg.database_path()).await.unwrap();
+    let (cfg, store) = configured(&e).await;
     let clock: Arc<dyn Clock> = e.clock.clone();
     let path = cfg.audit_log_path();
     let log = AuditLog::from_config(&cfg, store.clone(), clock.clone())
@@ -422,11 +428,7 @@ async fn a_torn_tail_is_repaired_and_verify_reports_it() {
 #[tokio::test]
 async fn cli_verify_uses_the_configured_log_and_the_store_read_only() {
     let e = env().await;
-    let cfg = Config {
-        root: e.dir.path().to_path_buf(),
-        ..Default::default()
-    };
-    let store = Store::open(&cfg.database_path()).await.unwrap();
+    let (cfg, store) = configured(&e).await;
     let clock: Arc<dyn Clock> = e.clock.clone();
     let log = AuditLog::from_config(&cfg, store.clone(), clock)
         .await

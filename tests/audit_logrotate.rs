@@ -64,20 +64,52 @@ fn logrotate(conf: &Path, state: &Path) {
     );
 }
 
-async fn rotate_between_appends(copytruncate: bool) {
+/// A scratch directory with a store, the log's path, a clock and the
+/// shipped policy (in `copytruncate` mode when asked) with its state file.
+struct Rig {
+    _dir: tempfile::TempDir,
+    store: Store,
+    log_path: PathBuf,
+    clock: Arc<dyn Clock>,
+    conf: PathBuf,
+    state: PathBuf,
+}
+
+async fn rig(copytruncate: bool) -> Option<Rig> {
     if !can_run() {
-        return;
+        return None;
     }
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("state/state.db"))
         .await
         .unwrap();
     let log_path = dir.path().join("logs/supportauth/audit.log");
-    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(1_800_000_000));
     let conf = write_conf(dir.path(), &log_path, copytruncate);
     let state = dir.path().join("logrotate.state");
+    Some(Rig {
+        _dir: dir,
+        store,
+        log_path,
+        clock: Arc::new(ManualClock::new(1_800_000_000)),
+        conf,
+        state,
+    })
+}
 
-    let mut log = AuditLog::open(&log_path, store.clone(), clock.clone())
+async fn rotate_between_appends(copytruncate: bool) {
+    let Some(r) = rig(copytruncate).await else {
+        return;
+    };
+    let Rig {
+        store,
+        log_path,
+        clock,
+        conf,
+        state,
+        ..
+    } = &r;
+
+    let mut log = AuditLog::open(log_path, store.clone(), clock.clone())
         .await
         .unwrap();
     let mut seq = 0;
@@ -88,11 +120,11 @@ async fn rotate_between_appends(copytruncate: bool) {
                 .await
                 .unwrap();
         }
-        logrotate(&conf, &state);
+        logrotate(conf, state);
         if round == 1 {
             // A daemon restart between rotations changes nothing.
             drop(log);
-            log = AuditLog::open(&log_path, store.clone(), clock.clone())
+            log = AuditLog::open(log_path, store.clone(), clock.clone())
                 .await
                 .unwrap();
         }
@@ -103,7 +135,7 @@ async fn rotate_between_appends(copytruncate: bool) {
         .unwrap();
     assert_eq!(last, seq + 1);
 
-    let files = discover(&log_path).unwrap();
+    let files = discover(log_path).unwrap();
     let names: Vec<String> = files
         .iter()
         .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
@@ -115,14 +147,14 @@ async fn rotate_between_appends(copytruncate: bool) {
     for f in &files {
         assert_eq!(std::fs::metadata(f).unwrap().mode() & 0o077, 0, "{f:?}");
     }
-    let head = load_head(&store).await.unwrap().unwrap();
+    let head = load_head(store).await.unwrap().unwrap();
     let report = verify_files(&files, Some(head));
     assert!(report.is_ok(), "{report}");
     assert_eq!(report.head, HeadCheck::Matches);
     assert_eq!((report.first_seq, report.last_seq), (Some(1), Some(13)));
     assert_eq!(report.records, 13);
     // The live file starts where the last rotated one ended.
-    let live = std::fs::read_to_string(&log_path).unwrap();
+    let live = std::fs::read_to_string(log_path).unwrap();
     let first_live = open_line(live.lines().next().unwrap()).unwrap();
     assert_eq!(first_live.seq, 13);
 }
@@ -144,18 +176,18 @@ async fn logrotate_copytruncate_mode_keeps_the_chain() {
 /// byte for byte) and records the repair in the new live file.
 #[tokio::test]
 async fn a_torn_tail_rotated_away_before_the_restart_is_repaired() {
-    if !can_run() {
+    let Some(r) = rig(false).await else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("state/state.db"))
-        .await
-        .unwrap();
-    let log_path = dir.path().join("logs/supportauth/audit.log");
-    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(1_800_000_000));
-    let conf = write_conf(dir.path(), &log_path, false);
-    let state = dir.path().join("logrotate.state");
-    let log = AuditLog::open(&log_path, store.clone(), clock.clone())
+    };
+    let Rig {
+        store,
+        log_path,
+        clock,
+        conf,
+        state,
+        ..
+    } = &r;
+    let log = AuditLog::open(log_path, store.clone(), clock.clone())
         .await
         .unwrap();
     for _ in 0..3 {
@@ -169,17 +201,17 @@ async fn a_torn_tail_rotated_away_before_the_restart_is_repaired() {
     ];
     let head = log.append_closing(&closing).await.unwrap().unwrap();
     assert_eq!(head.seq, 5);
-    assert_eq!(load_head(&store).await.unwrap().unwrap().seq, 3);
+    assert_eq!(load_head(store).await.unwrap().unwrap().seq, 3);
     drop(log);
-    let intact = std::fs::read(&log_path).unwrap();
+    let intact = std::fs::read(log_path).unwrap();
     let mut damage = b"{\"v\":1,\"seq\":6,\"time\":\"2027-01".to_vec();
     damage.extend([0u8; 4096]);
-    std::fs::write(&log_path, [&intact[..], &damage[..]].concat()).unwrap();
-    logrotate(&conf, &state);
+    std::fs::write(log_path, [&intact[..], &damage[..]].concat()).unwrap();
+    logrotate(conf, state);
     let rotated = log_path.with_file_name("audit.log.1");
-    assert_eq!(std::fs::metadata(&log_path).unwrap().len(), 0);
+    assert_eq!(std::fs::metadata(log_path).unwrap().len(), 0);
 
-    let log = AuditLog::open(&log_path, store.clone(), clock.clone())
+    let log = AuditLog::open(log_path, store.clone(), clock.clone())
         .await
         .unwrap();
     assert_eq!(
@@ -193,20 +225,20 @@ async fn a_torn_tail_rotated_away_before_the_restart_is_repaired() {
         intact,
         "cut back to its records"
     );
-    let live = std::fs::read_to_string(&log_path).unwrap();
+    let live = std::fs::read_to_string(log_path).unwrap();
     let repair = open_line(live.lines().next().unwrap()).unwrap();
     assert_eq!(
         (repair.seq, repair.event.as_str()),
         (6, "audit_tail_damaged")
     );
     assert_eq!(repair.details["file"], rotated.display().to_string());
-    let saved_to = std::path::PathBuf::from(repair.details["saved_to"].as_str().unwrap());
+    let saved_to = PathBuf::from(repair.details["saved_to"].as_str().unwrap());
     assert_eq!(std::fs::read(&saved_to).unwrap(), damage);
     assert_eq!(repair.details["sha256"], sha256_hex(&damage));
 
-    let files = discover(&log_path).unwrap();
+    let files = discover(log_path).unwrap();
     assert_eq!(files.len(), 2, "{files:?}");
-    let report = verify_files(&files, load_head(&store).await.unwrap());
+    let report = verify_files(&files, load_head(store).await.unwrap());
     assert!(report.is_ok(), "{report}");
     assert_eq!(report.head, HeadCheck::Matches);
     assert!(

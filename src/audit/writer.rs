@@ -723,6 +723,13 @@ mod tests {
         load_head(store).await.unwrap().map_or(0, |h| h.seq)
     }
 
+    /// `audit verify` of `files` against the stored head, which must pass.
+    async fn assert_verifies(files: &[PathBuf], store: &Store) -> crate::audit::VerifyReport {
+        let report = crate::audit::verify_files(files, load_head(store).await.unwrap());
+        assert!(report.is_ok(), "{report}");
+        report
+    }
+
     /// A store that refuses (`true`) or accepts again every chain-head write.
     async fn refuse_head_writes(store: &Store, refuse: bool) {
         let sql = if refuse {
@@ -885,11 +892,7 @@ mod tests {
 
         let too_many = log.append_closing(&events(&["x", "y", "z"])).await;
         assert!(too_many.is_err(), "at most one batch");
-        let report = crate::audit::verify_files(
-            std::slice::from_ref(&path),
-            load_head(&store).await.unwrap(),
-        );
-        assert!(report.is_ok(), "{report}");
+        assert_verifies(std::slice::from_ref(&path), &store).await;
     }
 
     #[tokio::test]
@@ -924,11 +927,7 @@ mod tests {
         assert_eq!(head.seq, 4);
         let names: Vec<String> = lines(&path).into_iter().map(|r| r.event).collect();
         assert_eq!(names, ["a", "b", "c", "d", "e"]);
-        let report = crate::audit::verify_files(
-            std::slice::from_ref(&path),
-            load_head(&store).await.unwrap(),
-        );
-        assert!(report.is_ok(), "{report}");
+        assert_verifies(std::slice::from_ref(&path), &store).await;
     }
 
     #[tokio::test]
@@ -1049,9 +1048,7 @@ mod tests {
         );
         assert_eq!(repair.details["saved_to"], copies[0].display().to_string());
         assert_eq!(log.append(AuditEvent::new("d", "system")).await.unwrap(), 5);
-        let head = load_head(&store).await.unwrap();
-        let report = crate::audit::verify_files(std::slice::from_ref(&path), head);
-        assert!(report.is_ok(), "{report}");
+        let report = assert_verifies(std::slice::from_ref(&path), &store).await;
         assert!(
             report.to_string().contains(&format!(
                 "tail damaged and repaired at seq 4: {} bytes at offset {} saved to {}",
@@ -1109,11 +1106,7 @@ mod tests {
         assert_eq!(log.head().await.seq, 5);
         assert_eq!(std::fs::read(&path).unwrap(), [&bytes[..], b"\n"].concat());
         assert_eq!(damaged_copies(&path).len(), 2);
-        let report = crate::audit::verify_files(
-            std::slice::from_ref(&path),
-            load_head(&store).await.unwrap(),
-        );
-        assert!(report.is_ok(), "{report}");
+        assert_verifies(std::slice::from_ref(&path), &store).await;
     }
 
     /// logrotate `create` made a new file that ends in a fragment: the
@@ -1140,8 +1133,7 @@ mod tests {
             [path.clone(), rotated],
             "copies are not in the chain"
         );
-        let report = crate::audit::verify_files(&files, load_head(&store).await.unwrap());
-        assert!(report.is_ok(), "{report}");
+        assert_verifies(&files, &store).await;
     }
 
     #[tokio::test]
