@@ -74,9 +74,8 @@ impl ChainHead {
 /// Found at open: the live file's last record is behind the store's chain
 /// head (its tail was truncated, or rewritten when the seqs are equal),
 /// while the daemon was down. The daemon records `audit_tail_missing`.
-/// (An empty live file is compared through the newest plain rotated file;
-/// with none, nothing is reported and `audit verify` over the rotated
-/// files settles that case.)
+/// (An empty live file is not reported: logrotate leaves one behind;
+/// `audit verify` over the rotated files settles that case.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TailMissing {
     pub file_last_seq: u64,
@@ -144,9 +143,11 @@ impl AuditLog {
     /// when missing; a symlink is refused) and loads the chain head from
     /// the store, adopting the file's last records when they are the store
     /// head's direct successors, at most [`MAX_BATCH`] (left by a crash
-    /// before the head reached the store). A torn or damaged tail is cut
-    /// and saved aside (see [`super::tail`]) and its `audit_tail_damaged`
-    /// record written here, before anything else.
+    /// before the head reached the store; when the live file holds no
+    /// record, those of the newest plain rotated file, where the chain then
+    /// ends). A torn or damaged tail is cut and saved aside (see
+    /// [`super::tail`]) and its `audit_tail_damaged` record written here,
+    /// before anything else.
     ///
     /// `AuditFormat::Cpanel` writes cPanel's classic lines instead of JSON:
     /// no chain in the file and the store head is left alone (sequence
@@ -609,9 +610,10 @@ fn check_chain_end(
         }
         adopt(stored, records)
     })?;
+    // Its records only decide the head (checked.head came from it): the
+    // live file alone is compared with the store's head for a missing tail.
     if let Some(mut r) = rotated? {
         r.repairs.append(&mut checked.repairs);
-        checked.records = r.records;
         checked.repairs = r.repairs;
     }
     Ok((open, checked))
