@@ -612,9 +612,14 @@ fn check_chain_end(
     })?;
     // Its records only decide the head (checked.head came from it): the
     // live file alone is compared with the store's head for a missing tail.
-    if let Some(mut r) = rotated? {
-        r.repairs.append(&mut checked.repairs);
-        checked.repairs = r.repairs;
+    match rotated {
+        Ok(Some(mut r)) => {
+            r.repairs.append(&mut checked.repairs);
+            checked.repairs = r.repairs;
+        }
+        Ok(None) => {}
+        // A secondary file: the daemon still starts, from the store's head.
+        Err(e) => tracing::error!(error = %e, "cannot check the newest rotated audit log"),
     }
     Ok((open, checked))
 }
