@@ -388,12 +388,8 @@ async fn a_torn_tail_is_repaired_and_verify_reports_it() {
     let log = AuditLog::from_config(&cfg, store.clone(), clock)
         .await
         .unwrap();
-    assert_eq!(
-        log.append(AuditEvent::new("daemon_start", "system"))
-            .await
-            .unwrap(),
-        6
-    );
+    let started = AuditEvent::new("daemon_start", "system");
+    assert_eq!(log.append(started).await.unwrap(), 6);
     let lines = read_lines(&path);
     assert_eq!(lines.len(), 6);
     let repair = open_line(&lines[4]).unwrap();

@@ -75,7 +75,21 @@ struct Rig {
     state: PathBuf,
 }
 
-async fn rig(copytruncate: bool) -> Option<Rig> {
+impl Rig {
+    /// The store, the log's path, the clock, the policy and its state file.
+    fn parts(&self) -> (&Store, &Path, &Arc<dyn Clock>, &Path, &Path) {
+        (
+            &self.store,
+            &self.log_path,
+            &self.clock,
+            &self.conf,
+            &self.state,
+        )
+    }
+}
+
+/// The rig and the log opened in it (None: cannot run here).
+async fn rig(copytruncate: bool) -> Option<(Rig, AuditLog)> {
     if !can_run() {
         return None;
     }
@@ -86,32 +100,27 @@ async fn rig(copytruncate: bool) -> Option<Rig> {
     let log_path = dir.path().join("logs/supportauth/audit.log");
     let conf = write_conf(dir.path(), &log_path, copytruncate);
     let state = dir.path().join("logrotate.state");
-    Some(Rig {
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(1_800_000_000));
+    let log = AuditLog::open(&log_path, store.clone(), clock.clone())
+        .await
+        .unwrap();
+    let rig = Rig {
         _dir: dir,
-        store,
-        log_path,
-        clock: Arc::new(ManualClock::new(1_800_000_000)),
-        conf,
-        state,
-    })
-}
-
-async fn rotate_between_appends(copytruncate: bool) {
-    let Some(r) = rig(copytruncate).await else {
-        return;
-    };
-    let Rig {
         store,
         log_path,
         clock,
         conf,
         state,
-        ..
-    } = &r;
+    };
+    Some((rig, log))
+}
 
-    let mut log = AuditLog::open(log_path, store.clone(), clock.clone())
-        .await
-        .unwrap();
+async fn rotate_between_appends(copytruncate: bool) {
+    let Some((r, log)) = rig(copytruncate).await else {
+        return;
+    };
+    let (store, log_path, clock, conf, state) = r.parts();
+    let mut log = log;
     let mut seq = 0;
     for round in 0..4 {
         for _ in 0..3 {
@@ -176,20 +185,10 @@ async fn logrotate_copytruncate_mode_keeps_the_chain() {
 /// byte for byte) and records the repair in the new live file.
 #[tokio::test]
 async fn a_torn_tail_rotated_away_before_the_restart_is_repaired() {
-    let Some(r) = rig(false).await else {
+    let Some((r, log)) = rig(false).await else {
         return;
     };
-    let Rig {
-        store,
-        log_path,
-        clock,
-        conf,
-        state,
-        ..
-    } = &r;
-    let log = AuditLog::open(log_path, store.clone(), clock.clone())
-        .await
-        .unwrap();
+    let (store, log_path, clock, conf, state) = r.parts();
     for _ in 0..3 {
         log.append(AuditEvent::new("config_reload", "system"))
             .await
@@ -214,12 +213,8 @@ async fn a_torn_tail_rotated_away_before_the_restart_is_repaired() {
     let log = AuditLog::open(log_path, store.clone(), clock.clone())
         .await
         .unwrap();
-    assert_eq!(
-        log.append(AuditEvent::new("daemon_start", "system"))
-            .await
-            .unwrap(),
-        7
-    );
+    let started = AuditEvent::new("daemon_start", "system");
+    assert_eq!(log.append(started).await.unwrap(), 7);
     assert_eq!(
         std::fs::read(&rotated).unwrap(),
         intact,
