@@ -233,7 +233,7 @@ export async function loadAudit(form) {
     event: f.get('event'),
     // datetime-local is the browser's local time.
     since: since ? Math.floor(new Date(since).getTime() / 1000) : '',
-    limit: 50,
+    limit: 25,
   };
   const err = $('audit-error');
   try {
