@@ -123,7 +123,15 @@ fn free_port() -> u16 {
 
 /// The scene's daemon, restarted with a TCP listener and the stub portal.
 fn rig(sb: &Sandbox) -> Rig {
-    let mut scene = Scene::new(sb, &SceneSetup::root_login("prohibit-password"));
+    // nftables in the sandbox's own network namespace: the page shows a
+    // real backend's whitelist.
+    let mut scene = Scene::new(
+        sb,
+        &SceneSetup {
+            firewall: "nftables",
+            ..SceneSetup::root_login("prohibit-password")
+        },
+    );
     let stub = Stub::start(&scene.support.public_line);
     let port = free_port();
     let text = std::fs::read_to_string(CONFIG).expect("read the daemon config");
@@ -275,5 +283,6 @@ fn page_end_to_end(sb: &Sandbox) {
     rig.scene.revoke(5001, "root");
     rig.scene.assert_no_trace(5001);
     rig.scene.assert_admin_intact();
+    e2e::scene::assert_no_firewall_trace();
     e2e::daemon::assert_audit_verifies();
 }

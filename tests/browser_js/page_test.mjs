@@ -116,6 +116,14 @@ const phases = {
     await page.locator('#tickets-empty').waitFor();
     log('signed in with the keyboard; portal Not connected; no tickets');
 
+    // With no grant there is nothing to whitelist: the API's reason shows
+    // in the firewall box.
+    await page.click('#whitelist-setup');
+    const fwErr = page.locator('#firewall-error');
+    await fwErr.waitFor();
+    assert.match(await fwErr.textContent(), /No grant is active/);
+    log('whitelist set up refused:', (await fwErr.textContent()).trim());
+
     await page.click('#sign-out');
     await page.locator('#signin').waitFor();
     assert.equal(await page.evaluate(() => sessionStorage.length), 0);
@@ -144,7 +152,8 @@ const phases = {
     assert.match(left, /Granted\s*1 h 5\d m left/, left);
     const notice = (await page.locator('#notice').textContent()).trim();
     assert.match(notice, /granted for ticket 4242 as root/, notice);
-    log('granted:', left, '|', notice);
+    await page.locator('#whitelist-table tr[data-backend="chain_status"] .badge', { hasText: 'ACTIVE' }).waitFor();
+    log('granted:', left, '|', notice, '| nftables whitelist ACTIVE');
   },
 
   // Test shows a seed label; Revoke (confirmed with the keyboard) removes
