@@ -57,7 +57,8 @@ fn browser_missing() -> Option<String> {
 fn run(name: &str, body: fn(&Sandbox)) {
     if std::env::var_os(outer::INNER_ENV).is_none() {
         if let Some(why) = browser_missing() {
-            let _ = std::io::stderr().write_all(format!("SKIPPED browser: {name}: {why}\n").as_bytes());
+            let _ =
+                std::io::stderr().write_all(format!("SKIPPED browser: {name}: {why}\n").as_bytes());
             assert!(
                 std::env::var_os(outer::MUST_RUN_ENV).is_none(),
                 "{} is set, but the browser test cannot run: {why}",
@@ -95,7 +96,11 @@ impl Rig {
             .env("PORTAL_ORIGIN", format!("http://{}", self.stub.addr))
             .env("HOME", "/root");
         match std::env::var_os(SCREENSHOTS_ENV) {
-            Some(dir) => c.env("SCREENSHOTS", dir),
+            // Relative to the package (node runs in tests/browser_js).
+            Some(dir) => c.env(
+                "SCREENSHOTS",
+                Path::new(env!("CARGO_MANIFEST_DIR")).join(dir),
+            ),
             None => c.env_remove("SCREENSHOTS"),
         };
         let out = c.output().expect("run node");
@@ -216,14 +221,19 @@ fn check_headers(rig: &Rig) {
         ] {
             assert!(csp.contains(part), "{path}: CSP {csp:?} lacks {part}");
         }
-        assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval") && !csp.contains("http"));
+        assert!(
+            !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval") && !csp.contains("http")
+        );
         assert_eq!(header(&h, "x-content-type-options"), "nosniff", "{path}");
         assert_eq!(header(&h, "referrer-policy"), "no-referrer", "{path}");
         assert_eq!(header(&h, "x-frame-options"), "DENY", "{path}");
         assert!(!body.is_empty());
     }
     let (status, _, body) = http_get(&rig.base_url, "/json-api/ticket_list?api.version=1");
-    assert!(status.contains(" 401 "), "the API still needs a token: {status} {body}");
+    assert!(
+        status.contains(" 401 "),
+        "the API still needs a token: {status} {body}"
+    );
     let (status, _, _) = http_get(&rig.base_url, "/assets/nope.js");
     assert!(status.contains(" 404 "), "{status}");
 }

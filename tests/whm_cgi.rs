@@ -26,9 +26,8 @@ impl CgiOut {
             .map(|(_, v)| v.as_str())
     }
     fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 }
 
@@ -95,7 +94,9 @@ fn cgi(config: &std::path::Path, vars: &[(&str, &str)], body: &[u8]) -> CgiOut {
 #[test]
 fn whm_cgi_forwards_the_page_and_the_api_as_root() {
     if !nix::unistd::geteuid().is_root() {
-        supportauth::test_skip!("SKIPPED whm_cgi: needs root (the CGI is root by its uid on the socket)");
+        supportauth::test_skip!(
+            "SKIPPED whm_cgi: needs root (the CGI is root by its uid on the socket)"
+        );
         return;
     }
     let d = Daemon::start();
@@ -104,24 +105,41 @@ fn whm_cgi_forwards_the_page_and_the_api_as_root() {
     // The page, with the policy relaxed only to WHM's own frame.
     let page = cgi(
         &cfg,
-        &[("REMOTE_USER", "root"), ("REQUEST_METHOD", "GET"), ("PATH_INFO", "/")],
+        &[
+            ("REMOTE_USER", "root"),
+            ("REQUEST_METHOD", "GET"),
+            ("PATH_INFO", "/"),
+        ],
         b"",
     );
     assert_eq!(page.status, "200 OK");
-    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
     let csp = page.header("Content-Security-Policy").expect("CSP");
-    assert!(csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'self'"), "{csp}");
+    assert!(
+        csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'self'"),
+        "{csp}"
+    );
     assert_eq!(page.header("X-Frame-Options"), Some("SAMEORIGIN"));
     assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
     assert_eq!(page.header("referrer-policy"), Some("no-referrer"));
     assert!(String::from_utf8_lossy(&page.body).contains("assets/app.js"));
     let js = cgi(
         &cfg,
-        &[("REMOTE_USER", "root"), ("REQUEST_METHOD", "GET"), ("PATH_INFO", "/assets/api.js")],
+        &[
+            ("REMOTE_USER", "root"),
+            ("REQUEST_METHOD", "GET"),
+            ("PATH_INFO", "/assets/api.js"),
+        ],
         b"",
     );
     assert_eq!(js.status, "200 OK");
-    assert_eq!(js.header("content-type"), Some("text/javascript; charset=utf-8"));
+    assert_eq!(
+        js.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
 
     // An API call with a form body: root, without any token.
     let body = b"token_name=via_whm&acl-0=tickets-list";
@@ -137,10 +155,17 @@ fn whm_cgi_forwards_the_page_and_the_api_as_root() {
         body,
     );
     assert_eq!(made.status, "200 OK");
-    assert_eq!(made.header("content-type"), Some("application/json; charset=utf-8"));
+    assert_eq!(
+        made.header("content-type"),
+        Some("application/json; charset=utf-8")
+    );
     let v = made.json();
     assert_eq!(v["metadata"]["result"], 1, "{v}");
-    assert_eq!(v["data"]["acls"], serde_json::json!(["tickets-list"]), "{v}");
+    assert_eq!(
+        v["data"]["acls"],
+        serde_json::json!(["tickets-list"]),
+        "{v}"
+    );
     let list = cgi(
         &cfg,
         &[
@@ -196,7 +221,11 @@ fn whm_cgi_forwards_the_page_and_the_api_as_root() {
     ] {
         let r = cgi(
             &cfg,
-            &[("REMOTE_USER", "root"), ("REQUEST_METHOD", "GET"), ("PATH_INFO", path)],
+            &[
+                ("REMOTE_USER", "root"),
+                ("REQUEST_METHOD", "GET"),
+                ("PATH_INFO", path),
+            ],
             b"",
         );
         assert_eq!(r.status, want, "{path:?}");
@@ -218,7 +247,11 @@ fn whm_cgi_forwards_the_page_and_the_api_as_root() {
     .expect("write config");
     let r = cgi(
         &down,
-        &[("REMOTE_USER", "root"), ("REQUEST_METHOD", "GET"), ("PATH_INFO", "/")],
+        &[
+            ("REMOTE_USER", "root"),
+            ("REQUEST_METHOD", "GET"),
+            ("PATH_INFO", "/"),
+        ],
         b"",
     );
     assert_eq!(r.status, "502 Bad Gateway");

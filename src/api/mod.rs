@@ -105,7 +105,19 @@ pub static FUNCTIONS: &[Function] = &[
         handler: handler!(portal::ticket_ssh_test_start),
     },
     // The web page's reads (src/web): audit records, audit verify, portal box.
-    Function { name: "audit_log_read", acl: Acl::AuditRead, handler: handler!(audit_log::audit_log_read) },
-    Function { name: "audit_log_verify", acl: Acl::AuditRead, handler: handler!(audit_log::audit_log_verify) },
-    Function { name: "ticket_portal_status", acl: Acl::TicketsList, handler: handler!(portal_status::ticket_portal_status) },
+    Function {
+        name: "audit_log_read",
+        acl: Acl::AuditRead,
+        handler: handler!(audit_log::audit_log_read),
+    },
+    Function {
+        name: "audit_log_verify",
+        acl: Acl::AuditRead,
+        handler: handler!(audit_log::audit_log_verify),
+    },
+    Function {
+        name: "ticket_portal_status",
+        acl: Acl::TicketsList,
+        handler: handler!(portal_status::ticket_portal_status),
+    },
 ];

@@ -25,7 +25,11 @@ pub async fn ticket_portal_status(app: &Arc<App>, _caller: &Caller, params: &Par
     let (ips, source, error) = if connected {
         match app.portal.support_ips().await {
             Ok(ips) => (ips, "portal", None),
-            Err(e) => (cfg.access.support_ips.clone(), "config", Some(e.to_string())),
+            Err(e) => (
+                cfg.access.support_ips.clone(),
+                "config",
+                Some(e.to_string()),
+            ),
         }
     } else {
         (cfg.access.support_ips.clone(), "config", None)

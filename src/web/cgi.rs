@@ -80,10 +80,7 @@ impl CgiAnswer {
     fn text(status: &'static str, body: &str) -> CgiAnswer {
         CgiAnswer {
             status,
-            headers: vec![(
-                "Content-Type".into(),
-                "text/plain; charset=utf-8".into(),
-            )],
+            headers: vec![("Content-Type".into(), "text/plain; charset=utf-8".into())],
             body: format!("{body}\n").into_bytes(),
         }
     }
@@ -187,7 +184,8 @@ pub fn plan(env: &CgiEnv) -> Plan {
 /// The HTTP/1.1 request sent to the daemon. No Authorization header: the
 /// CGI is root by its uid on the socket.
 pub fn request_bytes(method: &str, target: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
-    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    let mut head =
+        format!("{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
     if method == "POST" {
         let ctype = if content_type.is_empty() {
             "application/x-www-form-urlencoded"
@@ -325,7 +323,9 @@ fn exchange(socket: &Path, request: &[u8]) -> Result<Vec<u8>, String> {
         .read_to_end(&mut answer)
         .map_err(|e| format!("cannot read the daemon's answer: {e}"))?;
     if answer.len() > MAX_ANSWER {
-        return Err(format!("the daemon's answer is larger than {MAX_ANSWER} bytes"));
+        return Err(format!(
+            "the daemon's answer is larger than {MAX_ANSWER} bytes"
+        ));
     }
     Ok(answer)
 }
@@ -342,7 +342,10 @@ fn serve(config: Option<&Path>, env: &CgiEnv, stdin: &mut dyn Read) -> CgiAnswer
     };
     let mut body = Vec::with_capacity(body_len);
     if let Err(e) = stdin.take(body_len as u64).read_to_end(&mut body) {
-        return CgiAnswer::text("400 Bad Request", &format!("Cannot read the request body: {e}."));
+        return CgiAnswer::text(
+            "400 Bad Request",
+            &format!("Cannot read the request body: {e}."),
+        );
     }
     let cfg = match crate::config::Config::load(config) {
         Ok((cfg, _)) => cfg,
@@ -406,17 +409,34 @@ mod tests {
             }
         );
         assert_eq!(status(plan(&env("root", "GET", "/"))), "forward");
-        assert_eq!(status(plan(&env("root", "GET", "/assets/app.js"))), "forward");
+        assert_eq!(
+            status(plan(&env("root", "GET", "/assets/app.js"))),
+            "forward"
+        );
         assert_eq!(status(plan(&env("", "GET", "/"))), "403 Forbidden");
-        assert_eq!(status(plan(&env("root", "PUT", "/"))), "405 Method Not Allowed");
-        assert_eq!(status(plan(&env("root", "GET", "/etc/passwd"))), "404 Not Found");
-        assert_eq!(status(plan(&env("root", "GET", "/json-api/../x"))), "404 Not Found");
-        assert_eq!(status(plan(&env("root", "GET", "/assets/../../x"))), "404 Not Found");
+        assert_eq!(
+            status(plan(&env("root", "PUT", "/"))),
+            "405 Method Not Allowed"
+        );
+        assert_eq!(
+            status(plan(&env("root", "GET", "/etc/passwd"))),
+            "404 Not Found"
+        );
+        assert_eq!(
+            status(plan(&env("root", "GET", "/json-api/../x"))),
+            "404 Not Found"
+        );
+        assert_eq!(
+            status(plan(&env("root", "GET", "/assets/../../x"))),
+            "404 Not Found"
+        );
         let Plan::Answer(a) = plan(&env("root", "GET", "")) else {
             panic!("bare index.cgi must redirect")
         };
         assert_eq!(a.status, "302 Found");
-        assert!(a.headers.contains(&("Location".into(), "index.cgi/".into())));
+        assert!(a
+            .headers
+            .contains(&("Location".into(), "index.cgi/".into())));
         let mut big = env("root", "POST", "/json-api/ticket_grant");
         big.content_length = (MAX_BODY + 1).to_string();
         assert_eq!(status(plan(&big)), "413 Content Too Large");

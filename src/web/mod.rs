@@ -78,10 +78,7 @@ pub fn security_headers() -> [(HeaderName, HeaderValue); 6] {
             HeaderValue::from_static("no-referrer"),
         ),
         (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
-        (
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-cache"),
-        ),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         (
             HeaderName::from_static("cross-origin-resource-policy"),
             HeaderValue::from_static("same-origin"),
@@ -117,9 +114,8 @@ mod tests {
     fn has_event_attribute(html: &str) -> bool {
         html.split('<').skip(1).any(|tag| {
             let tag = tag.split('>').next().unwrap_or("");
-            tag.split_whitespace().any(|attr| {
-                attr.starts_with("on") && attr.contains('=')
-            })
+            tag.split_whitespace()
+                .any(|attr| attr.starts_with("on") && attr.contains('='))
         })
     }
 
@@ -128,16 +124,25 @@ mod tests {
         let html = std::str::from_utf8(ASSETS[0].body).unwrap();
         for a in ASSETS.iter().filter(|a| a.path.starts_with("/assets/")) {
             let name = a.path.trim_start_matches('/');
-            let used = ASSETS
-                .iter()
-                .any(|b| std::str::from_utf8(b.body).is_ok_and(|t| t.contains(name) || t.contains(&name["assets/".len()..])));
+            let used = ASSETS.iter().any(|b| {
+                std::str::from_utf8(b.body)
+                    .is_ok_and(|t| t.contains(name) || t.contains(&name["assets/".len()..]))
+            });
             assert!(used, "{} is served but nothing refers to it", a.path);
         }
         for a in ASSETS.iter().filter(|a| a.content_type == HTML) {
             let text = std::str::from_utf8(a.body).unwrap();
             assert!(!text.contains("<style"), "{}: inline style element", a.path);
-            assert!(!text.contains(" style="), "{}: inline style attribute", a.path);
-            assert!(!has_event_attribute(text), "{}: inline event handler", a.path);
+            assert!(
+                !text.contains(" style="),
+                "{}: inline style attribute",
+                a.path
+            );
+            assert!(
+                !has_event_attribute(text),
+                "{}: inline event handler",
+                a.path
+            );
             for script in text.split("<script").skip(1) {
                 let tag = script.split('>').next().unwrap_or("");
                 assert!(tag.contains(" src=\""), "{}: inline script", a.path);

@@ -216,10 +216,7 @@ async fn guard(s: &S, h: &HeaderMap, what: String, body: String) -> Option<Respo
 
 /// The portal's authorization window, as after the administrator signed
 /// in: an "Allow Access" link back to `redirect_uri` with [`GOOD_CODE`].
-async fn authorize(
-    State(s): State<S>,
-    Query(q): Query<BTreeMap<String, String>>,
-) -> Response {
+async fn authorize(State(s): State<S>, Query(q): Query<BTreeMap<String, String>>) -> Response {
     let redirect = q.get("redirect_uri").cloned().unwrap_or_default();
     record(&s, "GET /oauth2/authorize".into(), redirect.clone());
     let escape = |t: &str| {
