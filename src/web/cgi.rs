@@ -408,28 +408,21 @@ mod tests {
                 body_len: 7,
             }
         );
-        assert_eq!(status(plan(&env("root", "GET", "/"))), "forward");
-        assert_eq!(
-            status(plan(&env("root", "GET", "/assets/app.js"))),
-            "forward"
-        );
-        assert_eq!(status(plan(&env("", "GET", "/"))), "403 Forbidden");
-        assert_eq!(
-            status(plan(&env("root", "PUT", "/"))),
-            "405 Method Not Allowed"
-        );
-        assert_eq!(
-            status(plan(&env("root", "GET", "/etc/passwd"))),
-            "404 Not Found"
-        );
-        assert_eq!(
-            status(plan(&env("root", "GET", "/json-api/../x"))),
-            "404 Not Found"
-        );
-        assert_eq!(
-            status(plan(&env("root", "GET", "/assets/../../x"))),
-            "404 Not Found"
-        );
+        for (user, method, path, want) in [
+            ("root", "GET", "/", "forward"),
+            ("root", "GET", "/assets/app.js", "forward"),
+            ("", "GET", "/", "403 Forbidden"),
+            ("root", "PUT", "/", "405 Method Not Allowed"),
+            ("root", "GET", "/etc/passwd", "404 Not Found"),
+            ("root", "GET", "/json-api/../x", "404 Not Found"),
+            ("root", "GET", "/assets/../../x", "404 Not Found"),
+        ] {
+            assert_eq!(
+                status(plan(&env(user, method, path))),
+                want,
+                "{method} {path}"
+            );
+        }
         let Plan::Answer(a) = plan(&env("root", "GET", "")) else {
             panic!("bare index.cgi must redirect")
         };

@@ -142,7 +142,11 @@ const phases = {
     log('bad key refused:', (await err.textContent()).trim());
     assert.equal(await row(page, 4242).count(), 0);
 
-    await page.fill('#grant-key', KEY);
+    // The key from a chosen file, as an administrator would pick it.
+    await page.setInputFiles('#grant-key-file', {
+      name: 'support.pub', mimeType: 'text/plain', buffer: Buffer.from(`${KEY}\n`),
+    });
+    await page.waitForFunction((k) => document.getElementById('grant-key').value === k, KEY);
     await page.fill('#grant-ttl', '2');
     await page.selectOption('#grant-ttl-unit', '3600');
     await page.click('#grant-submit');
