@@ -20,6 +20,9 @@ mod e2e {
     pub mod sshd;
 }
 mod portal_stub;
+mod browser_support {
+    pub mod whm_host;
+}
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -75,6 +78,16 @@ fn browser_page_end_to_end() {
     run("browser_page_end_to_end", page_end_to_end);
 }
 
+#[test]
+fn browser_inside_whm() {
+    run("browser_inside_whm", inside_whm);
+}
+
+#[test]
+fn browser_temporary_user_password() {
+    run("browser_temporary_user_password", temporary_user_password);
+}
+
 struct Rig {
     scene: Scene,
     stub: Stub,
@@ -84,7 +97,13 @@ struct Rig {
 
 impl Rig {
     /// Runs one phase of tests/browser_js/page_test.mjs; it must pass.
-    fn phase(&self, phase: &str) {
+    /// Returns what it printed.
+    fn phase(&self, phase: &str) -> String {
+        self.phase_with(phase, &[])
+    }
+
+    /// [`Rig::phase`] with more environment for the script.
+    fn phase_with(&self, phase: &str, env: &[(&str, String)]) -> String {
         let mut c = Command::new(e2e::cmd::tool(NODE));
         c.arg(script_dir().join("page_test.mjs"))
             .arg(phase)
@@ -94,7 +113,8 @@ impl Rig {
             .env("SA_TOKEN", &self.token)
             .env("SUPPORT_KEY", &self.scene.support.public_line)
             .env("PORTAL_ORIGIN", format!("http://{}", self.stub.addr))
-            .env("HOME", "/root");
+            .env("HOME", "/root")
+            .envs(env.iter().map(|(k, v)| (k, v)));
         match std::env::var_os(SCREENSHOTS_ENV) {
             // Relative to the package (node runs in tests/browser_js).
             Some(dir) => c.env(
@@ -113,6 +133,7 @@ impl Rig {
             out.status,
             self.scene.daemon.log()
         );
+        stdout.into_owned()
     }
 
     fn grant_api(&self, ticket: u64) {
@@ -126,15 +147,16 @@ fn free_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
-/// The scene's daemon, restarted with a TCP listener and the stub portal.
-fn rig(sb: &Sandbox) -> Rig {
+/// The scene's daemon (sshd with `PermitRootLogin permit_root_login`),
+/// restarted with a TCP listener and the stub portal.
+fn rig(sb: &Sandbox, permit_root_login: &str) -> Rig {
     // nftables in the sandbox's own network namespace: the page shows a
     // real backend's whitelist.
     let mut scene = Scene::new(
         sb,
         &SceneSetup {
             firewall: "nftables",
-            ..SceneSetup::root_login("prohibit-password")
+            ..SceneSetup::root_login(permit_root_login)
         },
     );
     let stub = Stub::start(&scene.support.public_line);
@@ -250,7 +272,7 @@ fn ticket_keys(ticket: u64) -> Vec<PathBuf> {
 }
 
 fn page_end_to_end(sb: &Sandbox) {
-    let rig = rig(sb);
+    let rig = rig(sb, "prohibit-password");
     check_headers(&rig);
 
     rig.phase("signin");
@@ -295,4 +317,39 @@ fn page_end_to_end(sb: &Sandbox) {
     rig.scene.assert_admin_intact();
     e2e::scene::assert_no_firewall_trace();
     e2e::daemon::assert_audit_verifies();
+}
+
+/// The password the page showed is the temporary user's real one: with it
+/// support becomes root through sudo.
+fn temporary_user_password(sb: &Sandbox) {
+    let rig = rig(sb, "no");
+    let out = rig.phase("temp_password");
+    let password = out
+        .lines()
+        .find_map(|l| l.strip_prefix("PASSWORD "))
+        .expect("the phase prints the password it saw")
+        .trim()
+        .to_string();
+    e2e::scene::assert_temp_user_becomes_root(&rig.scene, "cp4400.ssh", &password);
+    rig.scene.revoke(4400, "cp4400.ssh");
+    rig.scene.assert_no_trace(4400);
+    rig.scene.assert_admin_intact();
+}
+
+/// The page inside WHM: served by `whm-cgi` behind a CGI host like
+/// cpsrvd's, signed in by WHM (no token), acting as root on the socket.
+fn inside_whm(sb: &Sandbox) {
+    let rig = rig(sb, "prohibit-password");
+    let host = browser_support::whm_host::WhmHost::start(e2e::daemon::binary(), CONFIG);
+    rig.grant_api(4500);
+    rig.phase_with("whm", &[("WHM_URL", host.url())]);
+    rig.scene.assert_no_trace(4500);
+    let audit = std::fs::read_to_string("/var/cpanel/logs/supportauth/audit.log")
+        .expect("read the audit log");
+    let revoked = audit
+        .lines()
+        .find(|l| l.contains("\"event\":\"revoke\"") && l.contains("\"ticket_id\":4500"))
+        .expect("the revoke from WHM is audited");
+    assert!(revoked.contains("\"actor\":\"uid:0\""), "{revoked}");
+    rig.scene.assert_admin_intact();
 }

@@ -52,36 +52,50 @@ async function signIn(page) {
   await page.locator('#portal-state[data-state]').waitFor();
 }
 
-async function testRow(page, ticket) {
-  await row(page, ticket).getByRole('button', { name: 'Test' }).click();
+async function testRow(page, ticket, how = 'click') {
+  const button = row(page, ticket).getByRole('button', { name: 'Test' });
+  if (how === 'keyboard') {
+    await button.focus();
+    await page.keyboard.press('Enter');
+  } else {
+    await button.click();
+  }
   const badge = detail(page, ticket).locator('.badge[data-result]');
   await badge.waitFor({ timeout: 200000 });
+  if (how === 'keyboard') {
+    // The table was drawn again; the focus stayed on Test.
+    assert.equal(await page.evaluate(() => document.activeElement.dataset.key), `${ticket}/1:test`);
+  }
   const label = (await badge.textContent()).trim();
   assert.ok(LABELS.includes(label), `SSH test label ${label} is one of the seed's`);
   log(`ticket ${ticket}: SSH test ${label}:`, (await detail(page, ticket).textContent()).trim());
   return label;
 }
 
-async function screenshots(page, name) {
-  if (!SHOTS) return;
-  await page.setViewportSize({ width: 1280, height: 900 });
-  await page.screenshot({ path: `${SHOTS}/${name}-wide.png`, fullPage: true });
+/// On a 390 px phone nothing may stick out sideways; with SCREENSHOTS set,
+/// the README's pictures (wide, and the top of the page on the phone).
+async function narrowAndScreenshots(page, name) {
+  if (SHOTS) {
+    await page.screenshot({ path: `${SHOTS}/${name}-wide.png`, fullPage: true });
+  }
   await page.setViewportSize({ width: 390, height: 844 });
-  // The top of the page on a phone: the portal, support IPs and tickets.
-  const bottom = await page.evaluate(() => {
-    const r = document.getElementById('tickets').getBoundingClientRect();
-    return Math.ceil(r.bottom + window.scrollY + 16);
-  });
-  await page.screenshot({
-    path: `${SHOTS}/${name}-narrow.png`,
-    fullPage: true,
-    clip: { x: 0, y: 0, width: 390, height: bottom },
-  });
-  // Nothing may stick out sideways on a phone.
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 0, `the page is ${overflow}px wider than a 390px screen`);
+  // The table has become cards: no header row, every cell labelled.
+  assert.equal(await page.locator('#ticket-table thead').isVisible(), false);
+  if (SHOTS) {
+    const bottom = await page.evaluate(() => {
+      const r = document.getElementById('tickets').getBoundingClientRect();
+      return Math.ceil(r.bottom + window.scrollY + 16);
+    });
+    await page.screenshot({
+      path: `${SHOTS}/${name}-narrow.png`,
+      fullPage: true,
+      clip: { x: 0, y: 0, width: 390, height: bottom },
+    });
+    log(`screenshots ${name}-wide.png and ${name}-narrow.png`);
+  }
   await page.setViewportSize({ width: 1280, height: 900 });
-  log(`screenshots ${name}-wide.png and ${name}-narrow.png`);
 }
 
 const phases = {
@@ -168,7 +182,7 @@ const phases = {
     // A local grant's SSH address is this host's port 22 (ticket_grant
     // records no other), where the sandbox has no sshd: any seed label
     // will do here; the portal grant below must succeed.
-    await testRow(page, 4242);
+    await testRow(page, 4242, 'keyboard');
     await row(page, 4242).getByRole('button', { name: 'Revoke' }).click();
     await confirm(page, 'keyboard');
     await row(page, 4242).waitFor({ state: 'detached', timeout: WAIT });
@@ -214,6 +228,58 @@ const phases = {
     log('audit: filtered records shown;', text);
   },
 
+  // Root may not log in: the grant makes a temporary user whose password
+  // is shown once, copied with the button, and kept nowhere.
+  async temp_password(page) {
+    await page.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: new URL(BASE).origin });
+    await signIn(page);
+    await page.fill('#grant-ticket', '4400');
+    await page.fill('#grant-key', KEY);
+    await page.fill('#grant-ips', '127.0.0.1');
+    await page.click('#grant-submit');
+    await page.locator('#password-box').waitFor({ timeout: WAIT });
+    const user = (await page.textContent('#password-user')).trim();
+    const password = (await page.textContent('#password-value')).trim();
+    assert.equal(user, 'cp4400.ssh');
+    assert.equal(password.length, 64);
+    await row(page, 4400).locator('.badge', { hasText: 'Granted' }).waitFor();
+    await page.click('#password-copy');
+    await page.locator('#password-copy', { hasText: 'Copied' }).waitFor();
+    assert.equal(await page.evaluate(() => navigator.clipboard.readText()), password);
+    const kept = await page.evaluate(() => JSON.stringify({ ...sessionStorage }) + JSON.stringify({ ...localStorage }) + document.cookie);
+    assert.ok(!kept.includes(password), 'the password is not stored in the browser');
+    await page.click('#password-done');
+    await page.locator('#password-box').waitFor({ state: 'hidden' });
+    assert.equal(await page.textContent('#password-value'), '');
+    await page.reload();
+    await row(page, 4400).waitFor();
+    assert.ok(!(await page.content()).includes(password), 'a reload does not bring it back');
+    log('temporary user', user, 'password shown once, copied, forgotten');
+    // For the Rust side, which logs in with it.
+    console.log(`PASSWORD ${password}`);
+  },
+
+  // Inside WHM: whm-cgi behind a CGI host; WHM signed the administrator
+  // in, so there is no sign-in and no token anywhere.
+  async whm(page) {
+    const resp = await page.goto(process.env.WHM_URL);
+    assert.ok(page.url().endsWith('/index.cgi/'), `redirected to index.cgi/: ${page.url()}`);
+    const csp = resp.headers()['content-security-policy'];
+    assert.match(csp, /frame-ancestors 'self'/, csp);
+    assert.match(csp, /default-src 'self'/, csp);
+    await page.locator('#app').waitFor();
+    assert.equal(await page.locator('#signin').isVisible(), false);
+    assert.equal((await page.textContent('#who-name')).trim(), 'Signed in through WHM');
+    assert.equal(await page.locator('#sign-out').isVisible(), false);
+    const r = row(page, 4500);
+    await r.locator('.badge', { hasText: 'Granted' }).waitFor();
+    await r.getByRole('button', { name: 'Revoke' }).click();
+    await confirm(page);
+    await r.waitFor({ state: 'detached', timeout: WAIT });
+    assert.equal(await page.evaluate(() => sessionStorage.length), 0);
+    log('inside WHM: listed and revoked through whm-cgi without a token');
+  },
+
   // Connect through the portal's authorization window, then grant two
   // tickets from the table and test one through the portal.
   async portal_connect(page) {
@@ -247,7 +313,7 @@ const phases = {
     await page.locator('#remove-closed').waitFor();
     assert.equal(await closed.getByRole('button', { name: 'Test' }).count(), 0);
     assert.equal(await testRow(page, 5001), 'Success');
-    await screenshots(page, 'page');
+    await narrowAndScreenshots(page, 'page');
     await closed.getByRole('button', { name: 'Revoke and Remove' }).click();
     await confirm(page);
     await closed.waitFor({ state: 'detached', timeout: WAIT });
@@ -287,9 +353,10 @@ async function main() {
     });
     await phases[phase](page);
     const base = new URL(BASE).origin;
-    const portal = process.env.PORTAL_ORIGIN || '';
+    const allowed = [base, process.env.PORTAL_ORIGIN || ''];
+    if (process.env.WHM_URL) allowed.push(new URL(process.env.WHM_URL).origin);
     for (const o of origins) {
-      assert.ok(o === base || o === portal, `request to ${o} left the daemon's origin`);
+      assert.ok(allowed.includes(o), `request to ${o} left the daemon's origin`);
     }
     // A refused sign-in logs the 401 in the console; nothing else may.
     const unexpected = errors.filter((e) => !e.includes('401'));

@@ -58,7 +58,14 @@ export function render() {
       rows.push(...row(t, s));
     }
   }
+  // Keep the keyboard focus on the same button across a re-render.
+  const focused = document.activeElement && document.activeElement.dataset
+    ? document.activeElement.dataset.key : undefined;
   body.replaceChildren(...rows);
+  if (focused) {
+    const again = body.querySelector(`[data-key="${CSS.escape(focused)}"]`);
+    if (again) again.focus();
+  }
   $('tickets-empty').hidden = rows.length > 0;
   $('ticket-table').hidden = rows.length === 0;
   $('remove-closed').hidden = !closedWithAccess;
@@ -67,7 +74,7 @@ export function render() {
 function granted(s) {
   if (s.auth_status === 'AUTHED') {
     return h('span', { class: 'granted' }, h('span', { class: 'badge ok' }, 'Granted'),
-      h('span', { class: 'muted small' }, timeLeft(s.expires_at)));
+      h('span', { class: 'muted small time-left', dataset: { expires: s.expires_at || '' } }, timeLeft(s.expires_at)));
   }
   if (s.auth_status === 'EXPIRED') return h('span', { class: 'badge warn' }, 'Expired');
   return h('span', { class: 'badge' }, 'Not granted');
@@ -89,14 +96,14 @@ function row(t, s) {
     h('td', { class: 'actions-cell' }, actions),
   );
   if (!hasGrant(s)) {
-    actions.append(h('button', { type: 'button', class: 'btn primary small', onclick: (ev) => grant(ev.target, t, s) }, 'Grant'));
+    actions.append(h('button', { type: 'button', class: 'btn primary small', dataset: { key: `${id}:grant` }, onclick: (ev) => grant(ev.currentTarget, t, s) }, 'Grant'));
   } else {
     if (!closed) {
       const running = Boolean(tests.get(id) && tests.get(id).running);
-      actions.append(h('button', { type: 'button', class: 'btn small', disabled: running, onclick: () => test(t, s) }, 'Test'));
+      actions.append(h('button', { type: 'button', class: 'btn small', 'aria-disabled': running ? 'true' : undefined, dataset: { key: `${id}:test` }, onclick: () => test(t, s) }, 'Test'));
     }
     actions.append(h('button', {
-      type: 'button', class: 'btn danger small', onclick: (ev) => revoke(ev.target, t, s, closed),
+      type: 'button', class: 'btn danger small', dataset: { key: `${id}:revoke` }, onclick: (ev) => revoke(ev.currentTarget, t, s, closed),
     }, closed ? 'Revoke and Remove' : 'Revoke'));
   }
   const out = [tr];
@@ -147,6 +154,8 @@ async function grant(button, t, s) {
 }
 
 async function test(t, s) {
+  const now = tests.get(key(t, s));
+  if (now && now.running) return;
   tests.set(key(t, s), { running: true });
   render();
   try {
@@ -192,7 +201,12 @@ export async function removeClosed(button) {
   });
 }
 
-/// Re-renders the time left every 30 seconds without calling the API.
+/// Updates the time left every 30 seconds, in place (no API call, and
+/// the keyboard focus stays where it is).
 export function tick() {
-  setInterval(render, 30000);
+  setInterval(() => {
+    for (const el of document.querySelectorAll('#ticket-table .time-left')) {
+      el.textContent = timeLeft(Number(el.dataset.expires) || 0);
+    }
+  }, 30000);
 }
