@@ -72,6 +72,9 @@ export function render() {
 }
 
 function granted(s) {
+  // A grant or revoke still being carried out (ticket_list's grant_state).
+  if (s.grant_state === 'granting') return h('span', { class: 'badge warn' }, 'Granting…');
+  if (s.grant_state === 'revoking') return h('span', { class: 'badge warn' }, 'Revoking…');
   if (s.auth_status === 'AUTHED') {
     return h('span', { class: 'granted' }, h('span', { class: 'badge ok' }, 'Granted'),
       h('span', { class: 'muted small time-left', dataset: { expires: s.expires_at || '' } }, timeLeft(s.expires_at)));
