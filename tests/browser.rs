@@ -309,6 +309,9 @@ fn page_end_to_end(sb: &Sandbox) {
         }
     });
     rig.phase("portal_closed");
+    rig.stub
+        .with(|s| s.open_mode = portal_stub::Mode::Status(503));
+    rig.phase("portal_unreachable");
     rig.scene.assert_no_trace(5002);
     rig.scene.assert_no_trace(5003);
     assert_eq!(ticket_keys(5001).len(), 1, "the open ticket keeps its key");

@@ -211,7 +211,11 @@ const phases = {
     await page.fill('#audit-ticket', '4301');
     await page.selectOption('#audit-event', 'grant');
     await page.click('#audit-form button[type="submit"]');
-    await page.locator('#audit-table tbody tr').first().waitFor();
+    // The filtered answer replaces the table (no fixed wait: until it has).
+    await page.waitForFunction(() => {
+      const rows = [...document.querySelectorAll('#audit-table tbody tr')];
+      return rows.length > 0 && rows.every((r) => r.dataset.seq && r.cells[2].textContent.trim() === '4301');
+    });
     const tickets = await page.locator('#audit-table tbody td[data-label="Ticket"]').allTextContents();
     const events = await page.locator('#audit-table tbody td[data-label="Event"]').allTextContents();
     assert.ok(tickets.length >= 1 && tickets.every((t) => t.trim() === '4301'), `${tickets}`);
@@ -325,6 +329,18 @@ const phases = {
     await page.locator('#remove-closed').waitFor({ state: 'hidden' });
     await row(page, 5001).locator('.badge', { hasText: 'Granted' }).waitFor();
     log('Revoke and Remove Closed Tickets: 5003 is gone, 5001 stays');
+  },
+
+  // The portal stops answering: the box says so and the grant made here
+  // is still listed, its ticket's status unknown.
+  async portal_unreachable(page) {
+    await signIn(page);
+    await page.locator('#portal-state[data-state="UNREACHABLE"]').waitFor();
+    assert.match(await page.textContent('#portal-state'), /Unreachable/);
+    const r = row(page, 5001);
+    await r.locator('.badge', { hasText: 'Granted' }).waitFor();
+    assert.equal((await r.locator('td[data-label="Ticket status"]').textContent()).trim(), 'Unknown');
+    log('portal unreachable: shown; 5001 still listed as granted');
   },
 };
 

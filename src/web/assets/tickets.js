@@ -19,7 +19,7 @@ export const TEST_LABELS = {
   TICKET_SYSTEM_TIMEOUT: 'Ticket System Timeout',
 };
 
-const STATUS_LABELS = { OPEN: 'Open', CLOSED: 'Closed', UNKNOWN: 'Not in the portal' };
+const STATUS_LABELS = { OPEN: 'Open', CLOSED: 'Closed', UNKNOWN: 'Unknown' };
 
 let last = null;
 /// Test results by "ticket/server", kept across reloads of the table.
