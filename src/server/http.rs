@@ -28,6 +28,7 @@ const DRAIN_LIMIT: usize = 1024 * 1024;
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/json-api/{function}", get(api_call).post(api_call))
+        .merge(crate::web::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(app)
