@@ -116,6 +116,8 @@ pub struct LoginFacts {
     pub requested_exists: bool,
     pub requested_blockers: Vec<String>,
     pub requested_can_escalate: bool,
+    /// Where sshd listens for support, from its effective configuration.
+    pub ssh_endpoint: Option<std::net::SocketAddr>,
 }
 
 impl Default for LoginFacts {
@@ -131,6 +133,7 @@ impl Default for LoginFacts {
             requested_exists: false,
             requested_blockers: Vec::new(),
             requested_can_escalate: false,
+            ssh_endpoint: None,
         }
     }
 }

@@ -127,6 +127,10 @@ pub fn granted_data(g: &Granted) -> Map<String, Value> {
     data.insert("auth_time".into(), json!(g.row.created_at));
     data.insert("ticket_status".into(), json!("OPEN"));
     data.insert("expires_at".into(), json!(g.row.expires_at));
+    // Where support connects: sshd's own listen address and port for a
+    // local grant (0.0.0.0 = every address), the portal's for a portal one.
+    data.insert("ssh_ip".into(), json!(g.row.ssh_ip));
+    data.insert("ssh_port".into(), json!(g.row.ssh_port));
     data.insert("access_ips".into(), json!(g.row.access_ips));
     data.insert("key_fingerprint".into(), json!(g.row.key_fingerprint));
     data.insert("temporary_user".into(), json!(g.row.temp_user as u8));

@@ -91,6 +91,7 @@ struct Planned {
     expires_at: Option<i64>,
     ips: Vec<SupportIp>,
     plan: LoginPlan,
+    ssh_endpoint: Option<std::net::SocketAddr>,
 }
 
 /// What the grant decided before touching anything.
@@ -176,6 +177,7 @@ impl Engine {
             expires_at,
             ips,
             plan,
+            ssh_endpoint: facts.ssh_endpoint,
         })
     }
 
@@ -192,7 +194,14 @@ impl Engine {
             expires_at,
             ips,
             plan,
+            ssh_endpoint,
         } = planned;
+        // A local grant reports (and its SSH test checks) where sshd really
+        // listens; a portal grant keeps the portal's values.
+        let (ssh_ip, ssh_port) = match (req.source, ssh_endpoint) {
+            (GrantSource::Local, Some(at)) => (at.ip().to_string(), at.port()),
+            _ => (req.ssh_ip.clone(), req.ssh_port),
+        };
         let live = self.store.live_grants().await.map_err(store_failed)?;
         if let Some(existing) = live
             .iter()
@@ -264,8 +273,8 @@ impl Engine {
             access_ips: ips,
             server_name: req.server_name.clone(),
             ticket_subject: req.ticket_subject.clone(),
-            ssh_ip: req.ssh_ip.clone(),
-            ssh_port: req.ssh_port,
+            ssh_ip,
+            ssh_port,
             whm_ip: req.whm_ip.clone(),
             created_at: now,
             expires_at,
@@ -459,6 +468,7 @@ impl Engine {
         for ip in ips {
             let addr: IpAddr = ip.cidr().net().addr();
             let eff = sshd.effective(&root, addr).map_err(|e| sshd_err(&e))?;
+            facts.ssh_endpoint.get_or_insert(eff.endpoint());
             facts
                 .root_key_login
                 .push((*ip, eff.root_key_login_allowed()));

@@ -46,6 +46,9 @@ impl PermitRootLogin {
 pub struct SshdEffective {
     pub permit_root_login: PermitRootLogin,
     pub ports: Vec<u16>,
+    /// `ListenAddress` entries as `sshd -T` prints them (`addr:port`,
+    /// `[v6]:port`), in order.
+    pub listen_addresses: Vec<std::net::SocketAddr>,
     pub pubkey_authentication: bool,
     pub password_authentication: bool,
     /// `AuthorizedKeysFile` entries as printed (tokens such as `%h` unexpanded);
@@ -74,6 +77,25 @@ pub enum SshdParseError {
 }
 
 impl SshdEffective {
+    /// Where support's SSH connection goes: the first address sshd listens
+    /// on by name, else its IPv4 wildcard (0.0.0.0: every address), and
+    /// that entry's port.
+    pub fn endpoint(&self) -> std::net::SocketAddr {
+        let specific = self
+            .listen_addresses
+            .iter()
+            .find(|a| !a.ip().is_unspecified());
+        let v4_any = self.listen_addresses.iter().find(|a| a.is_ipv4());
+        specific
+            .or(v4_any)
+            .or(self.listen_addresses.first())
+            .copied()
+            .unwrap_or_else(|| {
+                let port = self.ports.first().copied().unwrap_or(22);
+                std::net::SocketAddr::from(([0, 0, 0, 0], port))
+            })
+    }
+
     /// Parses the full output of `sshd -T`.
     pub fn parse(text: &str) -> Result<Self, SshdParseError> {
         let mut permit_root_login = None;
@@ -83,6 +105,7 @@ impl SshdEffective {
         let mut eff = SshdEffective {
             permit_root_login: PermitRootLogin::No,
             ports: Vec::new(),
+            listen_addresses: Vec::new(),
             pubkey_authentication: false,
             password_authentication: false,
             authorized_keys_files: Vec::new(),
@@ -110,6 +133,14 @@ impl SshdEffective {
                     permit_root_login = Some(PermitRootLogin::parse(value).ok_or_else(bad)?)
                 }
                 "port" => eff.ports.push(value.parse().map_err(|_| bad())?),
+                // `sshd -T` may add ` rdomain NAME`; the address comes first.
+                "listenaddress" => eff.listen_addresses.push(
+                    value
+                        .split_whitespace()
+                        .next()
+                        .and_then(|a| a.parse().ok())
+                        .ok_or_else(bad)?,
+                ),
                 "pubkeyauthentication" => {
                     pubkey_authentication = Some(yes_no(value).ok_or_else(bad)?)
                 }
@@ -343,6 +374,20 @@ mod tests {
     const DEFAULT: &str = include_str!("fixtures/default_prohibit_password.txt");
     const RESTRICTED: &str = include_str!("fixtures/restricted.txt");
 
+    #[test]
+    fn endpoint_is_the_first_listen_address_and_its_port() {
+        let any = SshdEffective::parse(DEFAULT).unwrap();
+        assert_eq!(any.endpoint(), "0.0.0.0:2222".parse().unwrap());
+        let one = DEFAULT.replacen(
+            "listenaddress [::]:2222",
+            "listenaddress 192.0.2.7:2022 rdomain blue",
+            1,
+        );
+        let one = SshdEffective::parse(&one).unwrap();
+        assert_eq!(one.endpoint(), "192.0.2.7:2022".parse().unwrap());
+        assert!(SshdEffective::parse(&DEFAULT.replacen("[::]:2222", "nonsense", 1)).is_err());
+    }
+
     fn u(s: &str) -> Username {
         Username::parse(s).unwrap()
     }
@@ -382,6 +427,7 @@ mod tests {
         let e = SshdEffective::parse(RESTRICTED).unwrap();
         assert_eq!(e.permit_root_login, PermitRootLogin::No);
         assert_eq!(e.ports, vec![22, 2200]);
+        assert_eq!(e.endpoint().port(), e.ports[0]);
         assert!(!e.pubkey_authentication);
         assert_eq!(
             e.allow_users,

@@ -262,6 +262,14 @@ impl Sshd {
     }
 }
 
+impl Sshd {
+    /// Stops sshd (the listening socket closes with it).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Sshd {
     fn drop(&mut self) {
         let _ = self.child.kill();

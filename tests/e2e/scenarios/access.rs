@@ -208,3 +208,29 @@ pub fn ttl_backstop_with_daemon_down(sb: &Sandbox) {
     scene.assert_admin_intact();
     daemon::assert_audit_verifies();
 }
+
+/// Issue 18, SSH info: a local grant reports where sshd really listens
+/// (here a random port, not 22), and `ticket_ssh_test`'s preflight checks
+/// that: SUCCESS while sshd runs, REFUSED once it stops.
+pub fn ssh_test_follows_sshds_own_port(sb: &Sandbox) {
+    let mut scene = Scene::new(sb, &SceneSetup::root_login("prohibit-password"));
+    assert_ne!(scene.sshd.port, 22);
+    let data = scene.grant(400, &[]);
+    assert_eq!(
+        data["ssh_port"].as_u64(),
+        Some(u64::from(scene.sshd.port)),
+        "{data}"
+    );
+    assert_eq!(data["ssh_ip"], "127.0.0.1", "{data}");
+    let listed = scene.daemon.call_ok("ticket_list", &[("ticket_id", "400")]);
+    let ssh = listed["auths"][0]["servers"][0]["ssh"]
+        .as_str()
+        .unwrap_or("");
+    assert_eq!(ssh, format!("127.0.0.1:{}", scene.sshd.port), "{listed}");
+    let args = [("ticket_id", "400"), ("server_num", "1")];
+    let tested = scene.daemon.call_ok("ticket_ssh_test", &args);
+    assert_eq!(tested["result"], "SUCCESS", "{tested}");
+    scene.sshd.stop();
+    let tested = scene.daemon.call_ok("ticket_ssh_test", &args);
+    assert_eq!(tested["result"], "REFUSED", "{tested}");
+}
