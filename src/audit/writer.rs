@@ -46,7 +46,7 @@ pub enum AuditError {
     #[error("audit log {path}: {message}")]
     Io { path: PathBuf, message: String },
     #[error("audit chain head in the store: {0}")]
-    Store(#[from] sqlx::Error),
+    Store(#[from] crate::store::StoreError),
     #[error("cannot serialise audit record: {0}")]
     Encode(#[from] serde_json::Error),
 }
@@ -585,28 +585,13 @@ async fn load_kept(store: &Store) -> Vec<Kept> {
 
 /// The chain head the store holds (None before the first record).
 pub async fn load_head(store: &Store) -> Result<Option<ChainHead>, AuditError> {
-    let row: Option<(i64, String)> =
-        sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
-            .fetch_optional(store.pool())
-            .await?;
-    Ok(row.map(|(seq, hash)| ChainHead {
-        seq: seq.max(0) as u64,
-        hash,
-    }))
+    let head = store.audit_head().await?;
+    Ok(head.map(|(seq, hash)| ChainHead { seq, hash }))
 }
 
 /// Saves `head` unless the store already holds a newer one.
 async fn save_head(store: &Store, head: &ChainHead) -> Result<(), AuditError> {
-    sqlx::query(
-        "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?1, ?2)
-         ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash
-         WHERE excluded.seq > audit_head.seq",
-    )
-    .bind(head.seq as i64)
-    .bind(&head.hash)
-    .execute(store.pool())
-    .await?;
-    Ok(())
+    Ok(store.save_audit_head(head.seq, &head.hash).await?)
 }
 
 /// Opens the log for appending, creating its directory (0700) and the file

@@ -310,6 +310,24 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The audit chain head (seq, hash) the store holds, if any.
+    pub async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
+        let row: Option<(i64, String)> =
+            sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(row.map(|(seq, hash)| (seq.max(0) as u64, hash)))
+    }
+
+    /// Saves an audit chain head on its own; it only ever moves forward.
+    pub async fn save_audit_head(&self, seq: u64, hash: &str) -> Result<(), StoreError> {
+        let mut conn = self.pool().acquire().await?;
+        save_audit_head(&mut conn, seq, hash).await?;
+        Ok(())
+    }
+}
+
 /// Saves an audit chain head inside `tx`; it only ever moves forward.
 pub(crate) async fn save_audit_head(
     tx: &mut sqlx::SqliteConnection,
