@@ -26,7 +26,6 @@ pub mod firewalld;
 pub mod hosts_allow;
 pub mod iptables;
 pub mod nft;
-pub mod record;
 
 /// The comment that marks entries as ours (cPanel's name, so existing
 /// tooling and admins recognise it).
