@@ -63,6 +63,29 @@ e2e_test!(s5_crash_external_kill_during_burst => scenarios::mix::crash_external_
 e2e_test!(s6_firewall_default_drop => scenarios::firewall::firewall_default_drop);
 e2e_test!(s7_parallel_mixed_operations => scenarios::mix::parallel_mixed_operations);
 
+// Issue 19: the packaged product.
+/// `systemd-analyze verify` on systemd/supportauth.service, installed in
+/// the sandbox as the packages install it.
+#[test]
+fn unit_verifies() {
+    outer::run_needing(
+        "unit_verifies",
+        scenarios::package::unit_verifies,
+        Some(scenarios::package::unit_check_needs),
+    );
+}
+
+/// dpkg -i, the unit's own start lines, grant and revoke through the CLI,
+/// dpkg --purge: no grant, key, user or firewall entry left.
+#[test]
+fn package_deb_install_grant_revoke_purge() {
+    outer::run_needing(
+        "package_deb_install_grant_revoke_purge",
+        scenarios::package::deb_lifecycle,
+        Some(scenarios::package::deb_needs),
+    );
+}
+
 /// Scenario 5: one test per fault point of the daemon (`SUPPORTAUTH_FAULT`).
 macro_rules! crash_tests {
     ($($name:ident => $kind:ident($step:literal);)*) => {

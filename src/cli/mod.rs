@@ -22,11 +22,28 @@ use serde_json::Value;
 use crate::config::{Config, ConfigSource, DEFAULT_CONFIG_PATH};
 use client::Target;
 
+/// Environment and files, for `--help` and the man page.
+const ENVIRONMENT_HELP: &str = "\
+Environment:
+  SUPPORTAUTH_CONFIG   configuration file, as --config (a trial's, say)
+  SUPPORTAUTH_SOCKET   the daemon's Unix socket, as --socket
+  SUPPORTAUTH_TOKEN    API token for --url (preferred over --token)
+
+Files:
+  /etc/supportauth/config.toml           configuration (built-in defaults without it)
+  /run/supportauth/supportauth.sock      control socket (root needs no token)
+  /var/lib/supportauth/state.db          state store
+  /var/cpanel/logs/supportauth/audit.log hash-chained audit log
+
+See /usr/share/doc/supportauth/README.md; `supportauth trial DIR` tries it
+on a scratch copy of this host.";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "supportauth",
     version,
-    about = "Time-boxed, audited SSH access for support staff"
+    about = "Time-boxed, audited SSH access for support staff",
+    after_long_help = ENVIRONMENT_HELP
 )]
 pub struct Cli {
     /// Configuration file (default /etc/supportauth/config.toml; built-in

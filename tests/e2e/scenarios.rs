@@ -5,3 +5,4 @@ pub mod access;
 pub mod crash;
 pub mod firewall;
 pub mod mix;
+pub mod package;
