@@ -68,11 +68,7 @@ fn assert_verifies(unit: &str) {
     // --man=no: `man` itself may be absent; the page's presence is checked
     // by the callers.
     let out = cmd::run(Path::new(SYSTEMD_ANALYZE), &["verify", "--man=no", unit]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = both(&out);
     let ours: Vec<&str> = text.lines().filter(|l| l.contains("supportauth")).collect();
     assert!(
         out.status.success() && ours.is_empty(),
@@ -165,12 +161,7 @@ pub fn deb_lifecycle(sb: &Sandbox) {
             .env_remove("SUPPORTAUTH_SOCKET")
             .output()
             .expect("run the installed CLI");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+        (out.status.success(), both(&out))
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     while !cli(&["list"]).0 {
@@ -210,7 +201,7 @@ pub fn deb_lifecycle(sb: &Sandbox) {
         "cp7001.ssh",
     ]);
     assert!(ok, "{text}");
-    assert_no_ticket_trace(7001);
+    assert_no_host_trace(7001);
 
     // A grant left active for the removal to take away, with the daemon
     // stopped (as `systemctl stop` would): the package starts one.
@@ -222,11 +213,7 @@ pub fn deb_lifecycle(sb: &Sandbox) {
         .stdin(Stdio::null())
         .output()
         .expect("run dpkg --purge");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = both(&out);
     assert!(out.status.success(), "dpkg --purge failed:\n{text}");
     assert!(
         text.contains("revoked every grant before removal"),
@@ -234,7 +221,7 @@ pub fn deb_lifecycle(sb: &Sandbox) {
     );
     assert!(text.contains("KEPT the audit log"), "{text}");
 
-    assert_no_ticket_trace(7002);
+    assert_no_host_trace(7002);
     let ruleset = nft_ruleset();
     assert!(!ruleset.contains(SUPPORT_IP), "{ruleset}");
     assert!(!ruleset.contains("supportauth"), "{ruleset}");
@@ -255,20 +242,13 @@ pub fn deb_lifecycle(sb: &Sandbox) {
     assert!(!status.status.success(), "still known to dpkg");
 }
 
-fn assert_no_ticket_trace(ticket: u64) {
-    let user = format!("cp{ticket}.ssh");
-    assert!(passwd_line(&user).is_none(), "{user} still in /etc/passwd");
-    assert!(
-        !Path::new("/home").join(&user).exists(),
-        "home of {user} left"
-    );
-    let dropin = format!("/etc/sudoers.d/ticket{ticket}");
-    assert!(!Path::new(&dropin).exists(), "{dropin} left");
-    let mark = format!("{ticket}_server_");
-    for f in key_files() {
-        let text = std::fs::read_to_string(&f).unwrap_or_default();
-        assert!(!text.contains(&mark), "{} still holds the key", f.display());
-    }
+/// stdout and stderr of a finished command, for assertions and messages.
+fn both(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 fn nft_ruleset() -> String {
