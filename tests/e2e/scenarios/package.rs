@@ -125,6 +125,7 @@ pub fn deb_lifecycle(sb: &Sandbox) {
 
     // Install.
     let out = cmd::run_ok(Path::new(DPKG), &["-i", sandbox::DEB_INSIDE]);
+    println!("dpkg -i:\n{out}");
     assert!(out.contains("supportauth: installed"), "{out}");
     for f in [
         INSTALLED_BIN,
@@ -189,10 +190,12 @@ pub fn deb_lifecycle(sb: &Sandbox) {
         text
     };
     let text = grant("7001");
+    println!("supportauth grant:\n{text}");
     assert!(text.contains("cp7001.ssh"), "{text}");
     assert!(passwd_line("cp7001.ssh").is_some());
     assert!(Path::new("/etc/sudoers.d/ticket7001").exists());
-    assert!(nft_ruleset().contains(SUPPORT_IP), "{}", nft_ruleset());
+    let fw = firewall_view();
+    assert!(fw.contains(SUPPORT_IP), "{fw}");
     let (ok, text) = cli(&[
         "revoke",
         "--ticket-id",
@@ -214,6 +217,7 @@ pub fn deb_lifecycle(sb: &Sandbox) {
         .output()
         .expect("run dpkg --purge");
     let text = both(&out);
+    println!("dpkg --purge:\n{text}");
     assert!(out.status.success(), "dpkg --purge failed:\n{text}");
     assert!(
         text.contains("revoked every grant before removal"),
@@ -222,9 +226,11 @@ pub fn deb_lifecycle(sb: &Sandbox) {
     assert!(text.contains("KEPT the audit log"), "{text}");
 
     assert_no_host_trace(7002);
-    let ruleset = nft_ruleset();
-    assert!(!ruleset.contains(SUPPORT_IP), "{ruleset}");
-    assert!(!ruleset.contains("supportauth"), "{ruleset}");
+    let fw = firewall_view();
+    assert!(!fw.contains(SUPPORT_IP), "{fw}");
+    for ours in ["supportauth", "cPanel-support-access"] {
+        assert!(!fw.contains(ours), "{ours} left in the firewall:\n{fw}");
+    }
     assert!(!Path::new(INSTALLED_BIN).exists());
     assert!(!Path::new(&unit_path).exists());
     assert!(
@@ -251,8 +257,16 @@ fn both(out: &std::process::Output) -> String {
     )
 }
 
-fn nft_ruleset() -> String {
-    cmd::run_ok(&nft_tool(), &["list", "ruleset"])
+/// Every place `firewall.backends = auto` may whitelist in the sandbox:
+/// the nftables ruleset, iptables' rules and hosts.allow.
+fn firewall_view() -> String {
+    let iptables = cmd::tool(&["/usr/sbin/iptables", "/sbin/iptables"]);
+    format!(
+        "nft:\n{}\niptables:\n{}\nhosts.allow:\n{}",
+        cmd::run_ok(&nft_tool(), &["list", "ruleset"]),
+        cmd::run_ok(&iptables, &["-S"]),
+        std::fs::read_to_string("/etc/hosts.allow").unwrap_or_default()
+    )
 }
 
 fn daemon_log(sb: &Sandbox) -> String {
