@@ -2,7 +2,8 @@
 //! `systemd-analyze verify` once installed; the .deb installs with dpkg
 //! (its maintainer scripts run), the daemon runs with the unit's own
 //! ExecStartPre/ExecStart lines on a host without cPanel, grants and
-//! revokes through the CLI, and `dpkg --purge` takes every grant away
+//! revokes through the CLI, an upgrade keeps a grant, and `dpkg --purge`
+//! takes every grant away
 //! first and leaves no key, user, sudoers file or firewall entry. All of it
 //! inside the sandbox (/usr, /etc, /var are overlays there).
 
@@ -210,6 +211,15 @@ pub fn deb_lifecycle(sb: &Sandbox) {
     // stopped (as `systemctl stop` would): the package starts one.
     grant("7002");
     assert!(passwd_line("cp7002.ssh").is_some());
+    // An upgrade (the package over itself: prerm "upgrade", postinst
+    // "configure <old version>") keeps the grant.
+    let out = cmd::run_ok(Path::new(DPKG), &["-i", sandbox::DEB_INSIDE]);
+    println!("dpkg -i (upgrade):\n{out}");
+    assert!(out.contains("supportauth: upgraded from"), "{out}");
+    assert!(!out.contains("revoking"), "{out}");
+    assert!(passwd_line("cp7002.ssh").is_some(), "the upgrade revoked");
+    let (ok, text) = cli(&["list", "--ticket-id", "7002"]);
+    assert!(ok && text.contains("AUTHED"), "{text}");
     stop(&mut d);
     let out = Command::new(DPKG)
         .args(["--purge", "supportauth"])
