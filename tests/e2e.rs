@@ -33,6 +33,14 @@ macro_rules! e2e_test {
             outer::run(stringify!($name), $body);
         }
     };
+    // A scenario that needs more than the sandbox (`$needs` says why not).
+    ($(#[$attr:meta])* $name:ident => $body:path, needs $needs:path) => {
+        $(#[$attr])*
+        #[test]
+        fn $name() {
+            outer::run_needing(stringify!($name), $body, Some($needs));
+        }
+    };
 }
 
 e2e_test!(harness_root_key_login => selftest::root_key_login);
@@ -64,27 +72,19 @@ e2e_test!(s6_firewall_default_drop => scenarios::firewall::firewall_default_drop
 e2e_test!(s7_parallel_mixed_operations => scenarios::mix::parallel_mixed_operations);
 
 // Issue 19: the packaged product.
-/// `systemd-analyze verify` on systemd/supportauth.service, installed in
-/// the sandbox as the packages install it.
-#[test]
-fn unit_verifies() {
-    outer::run_needing(
-        "unit_verifies",
-        scenarios::package::unit_verifies,
-        Some(scenarios::package::unit_check_needs),
-    );
-}
-
-/// dpkg -i, the unit's own start lines, grant and revoke through the CLI,
-/// dpkg --purge: no grant, key, user or firewall entry left.
-#[test]
-fn package_deb_install_grant_revoke_purge() {
-    outer::run_needing(
-        "package_deb_install_grant_revoke_purge",
-        scenarios::package::deb_lifecycle,
-        Some(scenarios::package::deb_needs),
-    );
-}
+e2e_test!(
+    /// `systemd-analyze verify` on systemd/supportauth.service, installed
+    /// in the sandbox as the packages install it.
+    unit_verifies => scenarios::package::unit_verifies,
+    needs scenarios::package::unit_check_needs
+);
+e2e_test!(
+    /// dpkg -i, the unit's own start lines, grant and revoke through the
+    /// CLI, an upgrade, dpkg --purge: no grant, key, user or firewall
+    /// entry left.
+    package_deb_install_grant_revoke_purge => scenarios::package::deb_lifecycle,
+    needs scenarios::package::deb_needs
+);
 
 /// Scenario 5: one test per fault point of the daemon (`SUPPORTAUTH_FAULT`).
 macro_rules! crash_tests {
