@@ -90,7 +90,7 @@ pub async fn ticket_grant(app: &Arc<App>, caller: &Caller, params: &Params) -> A
         ssh_username,
         ttl,
         access_ips,
-        source: "local".into(),
+        source: crate::domain::GrantSource::Local,
         server_name: String::new(),
         ticket_subject: String::new(),
         ssh_ip: String::new(),
@@ -130,6 +130,9 @@ pub fn granted_data(g: &Granted) -> Map<String, Value> {
     data.insert("access_ips".into(), json!(g.row.access_ips));
     data.insert("key_fingerprint".into(), json!(g.row.key_fingerprint));
     data.insert("temporary_user".into(), json!(g.row.temp_user as u8));
+    // 1 when another server's grant of this ticket created the temporary
+    // user: its password was shown with that grant and is not reset.
+    data.insert("shared_temporary_user".into(), json!(g.shared_user as u8));
     data.insert("source".into(), json!(g.row.source));
     if let Some(pw) = &g.password {
         // Shown once so the admin can hand it to support for sudo;

@@ -17,7 +17,6 @@ pub mod grant;
 pub mod host;
 pub mod reconcile;
 pub mod revoke;
-pub mod settle;
 pub mod support_ips;
 
 use std::sync::{Arc, RwLock};
@@ -35,6 +34,28 @@ use crate::store::Store;
 use crate::types::SupportIp;
 
 pub use host::{Host, HostFirewall, WhitelistOutcome};
+
+/// Why an engine operation could not run at all (the answer's `reason`).
+/// Failures of single host steps are reported per grant instead (see
+/// `Revoked::errors`, `GrantError`).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("The state database failed: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// Nothing matched, or the request cannot be done; the host is as it was.
+    #[error("{0}")]
+    Refused(String),
+    /// The host could not be read to decide what to do.
+    #[error("{0}")]
+    Host(String),
+}
+
+/// The API and the CLI show an engine error as its message.
+impl From<EngineError> for String {
+    fn from(e: EngineError) -> String {
+        e.to_string()
+    }
+}
 
 /// The parts of the configuration that may change on reload.
 #[derive(Debug, Clone)]
@@ -64,10 +85,8 @@ pub struct Engine {
     policy: RwLock<Policy>,
     /// Serialises every change to the host.
     changes: Arc<Mutex<()>>,
-    /// Grants whose WHM key copy follows their answer (see [`settle`]).
-    unsettled: settle::Unsettled,
-    /// How long that copy and a grant's done mark wait (see [`settle`]).
-    settle_delay: std::time::Duration,
+    /// Woken when a grant is made, so the expiry timer can wake earlier.
+    grants_changed: Arc<tokio::sync::Notify>,
 }
 
 impl Engine {
@@ -85,15 +104,14 @@ impl Engine {
             clock,
             policy: RwLock::new(policy),
             changes: Arc::new(Mutex::new(())),
-            unsettled: settle::Unsettled::default(),
-            settle_delay: settle::DELAY,
+            grants_changed: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
-    /// For tests that look at what a grant settles before it is written.
-    #[cfg(test)]
-    pub(crate) fn set_settle_delay(&mut self, delay: std::time::Duration) {
-        self.settle_delay = delay;
+    /// Notified after every grant: the expiry timer recomputes its wake-up
+    /// (a new grant may end sooner than the one it sleeps for).
+    pub fn grants_changed(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.grants_changed)
     }
 
     pub fn set_policy(&self, policy: Policy) {
@@ -170,20 +188,6 @@ impl Engine {
         }
     }
 
-    /// Appends consecutive records in one durable write on a path that
-    /// must not fail (revoke): a failed write becomes `audit_log`.
-    async fn audit_all_nonfatal(&self, events: Vec<AuditEvent>, non_fatals: &mut Vec<String>) {
-        if events.is_empty() {
-            return;
-        }
-        if let Err(e) = self.audit.append_all(&events).await {
-            tracing::error!(error = %e, "audit records could not be written");
-            if !non_fatals.iter().any(|n| n == "audit_log") {
-                non_fatals.push("audit_log".into());
-            }
-        }
-    }
-
     /// Brings every whitelist to the union of the live grants' addresses
     /// (or removes it when none is left), auditing each change.
     async fn converge_whitelist(
@@ -243,12 +247,8 @@ mod tests;
 
 impl Engine {
     /// How many grants are live (granting, active or revoking).
-    pub async fn active_grant_count(&self) -> Result<usize, String> {
-        self.store
-            .live_grants()
-            .await
-            .map(|l| l.len())
-            .map_err(|e| format!("The state database failed: {e}"))
+    pub async fn active_grant_count(&self) -> Result<usize, EngineError> {
+        Ok(self.store.live_grants().await?.len())
     }
 
     /// Converges the whitelist to the live grants, under the change lock.
@@ -259,12 +259,8 @@ impl Engine {
     }
 
     /// What the firewall has, compared with what the live grants need.
-    pub async fn whitelist_check(&self) -> Result<Value, String> {
-        let live = self
-            .store
-            .live_grants()
-            .await
-            .map_err(|e| format!("The state database failed: {e}"))?;
+    pub async fn whitelist_check(&self) -> Result<Value, EngineError> {
+        let live = self.store.live_grants().await?;
         let ips = crate::planner::whitelist_ips(&live);
         let fw = self.host.firewall.clone();
         Ok(tokio::task::block_in_place(|| fw.check(&ips)))
