@@ -191,7 +191,7 @@ impl SupportKey {
             KeyData::Ed25519(_) => Ok(()),
             KeyData::Ecdsa(_) => Ok(()),
             KeyData::Rsa(rsa) => {
-                let bits = rsa.n.as_positive_bytes().map(bit_len).unwrap_or(0);
+                let bits = rsa.n().as_positive_bytes().map(bit_len).unwrap_or(0);
                 if bits < MIN_RSA_BITS {
                     Err(refuse(format!("The key is RSA {bits} bits; {POLICY}.")))
                 } else if bits > MAX_RSA_BITS {

@@ -145,8 +145,13 @@ fn non_root_local_peer_needs_a_token() {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let token = d.create_token("token_name=local&acl-0=tokens-admin");
+    // uid 65534 cannot reach the build's binary when the checkout lives in
+    // a private (0700) directory: it runs a copy in the 0755 test dir.
+    let bin = d.dir.path().join("supportauth-client");
+    std::fs::copy(common::BIN, &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     let run = |token: Option<&str>| {
-        let mut c = std::process::Command::new(common::BIN);
+        let mut c = std::process::Command::new(&bin);
         c.arg("--config")
             .arg(&d.config)
             .args(["--json", "call", "api_token_list"])

@@ -162,3 +162,64 @@ fn tls_listener_serves_verified_https() {
         .unwrap();
     assert_ne!(String::from_utf8_lossy(&out.stdout), "200");
 }
+
+/// The README's Perl example, exactly as printed there: it lists the
+/// granted ticket with a good token and fails (non-zero, the HTTP status
+/// on stderr) with a bad one or none.
+#[test]
+fn readme_perl_example_runs_as_written() {
+    if !have("perl", &["-MHTTP::Tiny", "-MJSON::PP", "-e", "1"]) {
+        supportauth::test_skip!("SKIPPED: perl with HTTP::Tiny and JSON::PP is not installed");
+        return;
+    }
+    if let Some(why) = common::cannot_run_host_tools() {
+        supportauth::test_skip!("SKIPPED readme_perl_example_runs_as_written: {why}");
+        return;
+    }
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("```perl\n")
+        .expect("a Perl block in the README")
+        + 8;
+    let script = &readme[start..start + readme[start..].find("```").expect("block end")];
+    let d = Daemon::start_configured("", "", |root| {
+        common::scratch_root_config(root, "PermitRootLogin prohibit-password")
+    });
+    let key = common::support_key(d.dir.path());
+    let granted = d.call(
+        "ticket_grant",
+        &[
+            ("ticket_id", "4242"),
+            ("server_num", "1"),
+            ("ssh_key", key.as_str()),
+        ],
+    );
+    assert_eq!(granted["metadata"]["result"], 1, "{granted}");
+    let token = d.create_token("token_name=readme&acl-0=tickets-list");
+    let url = format!("http://127.0.0.1:{}", d.port);
+    let run = |token: Option<&str>| {
+        let mut c = Command::new("perl");
+        c.args(["-e", script])
+            .env("SUPPORTAUTH_URL", &url)
+            .env_remove("SUPPORTAUTH_TOKEN");
+        if let Some(t) = token {
+            c.env("SUPPORTAUTH_TOKEN", t);
+        }
+        c.output().unwrap()
+    };
+    let out = run(Some(&token));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout, "4242\n");
+    let out = run(Some("ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HTTP 401"));
+    let out = run(None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SUPPORTAUTH_TOKEN"));
+}

@@ -33,6 +33,14 @@ macro_rules! e2e_test {
             outer::run(stringify!($name), $body);
         }
     };
+    // A scenario that needs more than the sandbox (`$needs` says why not).
+    ($(#[$attr:meta])* $name:ident => $body:path, needs $needs:path) => {
+        $(#[$attr])*
+        #[test]
+        fn $name() {
+            outer::run_needing(stringify!($name), $body, Some($needs));
+        }
+    };
 }
 
 e2e_test!(harness_root_key_login => selftest::root_key_login);
@@ -66,6 +74,21 @@ e2e_test!(s7_parallel_mixed_operations => scenarios::mix::parallel_mixed_operati
 e2e_test!(
     /// A full disk under the audit log: no change goes unrecorded.
     s8_full_audit_disk => scenarios::disk::full_audit_disk
+);
+
+// Issue 19: the packaged product.
+e2e_test!(
+    /// `systemd-analyze verify` on systemd/supportauth.service, installed
+    /// in the sandbox as the packages install it.
+    unit_verifies => scenarios::package::unit_verifies,
+    needs scenarios::package::unit_check_needs
+);
+e2e_test!(
+    /// dpkg -i, the unit's own start lines, grant and revoke through the
+    /// CLI, an upgrade, dpkg --purge: no grant, key, user or firewall
+    /// entry left.
+    package_deb_install_grant_revoke_purge => scenarios::package::deb_lifecycle,
+    needs scenarios::package::deb_needs
 );
 
 /// Scenario 5: one test per fault point of the daemon (`SUPPORTAUTH_FAULT`).

@@ -82,7 +82,7 @@ pub fn run(_rt: &tokio::runtime::Runtime, report: &mut Report) {
     for i in 0..cycles as u64 {
         util::grant(&d, &key, 100_000 + i);
         util::revoke(&d, 100_000 + i);
-        if (i + 1) as usize % warm == 0 {
+        if ((i + 1) as usize).is_multiple_of(warm) {
             marks.push(util::rss_kib(pid).0);
         }
     }

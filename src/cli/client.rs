@@ -12,16 +12,32 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 #[derive(Debug, Clone)]
 pub enum Target {
-    Unix(PathBuf),
-    Tcp { host: String, port: u16 },
+    /// The socket, and where its path came from (for the error's advice).
+    Unix(PathBuf, SocketFrom),
+    Tcp {
+        host: String,
+        port: u16,
+    },
+}
+
+/// How the CLI found the socket path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocketFrom {
+    /// `--socket` or `SUPPORTAUTH_SOCKET`.
+    Flag,
+    /// `listen.socket` of this configuration file.
+    Config(PathBuf),
+    /// No configuration file: the built-in default.
+    Defaults,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to {target}: {source} (is the daemon running? `supportauth daemon`)")]
+    #[error("cannot connect to {target}: {source}\n{advice}")]
     Connect {
         target: String,
         source: std::io::Error,
+        advice: String,
     },
     #[error(
         "bad --url {0:?}: expected http://HOST[:PORT] (HTTPS is for remote clients such as curl)"
@@ -61,8 +77,34 @@ impl Target {
 
     fn describe(&self) -> String {
         match self {
-            Target::Unix(p) => p.display().to_string(),
+            Target::Unix(p, SocketFrom::Flag) => format!("{} (--socket)", p.display()),
+            Target::Unix(p, SocketFrom::Config(c)) => {
+                format!("{} (listen.socket of {})", p.display(), c.display())
+            }
+            Target::Unix(p, SocketFrom::Defaults) => {
+                format!("{} (built-in default: no configuration file)", p.display())
+            }
             Target::Tcp { host, port } => format!("{host}:{port}"),
+        }
+    }
+
+    /// What to do when the connection fails: start the daemon, or point
+    /// the CLI at the one that runs (a trial's, say) and how.
+    fn advice(&self, e: &std::io::Error) -> String {
+        let start = "Is the daemon running? `systemctl status supportauth`, or start it with \
+                     `supportauth [--config PATH] daemon`.";
+        let elsewhere = "A daemon started with another configuration (a trial, say) is \
+                         reached with --config PATH or SUPPORTAUTH_CONFIG=PATH (or \
+                         --socket PATH / SUPPORTAUTH_SOCKET=PATH).";
+        match (self, e.kind()) {
+            (Target::Tcp { .. }, _) => {
+                format!("Is the daemon running and listening there (listen.tcp)? {start}")
+            }
+            (Target::Unix(..), std::io::ErrorKind::PermissionDenied) => format!(
+                "The socket is for root and listen.socket_group: run as root (sudo), or \
+                 use --url http://127.0.0.1:2090 with SUPPORTAUTH_TOKEN. {elsewhere}"
+            ),
+            (Target::Unix(..), _) => format!("{start} {elsewhere}"),
         }
     }
 }
@@ -98,12 +140,13 @@ pub async fn call(
     function: &str,
     params: &[(String, String)],
 ) -> Result<(u16, Value), ClientError> {
-    let connect_err = |source| ClientError::Connect {
+    let connect_err = |source: std::io::Error| ClientError::Connect {
         target: target.describe(),
+        advice: target.advice(&source),
         source,
     };
     match target {
-        Target::Unix(p) => {
+        Target::Unix(p, _) => {
             let s = tokio::net::UnixStream::connect(p)
                 .await
                 .map_err(connect_err)?;
@@ -180,6 +223,25 @@ mod tests {
         ));
         assert!(Target::from_url("https://x").is_err());
         assert!(Target::from_url("http://u@x").is_err());
+    }
+
+    #[test]
+    fn connection_errors_name_the_fix() {
+        let t = Target::Unix(
+            PathBuf::from("/tmp/t/run/supportauth/supportauth.sock"),
+            SocketFrom::Defaults,
+        );
+        let e = ClientError::Connect {
+            target: t.describe(),
+            advice: t.advice(&std::io::Error::from(std::io::ErrorKind::NotFound)),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        }
+        .to_string();
+        assert!(e.contains("built-in default"), "{e}");
+        assert!(e.contains("SUPPORTAUTH_CONFIG=PATH"), "{e}");
+        assert!(e.contains("--config PATH"), "{e}");
+        let denied = t.advice(&std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+        assert!(denied.contains("SUPPORTAUTH_TOKEN"), "{denied}");
     }
 
     #[test]

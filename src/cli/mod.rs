@@ -3,10 +3,15 @@
 //! Every command except `daemon` and `config validate` is a WHM API 1 call
 //! to the running daemon: over the Unix socket by default (root needs no
 //! token), or `--url http://127.0.0.1:2090` with `--token` /
-//! `SUPPORTAUTH_TOKEN`.
+//! `SUPPORTAUTH_TOKEN`. The socket is the one of `--config` (or
+//! `SUPPORTAUTH_CONFIG`), unless `--socket` (or `SUPPORTAUTH_SOCKET`) names
+//! it.
 
 pub mod client;
+pub mod docs;
 pub mod output;
+pub mod removal;
+pub mod trial;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,17 +22,37 @@ use serde_json::Value;
 use crate::config::{Config, ConfigSource, DEFAULT_CONFIG_PATH};
 use client::Target;
 
+/// Environment and files, for `--help` and the man page.
+const ENVIRONMENT_HELP: &str = "\
+Environment:
+  SUPPORTAUTH_CONFIG   configuration file, as --config (a trial's, say)
+  SUPPORTAUTH_SOCKET   the daemon's Unix socket, as --socket
+  SUPPORTAUTH_TOKEN    API token for --url (preferred over --token)
+
+Files:
+  /etc/supportauth/config.toml           configuration (built-in defaults without it)
+  /run/supportauth/supportauth.sock      control socket (root needs no token)
+  /var/lib/supportauth/state.db          state store
+  /var/cpanel/logs/supportauth/audit.log hash-chained audit log
+
+See /usr/share/doc/supportauth/README.md; `supportauth trial DIR` tries it
+on a scratch copy of this host.";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "supportauth",
     version,
-    about = "Time-boxed, audited SSH access for support staff"
+    about = "Time-boxed, audited SSH access for support staff",
+    after_long_help = ENVIRONMENT_HELP
 )]
 pub struct Cli {
     /// Configuration file (default /etc/supportauth/config.toml; built-in
-    /// defaults when it does not exist).
-    #[arg(long, global = true, value_name = "PATH")]
+    /// defaults when it does not exist). The CLI reaches the socket it names.
+    #[arg(long, global = true, value_name = "PATH", env = "SUPPORTAUTH_CONFIG")]
     pub config: Option<PathBuf>,
+    /// The daemon's Unix socket, when it is not the one of the configuration.
+    #[arg(long, global = true, value_name = "PATH", env = "SUPPORTAUTH_SOCKET")]
+    pub socket: Option<PathBuf>,
     /// Print the raw JSON answer (for scripts).
     #[arg(long, global = true)]
     pub json: bool,
@@ -104,6 +129,24 @@ pub enum Command {
     /// The web page inside WHM: one CGI request, forwarded to the daemon
     /// (installed as WHM's index.cgi; see whm/).
     WhmCgi,
+    /// Prepare a scratch root in DIR from this host's files (accounts,
+    /// sshd_config, sudoers) and print its configuration and the commands
+    /// to try supportauth there without changing the machine.
+    Trial {
+        /// An empty or new directory (absolute or relative).
+        dir: PathBuf,
+    },
+    /// Revoke every grant before the package is removed, starting a
+    /// temporary daemon when none answers (used by the package scripts).
+    #[command(hide = true)]
+    PrepareRemoval,
+    /// Write the man pages and shell completions into DIR (used to build
+    /// the packages).
+    #[command(hide = true)]
+    GenerateDocs {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -197,6 +240,9 @@ pub fn main() -> ExitCode {
         }
         Command::Audit(a) => audit(&cli, a),
         Command::WhmCgi => crate::web::cgi::main(cli.config.as_deref()),
+        Command::Trial { dir } => trial::run(dir),
+        Command::PrepareRemoval => removal::run(&cli),
+        Command::GenerateDocs { out } => docs::run(out),
         _ => match call_command(&cli) {
             Ok(code) => code,
             Err(e) => {
@@ -411,31 +457,57 @@ fn to_call(cmd: &Command) -> Result<PlannedCall, String> {
         }
         Command::RemoveClosed => ("ticket_remove_closed", Render::Revoked),
         Command::RevokeAll => ("ticket_revoke_all", Render::Revoked),
-        Command::Daemon | Command::Config(_) | Command::Audit(_) | Command::WhmCgi => {
-            return Err("not an API command".into())
-        }
+        Command::Daemon
+        | Command::Config(_)
+        | Command::Audit(_)
+        | Command::WhmCgi
+        | Command::Trial { .. }
+        | Command::PrepareRemoval
+        | Command::GenerateDocs { .. } => return Err("not an API command".into()),
     };
     Ok((f.to_string(), p, r))
 }
 
-fn call_command(cli: &Cli) -> Result<ExitCode, String> {
-    let (function, params, render) = to_call(&cli.command)?;
+/// Where the client commands send their calls: `--url`, else `--socket`,
+/// else the socket of the configuration.
+pub fn target(cli: &Cli) -> Result<Target, String> {
+    if let Some(u) = &cli.url {
+        return Target::from_url(u).map_err(|e| e.to_string());
+    }
+    if let Some(s) = &cli.socket {
+        return Ok(Target::Unix(s.clone(), client::SocketFrom::Flag));
+    }
+    let (cfg, source) = Config::load(cli.config.as_deref()).map_err(|e| e.to_string())?;
+    let from = match source {
+        ConfigSource::File(p) => client::SocketFrom::Config(p),
+        ConfigSource::BuiltInDefaults => client::SocketFrom::Defaults,
+    };
+    Ok(Target::Unix(cfg.socket_path(), from))
+}
+
+/// Makes one API call and returns the HTTP status and the answer.
+pub fn call(
+    cli: &Cli,
+    target: &Target,
+    function: &str,
+    params: &[(String, String)],
+) -> Result<(u16, Value), String> {
     let token = cli
         .token
         .clone()
         .or_else(|| std::env::var("SUPPORTAUTH_TOKEN").ok())
         .filter(|t| !t.is_empty());
-    let target = match &cli.url {
-        Some(u) => Target::from_url(u).map_err(|e| e.to_string())?,
-        None => Target::Unix(load_config(cli)?.socket_path()),
-    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let (status, body) = rt
-        .block_on(client::call(&target, token.as_deref(), &function, &params))
-        .map_err(|e| e.to_string())?;
+    rt.block_on(client::call(target, token.as_deref(), function, params))
+        .map_err(|e| e.to_string())
+}
+
+fn call_command(cli: &Cli) -> Result<ExitCode, String> {
+    let (function, params, render) = to_call(&cli.command)?;
+    let (status, body) = call(cli, &target(cli)?, &function, &params)?;
     let ok = status == 200 && body["metadata"]["result"].as_i64() == Some(1);
     if cli.json {
         println!("{body}");

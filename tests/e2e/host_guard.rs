@@ -38,6 +38,11 @@ const LISTINGS: &[&str] = &[
     "/var/lib/supportauth",
     "/run/supportauth",
     "/etc/ssh",
+    // What installing the package would leave on the host.
+    "/usr/sbin/supportauth",
+    "/usr/lib/systemd/system/supportauth.service",
+    "/var/lib/dpkg/info/supportauth.list",
+    "/etc/systemd/system/multi-user.target.wants",
 ];
 
 impl Snapshot {

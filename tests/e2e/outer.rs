@@ -57,6 +57,13 @@ const UNSHARE_ARGS: &[&str] = &[
 /// Entry point of every e2e `#[test]`: `name` must be the test function's
 /// exact name (it is how the inner run selects it).
 pub fn run(name: &str, body: fn(&Sandbox)) {
+    run_needing(name, body, None)
+}
+
+/// Like [`run`], for a scenario that needs more than the sandbox: `needs`
+/// says why it cannot run here (a skip, or a failure under
+/// `SUPPORTAUTH_TESTS_MUST_RUN`).
+pub fn run_needing(name: &str, body: fn(&Sandbox), needs: Option<fn() -> Option<String>>) {
     if let Ok(inner) = std::env::var(INNER_ENV) {
         assert_eq!(inner, name, "inner run for {inner} reached test {name}");
         if std::process::id() == 1 {
@@ -70,6 +77,10 @@ pub fn run(name: &str, body: fn(&Sandbox)) {
     }
     if let Some(why) = skip_reason() {
         skip(name, why);
+        return;
+    }
+    if let Some(why) = needs.and_then(|f| f()) {
+        skip(name, &why);
         return;
     }
     let guard = HostGuard::capture();
@@ -181,7 +192,11 @@ fn run_inner(name: &str) -> Outcome {
     args.push("--".into());
     args.push(exe.into_os_string());
     args.extend(inner_test_args(name).into_iter().map(Into::into));
-    let mut child = Command::new("/usr/bin/unshare")
+    let mut command = Command::new("/usr/bin/unshare");
+    if let Some(deb) = built_deb() {
+        command.env(sandbox::DEB_ENV, deb);
+    }
+    let mut child = command
         .args(&args)
         .env(INNER_ENV, name)
         .env(sandbox::SCRATCH_ENV, scratch.path())
@@ -228,6 +243,21 @@ fn run_inner(name: &str) -> Outcome {
         stdout: out_reader.join().unwrap_or_default(),
         stderr: err_reader.join().unwrap_or_default(),
     }
+}
+
+/// The newest `target/debian/supportauth_*.deb` (`bash packaging/build`).
+pub fn built_deb() -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/debian");
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .map(|n| n.to_string_lossy())
+                .is_some_and(|n| n.starts_with("supportauth_") && n.ends_with(".deb"))
+        })
+        .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
 }
 
 /// libtest arguments that select exactly the test `name` (even when it

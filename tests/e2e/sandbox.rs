@@ -16,8 +16,14 @@ pub const SCRATCH_ENV: &str = "SUPPORTAUTH_E2E_SCRATCH";
 /// anything if its own are the same (it would change the host).
 pub const HOST_NS_ENV: &str = "SUPPORTAUTH_E2E_HOST_NS";
 
-/// Directories copied on write: the product and the tools write there.
-const OVERLAID: &[&str] = &["/etc", "/root", "/home", "/var"];
+/// The .deb under test (found by the outer run); copied into the sandbox
+/// as [`DEB_INSIDE`] before /tmp is covered.
+pub const DEB_ENV: &str = "SUPPORTAUTH_E2E_DEB";
+pub const DEB_INSIDE: &str = "/run/e2e-bin/supportauth.deb";
+
+/// Directories copied on write: the product and the tools write there
+/// (/usr too: the package scenarios install into it).
+const OVERLAID: &[&str] = &["/etc", "/root", "/home", "/var", "/usr"];
 
 pub struct Sandbox {
     /// Private working directory (tmpfs, 0700) for keys, configs, logs.
@@ -76,6 +82,9 @@ impl Sandbox {
         std::fs::write(&inside, b"").expect("bind target for the binary");
         mount("none", "bind,ro", &bin.display().to_string(), &inside);
         std::env::set_var(super::daemon::BIN_ENV, &inside);
+        if let Some(deb) = std::env::var_os(DEB_ENV) {
+            std::fs::copy(&deb, DEB_INSIDE).expect("copy the .deb into the sandbox");
+        }
         mount_tmpfs(Path::new("/tmp"), "1777");
         mkdir_mode("/run/sshd", 0o755);
         let work = PathBuf::from("/run/e2e");

@@ -6,3 +6,4 @@ pub mod crash;
 pub mod disk;
 pub mod firewall;
 pub mod mix;
+pub mod package;

@@ -200,23 +200,7 @@ impl Scene {
     /// sudoers drop-in, no key line carrying the ticket's comment in any
     /// file under /root/.ssh or a home's .ssh.
     pub fn assert_no_trace(&self, ticket: u64) {
-        let user = format!("cp{ticket}.ssh");
-        assert!(passwd_line(&user).is_none(), "{user} still in /etc/passwd");
-        assert!(
-            !Path::new("/home").join(&user).exists(),
-            "/home/{user} still exists"
-        );
-        let dropin = format!("/etc/sudoers.d/ticket{ticket}");
-        assert!(!Path::new(&dropin).exists(), "{dropin} still exists");
-        let mark = format!("{ticket}_server_");
-        for f in key_files() {
-            let text = std::fs::read_to_string(&f).unwrap_or_default();
-            assert!(
-                !text.contains(&mark),
-                "{} still holds a key of ticket {ticket}:\n{text}",
-                f.display()
-            );
-        }
+        assert_no_host_trace(ticket);
         for (u, status) in self.listed(ticket) {
             assert_ne!(status, "AUTHED", "ticket_list still shows {u} AUTHED");
         }
@@ -239,6 +223,28 @@ impl Scene {
             );
             std::thread::sleep(Duration::from_millis(500));
         }
+    }
+}
+
+/// The host half of [`Scene::assert_no_trace`]: no temporary user or
+/// home, no sudoers drop-in, no key line of `ticket` anywhere.
+pub fn assert_no_host_trace(ticket: u64) {
+    let user = format!("cp{ticket}.ssh");
+    assert!(passwd_line(&user).is_none(), "{user} still in /etc/passwd");
+    assert!(
+        !Path::new("/home").join(&user).exists(),
+        "/home/{user} still exists"
+    );
+    let dropin = format!("/etc/sudoers.d/ticket{ticket}");
+    assert!(!Path::new(&dropin).exists(), "{dropin} still exists");
+    let mark = format!("{ticket}_server_");
+    for f in key_files() {
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        assert!(
+            !text.contains(&mark),
+            "{} still holds a key of ticket {ticket}:\n{text}",
+            f.display()
+        );
     }
 }
 

@@ -20,7 +20,7 @@ const MIX_TICKETS: u64 = 16;
 /// Even tickets come from 127.0.0.1 (root may log in), odd ones from
 /// 10.9.0.x, where a Match block forbids root: both paths at once.
 fn mix_identity(ticket: u64) -> (String, String) {
-    if ticket % 2 == 0 {
+    if ticket.is_multiple_of(2) {
         ("127.0.0.1".into(), "root".into())
     } else {
         (
