@@ -157,10 +157,14 @@ mod tests {
 
     #[test]
     fn hidden_characters_are_escaped_and_json_stays_the_same_value() {
-        let line = serde_json::json!({"function": "x\u{202E}gpj.exe\u{2028}", "ok": "ticket ✓"}).to_string();
+        let line = serde_json::json!({"function": "x\u{202E}gpj.exe\u{2028}", "ok": "ticket ✓"})
+            .to_string();
         assert!(line.contains('\u{202E}'), "serde_json leaves it raw");
         let shown = visible_json(&line);
-        assert!(!shown.contains('\u{202E}') && !shown.contains('\u{2028}'), "{shown}");
+        assert!(
+            !shown.contains('\u{202E}') && !shown.contains('\u{2028}'),
+            "{shown}"
+        );
         assert!(shown.contains("\\u202e") && shown.contains("✓"), "{shown}");
         let a: serde_json::Value = serde_json::from_str(&line).unwrap();
         let b: serde_json::Value = serde_json::from_str(&shown).unwrap();
