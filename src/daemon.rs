@@ -249,9 +249,6 @@ async fn run_async(
     if let Err(e) = app.audit.append(stop).await {
         tracing::error!(error = %e, "cannot audit the daemon stop");
     }
-    // What recent grants left for after their answer (WHM's key copies,
-    // done marks) is written before the store closes.
-    app.engine.settle().await;
     store.close().await;
     Ok(())
 }

@@ -71,6 +71,28 @@ pub fn whitelist_ips(live: &[GrantRow]) -> Vec<SupportIp> {
     set.into_iter().collect()
 }
 
+/// The epoch in a new grant's key comment
+/// (`<ticket>_server_<n>@cpanel.net_<epoch>`, cPanel's pattern): `now`,
+/// or one past the latest any earlier grant of the same slot carried, so
+/// every grant's comment is unique even when a slot is granted, revoked
+/// and granted again within one second.
+pub fn key_epoch(now: i64, earlier_comments: &[String]) -> i64 {
+    earlier_comments
+        .iter()
+        .filter_map(|c| crate::authorized_keys::KeyMark::parse_comment(c))
+        .map(|m| m.epoch.saturating_add(1))
+        .fold(now, i64::max)
+}
+
+/// Whether a live grant other than `row` logs in as `row`'s temporary
+/// user: then that user (and the ticket's sudoers drop-in) must stay.
+pub fn temp_user_shared(live: &[GrantRow], row: &GrantRow) -> bool {
+    row.temp_user
+        && live.iter().any(|g| {
+            g.id != row.id && g.temp_user && g.ssh_username == row.ssh_username && g.state.is_live()
+        })
+}
+
 /// What sshd and sudo allow, as gathered by the engine.
 #[derive(Debug, Clone)]
 pub struct LoginFacts {
@@ -272,25 +294,22 @@ pub struct Observation {
     pub temp_users: BTreeSet<Username>,
     /// Our sudoers drop-ins, by ticket.
     pub sudoers: BTreeSet<TicketId>,
-    /// Grants still `granting` in the store whose closing audit records
-    /// are durable: they completed, only their done mark was lost.
-    pub completed_grants: BTreeSet<i64>,
 }
 
 /// A repair that brings the host back to the store.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Repair {
-    /// A grant interrupted before it completed: undo it.
+    /// A grant interrupted before its done mark: the caller never heard
+    /// "yes", so undo it.
     RollBackGranting { grant_id: i64 },
-    /// A grant that completed (its closing records are in the audit log)
-    /// but whose done mark never reached the store: mark it active.
-    CompleteGranting { grant_id: i64 },
     /// A revoke interrupted before it completed: finish it.
     FinishRevoking { grant_id: i64 },
-    /// An active grant's key is missing: put it back.
-    ReinstallKey { grant_id: i64 },
+    /// An active grant's key is gone (an admin removed it, or a revoke the
+    /// store could not record did): access is gone, so end the grant. The
+    /// reconciler never puts a key back.
+    EndGrantKeyGone { grant_id: i64 },
     /// An active grant's key is in place but the copy WHM lists is missing
-    /// or damaged (it gets no fsync of its own): rewrite it.
+    /// or damaged (someone else's hand): rewrite it (it grants nothing).
     RewriteKeyCopy { grant_id: i64 },
     /// An active grant's sudoers drop-in is missing: put it back.
     ReinstallSudoers { grant_id: i64 },
@@ -303,6 +322,23 @@ pub enum Repair {
     DeleteOrphanUser { user: Username },
     /// A sudoers drop-in of ours that no live grant uses.
     RemoveOrphanSudoers { ticket: TicketId },
+}
+
+impl Repair {
+    /// A short name, for fault points and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Repair::RollBackGranting { .. } => "roll_back_granting",
+            Repair::FinishRevoking { .. } => "finish_revoking",
+            Repair::EndGrantKeyGone { .. } => "end_grant_key_gone",
+            Repair::RewriteKeyCopy { .. } => "rewrite_key_copy",
+            Repair::ReinstallSudoers { .. } => "reinstall_sudoers",
+            Repair::EndGrantUserGone { .. } => "end_grant_user_gone",
+            Repair::RemoveOrphanKey { .. } => "remove_orphan_key",
+            Repair::DeleteOrphanUser { .. } => "delete_orphan_user",
+            Repair::RemoveOrphanSudoers { .. } => "remove_orphan_sudoers",
+        }
+    }
 }
 
 /// Compares the store's live grants with the host and lists the repairs,
@@ -322,17 +358,7 @@ pub fn plan_reconcile(live: &[GrantRow], seen: &Observation) -> Vec<Repair> {
         .collect();
 
     for g in live {
-        let completed = g.state == GrantState::Granting && seen.completed_grants.contains(&g.id);
-        if completed {
-            repairs.push(Repair::CompleteGranting { grant_id: g.id });
-        }
-        // A completed grant is checked like any active one.
-        let state = if completed {
-            GrantState::Active
-        } else {
-            g.state
-        };
-        match state {
+        match g.state {
             GrantState::Granting => repairs.push(Repair::RollBackGranting { grant_id: g.id }),
             GrantState::Revoking => repairs.push(Repair::FinishRevoking { grant_id: g.id }),
             GrantState::Active => {
@@ -352,7 +378,7 @@ pub fn plan_reconcile(live: &[GrantRow], seen: &Observation) -> Vec<Repair> {
                 }
                 if seen.scanned_users.contains(&g.ssh_username) {
                     match present.get(&(g.ssh_username.clone(), g.key_comment.clone())) {
-                        None => repairs.push(Repair::ReinstallKey { grant_id: g.id }),
+                        None => repairs.push(Repair::EndGrantKeyGone { grant_id: g.id }),
                         Some(false) => repairs.push(Repair::RewriteKeyCopy { grant_id: g.id }),
                         Some(true) => {}
                     }
@@ -363,10 +389,10 @@ pub fn plan_reconcile(live: &[GrantRow], seen: &Observation) -> Vec<Repair> {
     }
     // Interrupted grants and revokes clean up their own footprint, so their
     // keys, users and drop-ins are not orphans to sweep separately.
-    for g in live.iter().filter(|g| {
-        matches!(g.state, GrantState::Granting | GrantState::Revoking)
-            && !seen.completed_grants.contains(&g.id)
-    }) {
+    for g in live
+        .iter()
+        .filter(|g| matches!(g.state, GrantState::Granting | GrantState::Revoking))
+    {
         owned.insert((g.ssh_username.clone(), g.key_comment.clone()));
         if g.temp_user {
             users_in_use.insert(g.ssh_username.clone());
@@ -557,10 +583,9 @@ mod tests {
             row(3, "1003", GrantState::Active, "root", false),
             row(4, "1004", GrantState::Active, "cp1004.ssh", true),
             row(5, "1005", GrantState::Active, "cp1005.ssh", true),
-            // Completed (closing records in the log), done mark lost: kept
-            // and checked like an active grant, not rolled back.
+            // Granting at start: the caller never heard "yes", even with
+            // its key in place.
             row(6, "1006", GrantState::Granting, "root", false),
-            row(7, "1007", GrantState::Granting, "root", false),
         ];
         let seen = Observation {
             scanned_users: ["root", "cp1004.ssh"]
@@ -578,7 +603,6 @@ mod tests {
                 .map(|u| Username::parse(u).unwrap())
                 .collect(),
             sudoers: [t("7777")].into_iter().collect(),
-            completed_grants: [6, 7].into_iter().collect(),
         };
         let repairs = plan_reconcile(&live, &seen);
         assert_eq!(
@@ -586,12 +610,10 @@ mod tests {
             vec![
                 Repair::RollBackGranting { grant_id: 1 },
                 Repair::FinishRevoking { grant_id: 2 },
-                Repair::ReinstallKey { grant_id: 3 },
+                Repair::EndGrantKeyGone { grant_id: 3 },
                 Repair::ReinstallSudoers { grant_id: 4 },
                 Repair::EndGrantUserGone { grant_id: 5 },
-                Repair::CompleteGranting { grant_id: 6 },
-                Repair::CompleteGranting { grant_id: 7 },
-                Repair::ReinstallKey { grant_id: 7 },
+                Repair::RollBackGranting { grant_id: 6 },
                 Repair::RemoveOrphanKey {
                     user: Username::root(),
                     comment: "9999_server_1@cpanel.net_1".into()
@@ -605,7 +627,7 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_whm_copy_is_rewritten_and_a_missing_key_reinstalled_instead() {
+    fn a_damaged_whm_copy_is_rewritten_and_a_missing_key_ends_its_grant() {
         let live = vec![
             row(3, "1003", GrantState::Active, "root", false),
             row(6, "1006", GrantState::Active, "root", false),
@@ -621,9 +643,50 @@ mod tests {
             plan_reconcile(&live, &seen),
             vec![
                 Repair::RewriteKeyCopy { grant_id: 3 },
-                Repair::ReinstallKey { grant_id: 6 },
+                Repair::EndGrantKeyGone { grant_id: 6 },
             ]
         );
+    }
+
+    /// Issue 14, finding 5: same-second re-grants of a slot get distinct
+    /// comments, all in cPanel's pattern.
+    #[test]
+    fn every_grant_of_a_slot_gets_its_own_comment() {
+        let slot = |epoch| {
+            crate::authorized_keys::KeyMark::new(t("1001"), ServerNum::parse("1").unwrap(), epoch)
+        };
+        let mut comments = Vec::new();
+        for _ in 0..3 {
+            let mark = slot(key_epoch(500, &comments));
+            assert_eq!(
+                crate::authorized_keys::KeyMark::parse_comment(&mark.comment()),
+                Some(mark)
+            );
+            assert!(!comments.contains(&mark.comment()), "{comments:?}");
+            comments.push(mark.comment());
+        }
+        assert_eq!(comments[0], "1001_server_1@cpanel.net_500");
+        // Time moving on is used as is; foreign text is ignored.
+        comments.push("not ours".into());
+        assert_eq!(key_epoch(900, &comments), 900);
+    }
+
+    /// Issue 14, finding 1: a temporary user stays while another live grant
+    /// of its ticket logs in as it.
+    #[test]
+    fn a_temporary_user_belongs_to_every_live_grant_using_it() {
+        let first = row(1, "1004", GrantState::Active, "cp1004.ssh", true);
+        let mut second = row(2, "1004", GrantState::Granting, "cp1004.ssh", true);
+        second.server = ServerNum::parse("2").unwrap();
+        let live = [first.clone(), second.clone()];
+        assert!(temp_user_shared(&live, &second));
+        assert!(temp_user_shared(&live, &first));
+        assert!(!temp_user_shared(&live[..1], &first));
+        let mut ended = second.clone();
+        ended.state = GrantState::Failed;
+        assert!(!temp_user_shared(&[first.clone(), ended], &first));
+        let root = row(3, "1005", GrantState::Active, "root", false);
+        assert!(!temp_user_shared(&[root.clone(), root.clone()], &root));
     }
 
     #[test]

@@ -65,12 +65,12 @@ e2e_test!(s7_parallel_mixed_operations => scenarios::mix::parallel_mixed_operati
 
 /// Scenario 5: one test per fault point of the daemon (`SUPPORTAUTH_FAULT`).
 macro_rules! crash_tests {
-    ($($name:ident => $kind:ident($step:literal);)*) => {
+    ($($name:ident => $kind:ident($($arg:expr),*);)*) => {
         $(
             #[test]
             fn $name() {
                 fn body(sb: &e2e::sandbox::Sandbox) {
-                    scenarios::crash::$kind(sb, $step)
+                    scenarios::crash::$kind(sb, $($arg),*)
                 }
                 outer::run(stringify!($name), body);
             }
@@ -78,16 +78,34 @@ macro_rules! crash_tests {
     };
 }
 
+use scenarios::crash::{Root, Temp};
+
 crash_tests! {
-    s5_crash_after_intent => crash_grant("after_intent");
-    s5_crash_after_user_created => crash_grant("after_user_created");
-    s5_crash_after_password_set => crash_grant("after_password_set");
-    s5_crash_after_sudoers_installed => crash_grant("after_sudoers_installed");
-    s5_crash_after_key_installed => crash_grant("after_key_installed");
-    s5_crash_after_grant_audited => crash_grant("after_grant_audited");
-    s5_crash_revoke_after_intent => crash_revoke("revoke_after_intent");
-    s5_crash_revoke_after_key_removed => crash_revoke("revoke_after_key_removed");
-    s5_crash_revoke_after_user_deleted => crash_revoke("revoke_after_user_deleted");
+    s5_crash_temp_after_intent => crash_grant(Temp, "after_intent");
+    s5_crash_temp_after_user_created => crash_grant(Temp, "after_user_created");
+    s5_crash_temp_after_password_set => crash_grant(Temp, "after_password_set");
+    s5_crash_temp_after_sudoers_installed => crash_grant(Temp, "after_sudoers_installed");
+    s5_crash_temp_after_key_installed => crash_grant(Temp, "after_key_installed");
+    s5_crash_temp_after_grant_audited => crash_grant(Temp, "after_grant_audited");
+    s5_crash_temp_after_grant_done => crash_grant(Temp, "after_grant_done");
+    s5_crash_temp_revoke_after_intent => crash_revoke(Temp, "revoke_after_intent");
+    s5_crash_temp_revoke_after_key_removed => crash_revoke(Temp, "revoke_after_key_removed");
+    s5_crash_temp_revoke_after_user_deleted => crash_revoke(Temp, "revoke_after_user_deleted");
+    s5_crash_temp_revoke_after_audited => crash_revoke(Temp, "revoke_after_audited");
+    s5_crash_root_after_intent => crash_grant(Root, "after_intent");
+    s5_crash_root_after_key_installed => crash_grant(Root, "after_key_installed");
+    s5_crash_root_after_grant_audited => crash_grant(Root, "after_grant_audited");
+    s5_crash_root_after_grant_done => crash_grant(Root, "after_grant_done");
+    s5_crash_root_revoke_after_intent => crash_revoke(Root, "revoke_after_intent");
+    s5_crash_root_revoke_after_key_removed => crash_revoke(Root, "revoke_after_key_removed");
+    s5_crash_root_revoke_after_audited => crash_revoke(Root, "revoke_after_audited");
+    s5_crash_second_server_after_intent => crash_second_server("after_intent");
+    s5_crash_second_server_after_key_installed => crash_second_server("after_key_installed");
+    s5_crash_second_server_after_grant_audited => crash_second_server("after_grant_audited");
+    s5_crash_second_server_after_grant_done => crash_second_server("after_grant_done");
+    s5_crash_inside_rollback_repair => crash_inside_repair("after_key_installed", "roll_back_granting");
+    s5_crash_inside_finish_revoking_repair => crash_inside_repair("revoke_after_key_removed", "finish_revoking");
+    s5_answered_grant_survives_kill_and_rotation => answered_grant_survives_kill_and_rotation();
 }
 
 /// The guard itself must see a change in content, mode and listing; this

@@ -131,6 +131,9 @@ pub fn granted_data(g: &Granted) -> Map<String, Value> {
     data.insert("access_ips".into(), json!(g.row.access_ips));
     data.insert("key_fingerprint".into(), json!(g.row.key_fingerprint));
     data.insert("temporary_user".into(), json!(g.row.temp_user as u8));
+    // 1 when another server's grant of this ticket created the temporary
+    // user: its password was shown with that grant and is not reset.
+    data.insert("shared_temporary_user".into(), json!(g.shared_user as u8));
     data.insert("source".into(), json!(g.row.source));
     if let Some(pw) = &g.password {
         // Shown once so the admin can hand it to support for sudo;

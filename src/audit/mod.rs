@@ -68,6 +68,7 @@ pub mod closing;
 pub mod cpanel;
 pub mod events;
 pub mod files;
+mod interim;
 pub mod journald;
 pub mod record;
 pub mod replay;

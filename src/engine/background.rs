@@ -9,13 +9,16 @@ use tokio::sync::watch;
 use super::Engine;
 
 /// Runs until `shutdown` turns true. Wakes at the next expiry (or after
-/// `reconcile_every`, whichever is sooner): no busy polling.
+/// `reconcile_every`, whichever is sooner), and recomputes that whenever a
+/// grant is made: no busy polling, and no grant outlives its end by more
+/// than the clock's one-second resolution.
 pub async fn run(
     engine: Arc<Engine>,
     reconcile_every: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut next_reconcile = engine.now() + reconcile_every.as_secs() as i64;
+    let granted = engine.grants_changed();
     loop {
         let now = engine.now();
         let next_expiry = engine.store().next_expiry().await.ok().flatten();
@@ -23,6 +26,7 @@ pub async fn run(
         let wait = Duration::from_secs(wake_at.saturating_sub(now).clamp(0, 3600) as u64);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            _ = granted.notified() => continue,
             changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow() {
                     return;

@@ -1,24 +1,29 @@
-//! Making a grant. Fails closed: the intent is stored first, every host
-//! change is audited as it happens, and anything short of a fully applied
-//! and audited grant is rolled back before the caller hears "no".
+//! Making a grant, as a straight line. Fails closed: every step below is
+//! durable before the next one starts, and anything short of the done mark
+//! is undone before the caller hears "no".
+//!
+//! 1. intent: the `granting` row, committed (fsynced);
+//! 2. host: temporary user, password, sudoers drop-in, key (each audited);
+//! 3. the closing audit records `key_added` + `grant`, fsynced;
+//! 4. the done mark (`active`) and the audit chain head, one fsynced commit;
+//! 5. the answer.
+//!
+//! A crash before 4 leaves a `granting` row, which the next start rolls
+//! back (the caller never heard "yes"); after 4 the grant stands.
 
-use std::future::Future;
 use std::net::IpAddr;
-use std::task::Poll;
 
 use serde_json::json;
 
 use super::Engine;
 use crate::api::caller::Caller;
-use crate::audit::writer::ChainHead;
 use crate::audit::{AuditEvent, Outcome};
 use crate::authorized_keys::{render_line, KeyMark};
-use crate::config::AuditFormat;
 use crate::engine::WhitelistOutcome;
 use crate::planner::{self, LoginFacts, LoginPlan, LoginRequest};
 use crate::sshkey::SupportKey;
 use crate::store::grants::{GrantRow, GrantState, InsertError, NewGrant};
-use crate::system::keystore::{KeyAccount, KeyStoreError};
+use crate::system::keystore::KeyAccount;
 use crate::system::users::Secret;
 use crate::types::{ServerNum, SupportIp, TicketId, Username};
 
@@ -45,7 +50,12 @@ pub struct GrantRequest {
 pub struct Granted {
     pub row: GrantRow,
     /// The temporary user's password, shown once (never logged or stored).
+    /// `None` for root, an existing user, and a temporary user that another
+    /// live grant of the ticket created (its password was shown then).
     pub password: Option<Secret>,
+    /// The temporary user was already there for another server's grant of
+    /// the same ticket, and is shared.
+    pub shared_user: bool,
     pub whitelist: WhitelistOutcome,
     pub non_fatals: Vec<String>,
 }
@@ -60,17 +70,12 @@ pub enum GrantError {
     RolledBack(String),
 }
 
-/// How [`Engine::apply_grant`] gets the key in place.
-enum KeyStep {
-    /// Already done (or failed), staged while the intent committed, into
-    /// the account returned; when the key went in, `audited` is the append
-    /// of the closing records.
-    Staged {
-        installed: Result<KeyAccount, String>,
-        audited: Option<Result<Option<ChainHead>, String>>,
-    },
-    /// To install now, into the temporary user's account.
-    Now,
+fn store_failed(e: impl std::fmt::Display) -> GrantError {
+    GrantError::Refused(format!("The state database failed: {e}"))
+}
+
+fn audit_failed(e: impl std::fmt::Display) -> String {
+    format!("the audit log could not be written: {e}")
 }
 
 /// A host change made during a grant, undone in reverse on failure.
@@ -80,92 +85,151 @@ enum Done {
     KeyInstalled(KeyAccount, KeyMark),
 }
 
+/// What the grant decided before touching anything.
+struct Decided {
+    line: String,
+    mark: KeyMark,
+    /// The wheel group, when this grant creates the temporary user.
+    create_user_in: Option<String>,
+    shared_user: bool,
+}
+
 impl Engine {
     pub async fn grant(&self, caller: &Caller, req: GrantRequest) -> Result<Granted, GrantError> {
-        let started = std::time::Instant::now();
         let _serial = self.changes.lock().await;
+        let (new, decided) = self.decide_grant(caller, &req).await?;
+        // 1. The intent.
+        let row = match self.store.insert_granting(&new).await {
+            Ok(row) => row,
+            Err(InsertError::AlreadyLive(e)) => {
+                return Err(GrantError::Refused(format!(
+                    "A key for ticket {} server {} is already present. Revoke it first.",
+                    e.ticket, e.server
+                )))
+            }
+            Err(InsertError::Store(e)) => return Err(store_failed(e)),
+        };
+        super::fault::point("after_intent");
+        // 2-4. The host, the closing records, the done mark.
+        let mut done = Vec::new();
+        let mut password = None;
+        if let Err(why) = self
+            .apply_grant(caller, &row, &decided, &mut done, &mut password)
+            .await
+        {
+            self.roll_back(caller, &row, done, &why).await;
+            return Err(GrantError::RolledBack(format!(
+                "The grant for ticket {} server {} failed and was rolled back: {why}",
+                row.ticket, row.server
+            )));
+        }
+        let row = GrantRow {
+            state: GrantState::Active,
+            ..row
+        };
+        // The firewall follows the live grants, best effort per backend and
+        // reported in the answer (reference §3), like cPanel.
+        let mut non_fatals = Vec::new();
+        let whitelist = self.converge_whitelist(caller, &mut non_fatals).await;
+        self.grants_changed.notify_one();
+        Ok(Granted {
+            row,
+            password,
+            shared_user: decided.shared_user,
+            whitelist,
+            non_fatals,
+        })
+    }
+
+    /// Checks the request against policy, the store and the host, and
+    /// decides who logs in and what goes into authorized_keys. Touches
+    /// nothing.
+    async fn decide_grant(
+        &self,
+        caller: &Caller,
+        req: &GrantRequest,
+    ) -> Result<(NewGrant, Decided), GrantError> {
         let now = self.clock.now();
         let policy = self.policy();
         let expires_at =
             planner::grant_end(now, req.ttl, &policy.ttl).map_err(|e| GrantError::Refused(e.0))?;
         let ips = planner::grant_ips(&req.access_ips, &policy.default_ips)
             .map_err(|e| GrantError::Refused(e.0))?;
-
-        if let Some(existing) = self
-            .store
-            .list_live(Some(req.ticket), Some(req.server), None)
-            .await
-            .map_err(|e| GrantError::Refused(format!("The state database failed: {e}")))?
-            .into_iter()
-            .next()
+        let live = self.store.live_grants().await.map_err(store_failed)?;
+        if let Some(existing) = live
+            .iter()
+            .find(|g| g.ticket == req.ticket && g.server == req.server)
         {
             return Err(GrantError::Refused(format!(
                 "A key for ticket {} server {} is already present (as “{}”). Revoke it first.",
                 req.ticket, req.server, existing.ssh_username
             )));
         }
-
         let request = planner::classify_request(req.ticket, req.ssh_username.as_ref())
             .map_err(|e| GrantError::Refused(e.0))?;
-        // Time in external tools (sshd -T), logged apart from our own work
-        // so benchmarks can compare the rest with the durable-write floor.
-        let facts_started = std::time::Instant::now();
         let facts = tokio::task::block_in_place(|| self.login_facts(&request, req.ticket, &ips))
             .map_err(GrantError::Refused)?;
-        let facts_us = facts_started.elapsed().as_micros() as u64;
         let plan = planner::decide_login(req.ticket, &request, &facts)
             .map_err(|e| GrantError::Refused(e.0))?;
         let user = plan.user();
-
-        let temp_user = matches!(plan, LoginPlan::Temporary { .. });
-        // A key of ours for this ticket and server already on the host
-        // (left by someone else's hand) is refused rather than doubled. For
-        // an existing login user the install checks that itself, under the
-        // lock on ~/.ssh, and its account is looked up while the intent
-        // commits.
-        let existing_temp = if temp_user {
-            self.host.key_account_of(&user).ok().flatten()
-        } else {
-            None
+        let (temp_user, sudoers_dropin, group) = match &plan {
+            LoginPlan::Temporary {
+                group,
+                sudoers_dropin,
+                ..
+            } => (true, *sudoers_dropin, Some(group.clone())),
+            _ => (false, false, None),
         };
-        if let Some(acct) = &existing_temp {
+        // Another live grant of this ticket may have created the temporary
+        // user already: this one shares it (no new password, no new user).
+        let shared_user = temp_user && live.iter().any(|g| g.temp_user && g.ssh_username == user);
+        let account = self
+            .host
+            .key_account_of(&user)
+            .map_err(GrantError::Refused)?;
+        if temp_user && !shared_user && account.is_some() {
+            return Err(GrantError::Refused(format!(
+                "The temporary user {user} exists but no live grant uses it; supportauth removes \
+                 such leftovers at its next reconciliation pass (access.reconcile_interval_secs, or \
+                 a daemon restart). Grant again after that."
+            )));
+        }
+        // A key of ours for this ticket and server already on the host
+        // (left by someone else's hand) is refused rather than doubled.
+        if let Some(acct) = &account {
             let keys = self.host.keys.clone();
             let present = tokio::task::block_in_place(|| keys.list_ours(acct)).map_err(|e| {
-                GrantError::Refused(format!("Cannot read {}'s authorized_keys: {e}", user))
+                GrantError::Refused(format!("Cannot read {user}'s authorized_keys: {e}"))
             })?;
             if present
                 .iter()
                 .any(|k| k.mark.ticket == req.ticket && k.mark.server == req.server)
             {
                 return Err(GrantError::Refused(format!(
-                    "A key for ticket {} server {} is already present in {}'s authorized_keys. Revoke it first.",
-                    req.ticket, req.server, user
+                    "A key for ticket {} server {} is already present in {user}'s authorized_keys. Revoke it first.",
+                    req.ticket, req.server
                 )));
             }
         }
-
-        let mark = KeyMark::new(req.ticket, req.server, now);
+        let earlier = self
+            .store
+            .key_comments(req.ticket, req.server)
+            .await
+            .map_err(store_failed)?;
+        let mark = KeyMark::new(req.ticket, req.server, planner::key_epoch(now, &earlier));
         let line = render_line(&req.key, &ips, expires_at, &mark)
             .map_err(|e| GrantError::Refused(e.to_string()))?;
-        let (sudoers_dropin, group) = match &plan {
-            LoginPlan::Temporary {
-                group,
-                sudoers_dropin,
-                ..
-            } => (*sudoers_dropin, Some(group.clone())),
-            _ => (false, None),
-        };
         let new = NewGrant {
             ticket: req.ticket,
             server: req.server,
             source: req.source.clone(),
-            ssh_username: user.clone(),
+            ssh_username: user,
             temp_user,
             sudoers_dropin,
             ssh_key: req.key.openssh(),
             key_fingerprint: req.key.fingerprint(),
             key_comment: mark.comment(),
-            access_ips: ips.clone(),
+            access_ips: ips,
             server_name: req.server_name.clone(),
             ticket_subject: req.ticket_subject.clone(),
             ssh_ip: req.ssh_ip.clone(),
@@ -175,188 +239,27 @@ impl Engine {
             expires_at,
             granted_by: caller.actor(),
         };
-        // For an account that exists already, one blocking section does the
-        // durable work in order, with no hand-off between threads: the key
-        // is staged (written and fsynced under a temp name, which grants
-        // nothing), the intent is committed from the install's gate, the key
-        // is renamed in, and the closing records are appended. A temporary
-        // user's key waits for the user, which waits for the intent.
-        let (intent, key_step) = match temp_user {
-            false => {
-                let keys = self.host.keys.clone();
-                // Polled once here, the INSERT is already running on
-                // SQLite's thread while the key is staged below; the gate
-                // then waits for it on this thread.
-                let mut recording = Box::pin(self.store.insert_granting(&new));
-                let mut early =
-                    std::future::poll_fn(|cx| Poll::Ready(recording.as_mut().poll(cx))).await;
-                let mut intent = None;
-                let (installed, audited) = tokio::task::block_in_place(|| {
-                    let acct = match self.host.key_account_of(&user) {
-                        Ok(Some(acct)) => acct,
-                        Ok(None) => return (Err(format!("the user {user} does not exist")), None),
-                        Err(e) => return (Err(e), None),
-                    };
-                    let handle = tokio::runtime::Handle::current();
-                    let mut closing = None;
-                    let installed = keys.install_new(&acct, &line, &mark, &mut || {
-                        let recorded = match std::mem::replace(&mut early, Poll::Pending) {
-                            Poll::Ready(done) => done,
-                            Poll::Pending => handle.block_on(recording.as_mut()),
-                        };
-                        closing = recorded
-                            .as_ref()
-                            .ok()
-                            .map(|row| Self::closing_events(caller, row, &acct));
-                        intent = Some(recorded);
-                        match closing {
-                            Some(_) => {
-                                super::fault::point("after_intent");
-                                Ok(())
-                            }
-                            None => Err("the grant's intent was not recorded".into()),
-                        }
-                    });
-                    let audited = match (&installed, closing) {
-                        (Ok(()), Some(events)) => {
-                            super::fault::point("after_key_installed");
-                            Some(
-                                self.audit
-                                    .append_batch_head_deferred_blocking(&events)
-                                    .map_err(|e| e.to_string()),
-                            )
-                        }
-                        _ => None,
-                    };
-                    let installed = installed.map(|()| acct).map_err(|e| match e {
-                        KeyStoreError::SlotTaken { .. } => format!(
-                            "a key for ticket {} server {} is already present in {}'s authorized_keys; revoke it first",
-                            req.ticket, req.server, user
-                        ),
-                        e => e.to_string(),
-                    });
-                    (installed, audited)
-                });
-                // A refusal before the gate (a key of ours already in that
-                // slot, an unsafe ~/.ssh) still finds the intent recorded:
-                // it is rolled back like any failure after it.
-                let intent = match (intent, early) {
-                    (Some(recorded), _) => recorded,
-                    (None, Poll::Ready(recorded)) => recorded,
-                    (None, Poll::Pending) => recording.await,
-                };
-                (intent, KeyStep::Staged { installed, audited })
-            }
-            true => {
-                let intent = self.store.insert_granting(&new).await;
-                if intent.is_ok() {
-                    super::fault::point("after_intent");
-                }
-                (intent, KeyStep::Now)
-            }
+        let decided = Decided {
+            line,
+            mark,
+            create_user_in: group.filter(|_| !shared_user),
+            shared_user,
         };
-        let row = match intent {
-            Ok(row) => row,
-            Err(InsertError::AlreadyLive(e)) => {
-                return Err(GrantError::Refused(format!(
-                    "A key for ticket {} server {} is already present. Revoke it first.",
-                    e.ticket, e.server
-                )))
-            }
-            Err(InsertError::Store(e)) => {
-                return Err(GrantError::Refused(format!(
-                    "The state database failed: {e}"
-                )))
-            }
-        };
-
-        let mut done: Vec<Done> = Vec::new();
-        let mut password = None;
-        let applied = self
-            .apply_grant(
-                caller,
-                &row,
-                &line,
-                &mark,
-                group.as_deref(),
-                key_step,
-                &mut done,
-                &mut password,
-            )
-            .await;
-        // The grant is done when its closing records are durable. In the
-        // hash-chained log they are what the reconciler completes it from
-        // after a crash, so its "done" mark (with their chain head) follows
-        // the answer (see `settle`); cPanel's log format has no chain to
-        // trust, so there the mark is committed before the answer.
-        let applied = match applied {
-            Ok(head) if self.audit.format() == AuditFormat::Json => {
-                self.store
-                    .finish_later(row.id, head.as_ref().map(|h| (h.seq, h.hash.as_str())));
-                Ok(())
-            }
-            Ok(head) => self
-                .store
-                .finish(
-                    row.id,
-                    GrantState::Active,
-                    None,
-                    head.as_ref().map(|h| (h.seq, h.hash.as_str())),
-                )
-                .await
-                .map_err(|e| format!("the state database failed: {e}")),
-            Err(why) => Err(why),
-        };
-        if let Err(why) = applied {
-            self.roll_back(caller, &row, done, &why).await;
-            return Err(GrantError::RolledBack(format!(
-                "The grant for ticket {} server {} failed and was rolled back: {why}",
-                row.ticket, row.server
-            )));
-        }
-        // A login user's key went in without WHM's copy (`install_new`);
-        // it follows the answer, with the done mark.
-        self.settle_soon((!row.temp_user).then_some(row.id));
-        let row = GrantRow {
-            state: GrantState::Active,
-            ..row
-        };
-        // The whitelist is best effort per backend and reported in the
-        // answer (reference §3), like cPanel: each backend says its status.
-        let mut non_fatals = Vec::new();
-        let whitelist = self.converge_whitelist(caller, &mut non_fatals).await;
-        tracing::debug!(
-            ticket = %row.ticket,
-            facts_us,
-            total_us = started.elapsed().as_micros() as u64,
-            "grant timing"
-        );
-        Ok(Granted {
-            row,
-            password,
-            whitelist,
-            non_fatals,
-        })
+        Ok((new, decided))
     }
 
-    /// Applies the plan, auditing each step; the final `grant` record is
-    /// the commit point. Returns that record's chain head, for the caller
-    /// to save with the grant's "done" mark.
-    #[allow(clippy::too_many_arguments)]
+    /// Steps 2-4: the host changes (each audited), the closing records and
+    /// the done mark. `done` collects what to undo on failure.
     async fn apply_grant(
         &self,
         caller: &Caller,
         row: &GrantRow,
-        line: &str,
-        mark: &KeyMark,
-        group: Option<&str>,
-        key_step: KeyStep,
+        decided: &Decided,
         done: &mut Vec<Done>,
         password: &mut Option<Secret>,
-    ) -> Result<Option<ChainHead>, String> {
+    ) -> Result<(), String> {
         let user = &row.ssh_username;
-        if row.temp_user {
-            let group = group.ok_or("no wheel group for the temporary user")?;
+        if let Some(group) = &decided.create_user_in {
             let users = self.host.users.clone();
             let created = tokio::task::block_in_place(|| users.create_temp(user, group))
                 .map_err(|e| format!("creating the temporary user {user} failed: {e}"))?;
@@ -370,13 +273,13 @@ impl Engine {
                 json!({"group": group, "uid": created.uid}),
             )
             .await
-            .map_err(|e| format!("the audit log could not be written: {e}"))?;
+            .map_err(audit_failed)?;
             let secret = Secret::generate().map_err(|e| format!("no random password: {e}"))?;
             tokio::task::block_in_place(|| users.set_password(user, &secret))
                 .map_err(|e| format!("setting the temporary user's password failed: {e}"))?;
             self.audit_for(caller, "password_set", row, Outcome::Ok, json!({}))
                 .await
-                .map_err(|e| format!("the audit log could not be written: {e}"))?;
+                .map_err(audit_failed)?;
             *password = Some(secret);
             super::fault::point("after_password_set");
             if row.sudoers_dropin {
@@ -393,39 +296,40 @@ impl Engine {
                     json!({"file": format!("ticket{}", row.ticket)}),
                 )
                 .await
-                .map_err(|e| format!("the audit log could not be written: {e}"))?;
+                .map_err(audit_failed)?;
             }
         }
-        let (acct, audited) = match key_step {
-            KeyStep::Staged { installed, audited } => (
-                installed.map_err(|e| format!("installing the key for {user} failed: {e}"))?,
-                audited,
-            ),
-            KeyStep::Now => {
-                let acct = self
-                    .host
-                    .key_account_of(user)?
-                    .ok_or_else(|| format!("the user {user} does not exist"))?;
-                let keys = self.host.keys.clone();
-                tokio::task::block_in_place(|| keys.install(&acct, line, mark))
-                    .map_err(|e| format!("installing the key for {user} failed: {e}"))?;
-                super::fault::point("after_key_installed");
-                (acct, None)
-            }
-        };
-        done.push(Done::KeyInstalled(acct.clone(), *mark));
-        // One durable append for both records: the grant's commit point.
-        let head = match audited {
-            Some(appended) => appended,
-            None => self
-                .audit
-                .append_batch_head_deferred(&Self::closing_events(caller, row, &acct))
-                .await
-                .map_err(|e| e.to_string()),
-        }
-        .map_err(|e| format!("the audit log could not be written: {e}"))?;
+        let acct = self
+            .host
+            .key_account_of(user)?
+            .ok_or_else(|| format!("the user {user} does not exist"))?;
+        let keys = self.host.keys.clone();
+        tokio::task::block_in_place(|| keys.install(&acct, &decided.line, &decided.mark))
+            .map_err(|e| format!("installing the key for {user} failed: {e}"))?;
+        done.push(Done::KeyInstalled(acct.clone(), decided.mark));
+        super::fault::point("after_key_installed");
+        // 3. One durable append for both closing records.
+        let head = self
+            .audit
+            .append_closing(&Self::closing_events(caller, row, &acct))
+            .await
+            .map_err(audit_failed)?;
         super::fault::point("after_grant_audited");
-        Ok(head)
+        // 4. The done mark, with the chain head those records moved to.
+        self.store
+            .finish(
+                row.id,
+                GrantState::Active,
+                None,
+                head.as_ref().map(|h| (h.seq, h.hash.as_str())),
+            )
+            .await
+            .map_err(|e| format!("the state database failed: {e}"))?;
+        if let Some(head) = &head {
+            self.audit.head_committed(head).await;
+        }
+        super::fault::point("after_grant_done");
+        Ok(())
     }
 
     /// The records that close a grant: the key went in, access granted.
@@ -460,66 +364,31 @@ impl Engine {
     async fn roll_back(&self, caller: &Caller, row: &GrantRow, done: Vec<Done>, why: &str) {
         let mut non_fatals = Vec::new();
         for step in done.into_iter().rev() {
-            match step {
+            let (event, undone) = match step {
                 Done::KeyInstalled(acct, mark) => {
                     let keys = self.host.keys.clone();
                     let r = tokio::task::block_in_place(|| {
-                        keys.remove(&acct, &|m: &KeyMark| {
-                            m.ticket == mark.ticket && m.server == mark.server
-                        })
+                        keys.remove(&acct, &|m: &KeyMark| m.same_slot(&mark))
                     });
-                    let outcome = if r.is_ok() {
-                        Outcome::Ok
-                    } else {
-                        Outcome::Failed
-                    };
-                    self.audit_nonfatal(
-                        caller,
-                        "key_removed",
-                        row,
-                        outcome,
-                        json!({"rollback": true}),
-                        &mut non_fatals,
-                    )
-                    .await;
+                    ("key_removed", r.map(|_| ()).map_err(|e| e.to_string()))
                 }
                 Done::SudoersInstalled(ticket) => {
                     let sudoers = self.host.sudoers.clone();
                     let r = tokio::task::block_in_place(|| sudoers.remove(ticket));
-                    let outcome = if r.is_ok() {
-                        Outcome::Ok
-                    } else {
-                        Outcome::Failed
-                    };
-                    self.audit_nonfatal(
-                        caller,
-                        "sudoers_removed",
-                        row,
-                        outcome,
-                        json!({"rollback": true}),
-                        &mut non_fatals,
-                    )
-                    .await;
+                    ("sudoers_removed", r.map(|_| ()).map_err(|e| e.to_string()))
                 }
                 Done::UserCreated(user) => {
                     let users = self.host.users.clone();
                     let r = tokio::task::block_in_place(|| users.delete_temp(&user));
-                    let outcome = if r.is_ok() {
-                        Outcome::Ok
-                    } else {
-                        Outcome::Failed
-                    };
-                    self.audit_nonfatal(
-                        caller,
-                        "user_deleted",
-                        row,
-                        outcome,
-                        json!({"rollback": true}),
-                        &mut non_fatals,
-                    )
-                    .await;
+                    ("user_deleted", r.map(|_| ()).map_err(|e| e.to_string()))
                 }
-            }
+            };
+            let (outcome, details) = match &undone {
+                Ok(()) => (Outcome::Ok, json!({"rollback": true})),
+                Err(e) => (Outcome::Failed, json!({"rollback": true, "error": e})),
+            };
+            self.audit_nonfatal(caller, event, row, outcome, details, &mut non_fatals)
+                .await;
         }
         self.audit_nonfatal(
             caller,

@@ -140,7 +140,10 @@ impl Host {
     /// The real host, as configured.
     pub fn from_config(cfg: &Config, firewall: Arc<dyn HostFirewall>) -> Host {
         Host {
-            keys: Arc::new(crate::system::keystore::FileKeyStore::new(cfg.root.clone())),
+            keys: Arc::new(crate::system::keystore::FileKeyStore::new(
+                cfg.root.clone(),
+                cfg.state_dir(),
+            )),
             users: Arc::new(crate::system::users::ShadowUsers::from_config(cfg)),
             sudoers: Arc::new(crate::system::sudoers::SudoersFiles::from_config(cfg)),
             sshd: Arc::new(crate::system::sshd::SshdCommand::from_config(cfg)),

@@ -17,7 +17,6 @@ pub mod grant;
 pub mod host;
 pub mod reconcile;
 pub mod revoke;
-pub mod settle;
 pub mod support_ips;
 
 use std::sync::{Arc, RwLock};
@@ -64,10 +63,8 @@ pub struct Engine {
     policy: RwLock<Policy>,
     /// Serialises every change to the host.
     changes: Arc<Mutex<()>>,
-    /// Grants whose WHM key copy follows their answer (see [`settle`]).
-    unsettled: settle::Unsettled,
-    /// How long that copy and a grant's done mark wait (see [`settle`]).
-    settle_delay: std::time::Duration,
+    /// Woken when a grant is made, so the expiry timer can wake earlier.
+    grants_changed: Arc<tokio::sync::Notify>,
 }
 
 impl Engine {
@@ -85,15 +82,14 @@ impl Engine {
             clock,
             policy: RwLock::new(policy),
             changes: Arc::new(Mutex::new(())),
-            unsettled: settle::Unsettled::default(),
-            settle_delay: settle::DELAY,
+            grants_changed: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
-    /// For tests that look at what a grant settles before it is written.
-    #[cfg(test)]
-    pub(crate) fn set_settle_delay(&mut self, delay: std::time::Duration) {
-        self.settle_delay = delay;
+    /// Notified after every grant: the expiry timer recomputes its wake-up
+    /// (a new grant may end sooner than the one it sleeps for).
+    pub fn grants_changed(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.grants_changed)
     }
 
     pub fn set_policy(&self, policy: Policy) {
@@ -164,20 +160,6 @@ impl Engine {
     ) {
         if let Err(e) = self.audit_for(caller, event, row, outcome, details).await {
             tracing::error!(error = %e, event, "audit record could not be written");
-            if !non_fatals.iter().any(|n| n == "audit_log") {
-                non_fatals.push("audit_log".into());
-            }
-        }
-    }
-
-    /// Appends consecutive records in one durable write on a path that
-    /// must not fail (revoke): a failed write becomes `audit_log`.
-    async fn audit_all_nonfatal(&self, events: Vec<AuditEvent>, non_fatals: &mut Vec<String>) {
-        if events.is_empty() {
-            return;
-        }
-        if let Err(e) = self.audit.append_all(&events).await {
-            tracing::error!(error = %e, "audit records could not be written");
             if !non_fatals.iter().any(|n| n == "audit_log") {
                 non_fatals.push("audit_log".into());
             }

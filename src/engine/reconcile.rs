@@ -9,11 +9,9 @@ use serde_json::json;
 use super::revoke::{EndReason, Revoked};
 use super::Engine;
 use crate::api::caller::Caller;
-use crate::audit::closing::GrantClosing;
 use crate::audit::{AuditEvent, Outcome};
-use crate::authorized_keys::{render_line, KeyMark};
+use crate::authorized_keys::KeyMark;
 use crate::planner::{self, Observation, ObservedKey, Repair};
-use crate::sshkey::SupportKey;
 use crate::store::grants::{GrantRow, GrantState};
 use crate::types::Username;
 
@@ -28,8 +26,6 @@ impl Engine {
     /// One reconciliation pass.
     pub async fn reconcile(&self) -> Result<ReconcileReport, String> {
         let _serial = self.changes.lock().await;
-        // Copies recent grants left for later are not drift.
-        self.write_unsettled_copies().await;
         let live = self
             .store
             .live_grants()
@@ -41,7 +37,9 @@ impl Engine {
         let caller = Caller::System;
         for repair in repairs {
             let what = format!("{repair:?}");
-            match self.repair(&caller, &live, &repair).await {
+            let done = self.repair(&caller, &live, &repair).await;
+            super::fault::point(&format!("repair_{}", repair.name()));
+            match done {
                 Ok(()) => {
                     tracing::info!(repair = %what, "drift repaired");
                     let ev = AuditEvent::new("drift_repaired", caller.actor())
@@ -80,32 +78,9 @@ impl Engine {
             .collect();
         users.insert(Username::root());
         users.extend(live.iter().map(|g| g.ssh_username.clone()));
-        let granting: Vec<GrantClosing> = live
-            .iter()
-            .filter(|g| g.state == GrantState::Granting)
-            .map(|g| GrantClosing {
-                id: g.id,
-                ticket: g.ticket,
-                server: g.server,
-                key_comment: g.key_comment.clone(),
-                since: g.created_at,
-            })
-            .collect();
-        // Unreadable, the log proves nothing: those grants are rolled back.
-        let completed_grants = self
-            .audit
-            .completed_grants(granting)
-            .await
-            .unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "cannot search the audit log for completed grants; rolling them back");
-                Default::default()
-            });
         let host = self.host.clone();
         tokio::task::block_in_place(move || {
-            let mut seen = Observation {
-                completed_grants,
-                ..Observation::default()
-            };
+            let mut seen = Observation::default();
             let temp = host
                 .users
                 .list_temp()
@@ -116,6 +91,17 @@ impl Engine {
                 let Some(acct) = host.key_account_of(user)? else {
                     continue;
                 };
+                // Temp files a killed edit left hold a support key: sweep
+                // them (no grant's edit runs now: we hold the change lock).
+                match host.keys.sweep_staged(&acct) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(user = %user, count = n, "removed temp files an interrupted edit left in ~/.ssh")
+                    }
+                    Err(e) => {
+                        tracing::warn!(user = %user, error = %e, "cannot sweep temp files in ~/.ssh")
+                    }
+                }
                 let keys = host
                     .keys
                     .list_ours(&acct)
@@ -156,7 +142,7 @@ impl Engine {
             Repair::RollBackGranting { grant_id } => {
                 let row = find(*grant_id)?;
                 let mut out = Revoked::default();
-                self.remove_footprint(caller, &row, &mut out).await;
+                self.remove_footprint(caller, live, &row, &mut out).await;
                 if !out.errors.is_empty() {
                     return Err(out.errors.join("; "));
                 }
@@ -176,15 +162,6 @@ impl Engine {
                         GrantState::Failed,
                         Some((self.clock.now(), "rollback")),
                     )
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-            Repair::CompleteGranting { grant_id } => {
-                // Its records say "granted"; the pass's `drift_repaired`
-                // record says why the store caught up only now.
-                let row = find(*grant_id)?;
-                self.store
-                    .finish(row.id, GrantState::Active, None, None)
                     .await
                     .map_err(|e| e.to_string())
             }
@@ -210,37 +187,22 @@ impl Engine {
                     Err(out.errors.join("; "))
                 }
             }
-            Repair::ReinstallKey { grant_id } => {
+            Repair::EndGrantKeyGone { grant_id } => {
                 let row = find(*grant_id)?;
-                let key = SupportKey::parse(&row.ssh_key).map_err(|e| e.0)?;
-                let mark = KeyMark::parse_comment(&row.key_comment)
-                    .ok_or("the stored key comment is not ours")?;
-                let line = render_line(&key, &row.access_ips, row.expires_at, &mark)
-                    .map_err(|e| e.to_string())?;
-                let acct = self
-                    .host
-                    .key_account_of(&row.ssh_username)?
-                    .ok_or_else(|| format!("the user {} does not exist", row.ssh_username))?;
-                let keys = self.host.keys.clone();
-                tokio::task::block_in_place(|| keys.install(&acct, &line, &mark))
-                    .map_err(|e| e.to_string())?;
-                let mut nf = Vec::new();
-                self.audit_nonfatal(
-                    caller,
-                    "key_added",
-                    &row,
-                    Outcome::Ok,
-                    json!({"reinstalled": true, "fingerprint": row.key_fingerprint}),
-                    &mut nf,
-                )
-                .await;
-                Ok(())
+                let mut out = Revoked::default();
+                self.end_grant(caller, &row, EndReason::Reconcile, &mut out)
+                    .await;
+                if out.errors.is_empty() {
+                    Ok(())
+                } else {
+                    Err(out.errors.join("; "))
+                }
             }
             Repair::RewriteKeyCopy { grant_id } => {
                 let row = find(*grant_id)?;
                 // Not an access change (the copy grants nothing): the
                 // pass's `drift_repaired` record is its audit trail.
-                tokio::task::block_in_place(|| super::settle::write_key_copy(&self.host, &row))
+                tokio::task::block_in_place(|| write_key_copy(&self.host, &row))
             }
             Repair::ReinstallSudoers { grant_id } => {
                 let row = find(*grant_id)?;
@@ -305,8 +267,15 @@ impl Engine {
         }
     }
 
-    /// Removes whatever an interrupted grant may have installed.
-    async fn remove_footprint(&self, caller: &Caller, row: &GrantRow, out: &mut Revoked) {
+    /// Removes whatever an interrupted grant may have installed; its
+    /// temporary user only when no other live grant uses it.
+    async fn remove_footprint(
+        &self,
+        caller: &Caller,
+        live: &[GrantRow],
+        row: &GrantRow,
+        out: &mut Revoked,
+    ) {
         if let Ok(Some(acct)) = self.host.key_account_of(&row.ssh_username) {
             let keys = self.host.keys.clone();
             let (t, s) = (row.ticket, row.server);
@@ -328,42 +297,24 @@ impl Engine {
                 Err(e) => out.errors.push(format!("removing the key: {e}")),
             }
         }
-        if row.temp_user {
-            let sudoers = self.host.sudoers.clone();
-            match tokio::task::block_in_place(|| sudoers.remove(row.ticket)) {
-                Ok(true) => {
-                    self.audit_nonfatal(
-                        caller,
-                        "sudoers_removed",
-                        row,
-                        Outcome::Ok,
-                        json!({"rollback": true}),
-                        &mut out.non_fatals,
-                    )
-                    .await;
-                }
-                Ok(false) => {}
-                Err(e) => out
-                    .errors
-                    .push(format!("removing the sudoers drop-in: {e}")),
-            }
-            let users = self.host.users.clone();
-            if matches!(users.lookup(&row.ssh_username), Ok(Some(_))) {
-                match tokio::task::block_in_place(|| users.delete_temp(&row.ssh_username)) {
-                    Ok(_) => {
-                        self.audit_nonfatal(
-                            caller,
-                            "user_deleted",
-                            row,
-                            Outcome::Ok,
-                            json!({"rollback": true}),
-                            &mut out.non_fatals,
-                        )
-                        .await;
-                    }
-                    Err(e) => out.errors.push(format!("deleting the temporary user: {e}")),
-                }
-            }
+        if row.temp_user && !planner::temp_user_shared(live, row) {
+            self.remove_temp_user(caller, row, &mut out.errors, &mut out.non_fatals)
+                .await;
         }
     }
+}
+
+/// Writes (durably) the copy of `row`'s key that WHM lists.
+fn write_key_copy(host: &super::Host, row: &GrantRow) -> Result<(), String> {
+    let mark =
+        KeyMark::parse_comment(&row.key_comment).ok_or("the stored key comment is not ours")?;
+    let acct = host
+        .key_account_of(&row.ssh_username)?
+        .ok_or_else(|| format!("the user {} does not exist", row.ssh_username))?;
+    let key = crate::system::keystore::InstalledKey {
+        mark,
+        key: row.ssh_key.clone(),
+        line: String::new(),
+    };
+    host.keys.write_copy(&acct, &key).map_err(|e| e.to_string())
 }

@@ -1,18 +1,15 @@
 //! Taking access away. Never fails closed: every step is attempted, a
 //! failed audit write is reported as the `audit_log` non-fatal, and a grant
-//! whose footprint could not be fully removed stays `revoking` so the
-//! reconciler finishes the job.
-
-use std::future::Future;
-use std::task::Poll;
+//! whose footprint could not be fully removed, or whose end the store could
+//! not record, stays live for the reconciler to finish; the answer says so.
 
 use serde_json::json;
 
 use super::{Engine, WhitelistOutcome};
 use crate::api::caller::Caller;
-use crate::audit::writer::ChainHead;
 use crate::audit::{AuditEvent, Outcome};
 use crate::authorized_keys::KeyMark;
+use crate::planner;
 use crate::store::grants::{GrantRow, GrantState};
 use crate::types::{ServerNum, TicketId, Username};
 
@@ -169,8 +166,18 @@ impl Engine {
         Ok(out.grants.len())
     }
 
-    /// Removes one grant's footprint: key, sudoers drop-in, temporary user.
-    /// Caller holds the change lock.
+    /// Takes one grant's access away, as a straight line that never stops
+    /// early (caller holds the change lock):
+    ///
+    /// 1. intent: `revoking` and why, committed (fsynced);
+    /// 2. host: the key, then (when no other live grant shares it) the
+    ///    ticket's sudoers drop-in and temporary user;
+    /// 3. the closing records `key_removed` + `<reason>`, fsynced;
+    /// 4. the done mark (`revoked`) and the chain head, one fsynced commit.
+    ///
+    /// Every step is attempted even when an earlier one failed. Anything
+    /// that failed is in `out.errors` (the answer says so) and the grant
+    /// stays live for the reconciler, which only ever finishes a revoke.
     pub(super) async fn end_grant(
         &self,
         caller: &Caller,
@@ -179,201 +186,89 @@ impl Engine {
         out: &mut Revoked,
     ) {
         let user = &row.ssh_username;
-        self.unsettled.forget(row.id);
-        let account = self.host.key_account_of(user);
         let mut failed = false;
-        let mut pending = Vec::new();
-        // The closing records, when the removal thread already appended them.
-        let mut closed: Option<Result<Option<ChainHead>, String>> = None;
-        match account {
+        // 1. The intent.
+        if let Err(e) = self.store.mark_revoking(row.id, reason.as_str()).await {
+            failed = true;
+            out.errors.push(format!(
+                "the state database could not record the revoke ({e}); access is still taken away"
+            ));
+        }
+        super::fault::point("revoke_after_intent");
+        // 2. The key.
+        let mut removed = None;
+        match self.host.key_account_of(user) {
             Ok(Some(acct)) => {
-                // As in a grant: the intent's UPDATE runs on SQLite's thread
-                // while the edit of authorized_keys is staged, and the edit
-                // is renamed in once the intent is recorded (or failed to
-                // be: removing access proceeds regardless, and the row is
-                // fixed later; a key removed before its intent could be put
-                // back by the reconciler). For a login user the closing
-                // records follow on the same thread.
                 let keys = self.host.keys.clone();
-                let mut marking = Box::pin(self.store.mark_revoking(row.id, reason.as_str()));
-                let mut early =
-                    std::future::poll_fn(|cx| Poll::Ready(marking.as_mut().poll(cx))).await;
-                let mut marked = None;
+                let mark = KeyMark::parse_comment(&row.key_comment);
                 let (t, s) = (row.ticket, row.server);
-                let (r, audited) = tokio::task::block_in_place(|| {
-                    let handle = tokio::runtime::Handle::current();
-                    let select = |m: &KeyMark| m.ticket == t && m.server == s;
-                    let r = keys.remove_gated(&acct, &select, &mut || {
-                        marked = Some(match std::mem::replace(&mut early, Poll::Pending) {
-                            Poll::Ready(done) => done,
-                            Poll::Pending => handle.block_on(marking.as_mut()),
-                        });
-                        super::fault::point("revoke_after_intent");
-                        Ok(())
-                    });
-                    let audited = match &r {
-                        Ok(n) if !row.temp_user => {
-                            super::fault::point("revoke_after_key_removed");
-                            let events = [
-                                Self::key_removed_event(caller, row, *n),
-                                Self::event_for(
-                                    caller,
-                                    reason.as_str(),
-                                    row,
-                                    Outcome::Ok,
-                                    json!({"fingerprint": row.key_fingerprint}),
-                                ),
-                            ];
-                            Some(
-                                self.audit
-                                    .append_batch_head_deferred_blocking(&events)
-                                    .map_err(|e| e.to_string()),
-                            )
-                        }
-                        _ => None,
-                    };
-                    (r, audited)
-                });
-                let marked = match (marked, early) {
-                    (Some(done), _) | (None, Poll::Ready(done)) => done,
-                    (None, Poll::Pending) => marking.await,
-                };
-                if let Err(e) = marked {
-                    tracing::error!(error = %e, grant = row.id, "cannot record the revoke intent");
-                }
-                let r = r.map_err(|e| e.to_string());
-                if let (Ok(n), Some(audited)) = (&r, audited) {
-                    out.revoked_keys += *n as u64;
-                    closed = Some(audited);
-                } else {
-                    match r {
-                        Ok(n) => {
-                            super::fault::point("revoke_after_key_removed");
-                            out.revoked_keys += n as u64;
-                            let ev = Self::key_removed_event(caller, row, n);
-                            if row.temp_user {
-                                self.audit_all_nonfatal(vec![ev], &mut out.non_fatals).await;
-                            } else {
-                                // Nothing else happens before the closing
-                                // record: both go out in one durable append.
-                                pending.push(ev);
-                            }
-                        }
-                        Err(e) => {
-                            failed = true;
-                            out.errors.push(format!(
-                                "removing the key from {user}'s authorized_keys: {e}"
-                            ));
-                            self.audit_nonfatal(
-                                caller,
-                                "key_removed",
-                                row,
-                                Outcome::Failed,
-                                json!({"error": e.to_string()}),
-                                &mut out.non_fatals,
-                            )
-                            .await;
-                        }
+                let select = |m: &KeyMark| m.ticket == t && m.server == s;
+                match tokio::task::block_in_place(|| keys.remove(&acct, &select)) {
+                    Ok(n) => {
+                        out.revoked_keys += n as u64;
+                        removed = Some(n);
+                    }
+                    Err(e) => {
+                        failed = true;
+                        out.errors.push(format!(
+                            "removing the key from {user}'s authorized_keys: {e}"
+                        ));
+                        self.audit_nonfatal(
+                            caller,
+                            "key_removed",
+                            row,
+                            Outcome::Failed,
+                            json!({"error": e.to_string(), "comment": mark.map(|m| m.comment())}),
+                            &mut out.non_fatals,
+                        )
+                        .await;
                     }
                 }
             }
-            Ok(None) => {
-                // The account is gone, and its keys with it.
-                self.record_revoking(row, reason).await;
-            }
+            // The account is gone, and its keys with it.
+            Ok(None) => removed = Some(0),
             Err(e) => {
-                self.record_revoking(row, reason).await;
                 failed = true;
                 out.errors.push(format!("looking up {user}: {e}"));
             }
         }
-        if row.temp_user && !failed {
-            let shared = self
-                .store
-                .live_grants()
-                .await
-                .map(|l| {
-                    l.iter()
-                        .any(|g| g.id != row.id && g.temp_user && &g.ssh_username == user)
-                })
-                .unwrap_or(true);
+        super::fault::point("revoke_after_key_removed");
+        // 2b. The temporary user, unless another live grant uses it.
+        let mut events = Vec::new();
+        if let Some(n) = removed {
+            events.push(Self::key_removed_event(caller, row, n));
+        }
+        if row.temp_user && removed.is_some() {
+            let live = self.store.live_grants().await;
+            // Unreadable, the store cannot say the user is free: keep it.
+            let shared = live
+                .as_deref()
+                .map_or(true, |l| planner::temp_user_shared(l, row));
             if !shared {
-                let sudoers = self.host.sudoers.clone();
-                match tokio::task::block_in_place(|| sudoers.remove(row.ticket)) {
-                    Ok(removed) => {
-                        if removed {
-                            self.audit_nonfatal(
-                                caller,
-                                "sudoers_removed",
-                                row,
-                                Outcome::Ok,
-                                json!({}),
-                                &mut out.non_fatals,
-                            )
-                            .await;
-                        }
-                    }
-                    Err(e) => {
-                        failed = true;
-                        out.errors
-                            .push(format!("removing the sudoers drop-in: {e}"));
-                    }
+                // The log keeps the order things happened in.
+                if let Err(e) = self.audit.append_all(&events).await {
+                    tracing::error!(error = %e, "audit records could not be written");
+                    push_unique(&mut out.non_fatals, "audit_log");
                 }
-                let users = self.host.users.clone();
-                let exists = matches!(users.lookup(user), Ok(Some(_)));
-                if exists {
-                    match tokio::task::block_in_place(|| users.delete_temp(user)) {
-                        Ok(_) => {
-                            super::fault::point("revoke_after_user_deleted");
-                            self.audit_nonfatal(
-                                caller,
-                                "user_deleted",
-                                row,
-                                Outcome::Ok,
-                                json!({}),
-                                &mut out.non_fatals,
-                            )
-                            .await;
-                        }
-                        Err(e) => {
-                            failed = true;
-                            out.errors
-                                .push(format!("deleting the temporary user {user}: {e}"));
-                            self.audit_nonfatal(
-                                caller,
-                                "user_deleted",
-                                row,
-                                Outcome::Failed,
-                                json!({"error": e.to_string()}),
-                                &mut out.non_fatals,
-                            )
-                            .await;
-                        }
-                    }
-                }
+                events.clear();
+                failed |= !self
+                    .remove_temp_user(caller, row, &mut out.errors, &mut out.non_fatals)
+                    .await;
             }
         }
-        if failed {
-            self.audit_all_nonfatal(pending, &mut out.non_fatals).await;
-            return;
+        // 3. The closing records; an audit failure never stops a revoke.
+        if !failed {
+            events.push(Self::event_for(
+                caller,
+                reason.as_str(),
+                row,
+                Outcome::Ok,
+                json!({"fingerprint": row.key_fingerprint}),
+            ));
         }
-        // The closing records (at most one batch) and the "done" mark with
-        // their chain head: one append and one commit.
-        let appended = match closed {
-            Some(appended) => appended,
-            None => {
-                pending.push(Self::event_for(
-                    caller,
-                    reason.as_str(),
-                    row,
-                    Outcome::Ok,
-                    json!({"fingerprint": row.key_fingerprint}),
-                ));
-                self.audit
-                    .append_batch_head_deferred(&pending)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
+        let appended = match events.is_empty() {
+            true => Ok(None),
+            false => self.audit.append_closing(&events).await,
         };
         let head = match appended {
             Ok(head) => head,
@@ -383,8 +278,16 @@ impl Engine {
                 None
             }
         };
+        super::fault::point("revoke_after_audited");
+        if failed {
+            // Left `revoking` (or `active` when even the intent failed):
+            // the reconciler finishes it, and never puts a key back. The
+            // records' chain head is saved with the next append.
+            return;
+        }
+        // 4. The done mark.
         let now = self.clock.now();
-        if let Err(e) = self
+        match self
             .store
             .finish(
                 row.id,
@@ -394,22 +297,82 @@ impl Engine {
             )
             .await
         {
-            tracing::error!(error = %e, grant = row.id, "access removed but the grant is not marked revoked; the reconciler will finish it");
+            Ok(()) => {
+                if let Some(head) = &head {
+                    self.audit.head_committed(head).await;
+                }
+                let mut ended = row.clone();
+                ended.state = GrantState::Revoked;
+                out.grants.push(ended);
+            }
+            Err(e) => out.errors.push(format!(
+                "access was taken away but the state database could not record it ({e}); \
+                 supportauth records it at its next reconciliation pass"
+            )),
         }
-        let mut ended = row.clone();
-        ended.state = GrantState::Revoked;
-        out.grants.push(ended);
     }
-}
 
-impl Engine {
-    /// Records the intent to revoke `row`; a failure is logged and the
-    /// revoke goes on (the row is fixed later).
-    async fn record_revoking(&self, row: &GrantRow, reason: EndReason) {
-        if let Err(e) = self.store.mark_revoking(row.id, reason.as_str()).await {
-            tracing::error!(error = %e, grant = row.id, "cannot record the revoke intent");
+    /// Removes a temporary user no live grant needs any more, with the
+    /// ticket's sudoers drop-in; returns whether both went.
+    pub(super) async fn remove_temp_user(
+        &self,
+        caller: &Caller,
+        row: &GrantRow,
+        errors: &mut Vec<String>,
+        non_fatals: &mut Vec<String>,
+    ) -> bool {
+        let user = &row.ssh_username;
+        let mut ok = true;
+        let sudoers = self.host.sudoers.clone();
+        match tokio::task::block_in_place(|| sudoers.remove(row.ticket)) {
+            Ok(true) => {
+                self.audit_nonfatal(
+                    caller,
+                    "sudoers_removed",
+                    row,
+                    Outcome::Ok,
+                    json!({}),
+                    non_fatals,
+                )
+                .await
+            }
+            Ok(false) => {}
+            Err(e) => {
+                ok = false;
+                errors.push(format!("removing the sudoers drop-in: {e}"));
+            }
         }
-        super::fault::point("revoke_after_intent");
+        let users = self.host.users.clone();
+        // Deleting ends the user's open sessions first (see `delete_temp`).
+        match tokio::task::block_in_place(|| users.delete_temp(user)) {
+            Ok(true) => {
+                super::fault::point("revoke_after_user_deleted");
+                self.audit_nonfatal(
+                    caller,
+                    "user_deleted",
+                    row,
+                    Outcome::Ok,
+                    json!({}),
+                    non_fatals,
+                )
+                .await;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                ok = false;
+                errors.push(format!("deleting the temporary user {user}: {e}"));
+                self.audit_nonfatal(
+                    caller,
+                    "user_deleted",
+                    row,
+                    Outcome::Failed,
+                    json!({"error": e.to_string()}),
+                    non_fatals,
+                )
+                .await;
+            }
+        }
+        ok
     }
 
     fn key_removed_event(caller: &Caller, row: &GrantRow, n: usize) -> AuditEvent {

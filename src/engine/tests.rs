@@ -58,10 +58,14 @@ async fn engine_on(scratch: &ScratchRoot, store: Store, clock: Arc<ManualClock>)
 }
 
 fn request(rig: &Rig, ticket: &str) -> GrantRequest {
+    request_with_key(&rig.key, ticket)
+}
+
+fn request_with_key(key: &str, ticket: &str) -> GrantRequest {
     GrantRequest {
         ticket: TicketId::parse(ticket).unwrap(),
         server: ServerNum::parse("1").unwrap(),
-        key: SupportKey::parse(&rig.key).unwrap(),
+        key: SupportKey::parse(key).unwrap(),
         ssh_username: None,
         ttl: None,
         access_ips: Vec::new(),
@@ -114,10 +118,8 @@ async fn root_grant_and_revoke_leave_the_admins_file_byte_identical() {
         "{ours}"
     );
     assert!(text.ends_with(std::str::from_utf8(ADMIN_KEYS).unwrap()));
-    // WHM's copy of the key follows the answer (with the done mark).
+    // WHM's copy of the key is there when the caller hears back.
     let copy = rig.scratch.path("root/.ssh/cpanel_support_4242_1.pub");
-    assert!(!copy.exists());
-    rig.engine.settle().await;
     assert!(copy.exists());
     // The real ssh-keygen reads what we wrote.
     let out = std::process::Command::new("/usr/bin/ssh-keygen")
@@ -335,7 +337,8 @@ async fn reconcile_rolls_back_interrupted_grants_and_sweeps_orphans() {
         return;
     };
     let caller = Caller::LocalRoot { uid: 0 };
-    // An active grant whose key someone deleted by hand: reinstalled.
+    // An active grant whose key someone deleted by hand: ended (the
+    // reconciler never puts access back).
     let g = rig
         .engine
         .grant(&caller, request(&rig, "3131"))
@@ -395,7 +398,13 @@ async fn reconcile_rolls_back_interrupted_grants_and_sweeps_orphans() {
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert_eq!(report.repairs.len(), 3, "{:?}", report.repairs);
     let text = rig.scratch.read("root/.ssh/authorized_keys");
-    assert!(text.contains(&g.row.key_comment), "reinstalled");
+    assert!(!text.contains(&g.row.key_comment), "not reinstalled");
+    assert!(!rig
+        .scratch
+        .path("root/.ssh/cpanel_support_3131_1.pub")
+        .exists());
+    let ended = rig.engine.store.grant(g.row.id).await.unwrap().unwrap();
+    assert_eq!(ended.state, GrantState::Revoked);
     assert!(!text.contains("3939_server_2"), "orphan removed");
     assert!(
         text.ends_with(std::str::from_utf8(ADMIN_KEYS).unwrap()),
@@ -414,9 +423,9 @@ async fn reconcile_rolls_back_interrupted_grants_and_sweeps_orphans() {
     assert!(report.repairs.is_empty(), "{:?}", report.repairs);
 }
 
-/// The copy WHM lists gets no fsync of its own; one a power cut left
-/// empty (or someone damaged) is rewritten by the next pass, from the key
-/// in authorized_keys, and then stays converged.
+/// A copy WHM lists that someone emptied, damaged or removed is rewritten
+/// by the next pass, from the key in authorized_keys, and then stays
+/// converged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_rewrites_a_damaged_whm_key_copy() {
     let Some(rig) = rig("PermitRootLogin prohibit-password").await else {
@@ -427,7 +436,6 @@ async fn reconcile_rewrites_a_damaged_whm_key_copy() {
         .grant(&caller, request(&rig, "3434"))
         .await
         .unwrap();
-    rig.engine.settle().await;
     let copy = rig.scratch.path("root/.ssh/cpanel_support_3434_1.pub");
     let good = std::fs::read(&copy).unwrap();
     assert!(
@@ -666,16 +674,14 @@ async fn a_root_grant_asks_sshd_only_about_root() {
     }
 }
 
-/// The "done" mark is in SQLite when the caller hears back; a key of ours
-/// already in the grant's slot (put back by hand) makes the grant roll
-/// back without touching the admin's file.
+/// The "done" mark and the chain head are in SQLite when the caller hears
+/// back (grant and revoke); a key of ours already in the grant's slot (put
+/// back by hand) is refused without touching anything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn done_marks_are_stored_and_a_taken_slot_rolls_back_untouched() {
-    let Some(mut rig) = rig("PermitRootLogin prohibit-password").await else {
+async fn done_marks_are_stored_at_the_answer_and_a_taken_slot_is_refused() {
+    let Some(rig) = rig("PermitRootLogin prohibit-password").await else {
         return;
     };
-    rig.engine
-        .set_settle_delay(std::time::Duration::from_secs(3600));
     let caller = Caller::LocalRoot { uid: 0 };
     let ak = rig.scratch.path("root/.ssh/authorized_keys");
     std::fs::create_dir_all(ak.parent().unwrap()).unwrap();
@@ -686,21 +692,9 @@ async fn done_marks_are_stored_and_a_taken_slot_rolls_back_untouched() {
         .grant(&caller, request(&rig, "4343"))
         .await
         .unwrap();
-    let live = rig
-        .engine
-        .store()
-        .list_live(None, None, None)
-        .await
-        .unwrap();
-    assert_eq!(live.len(), 1);
-    assert_eq!(live[0].state, GrantState::Active);
-    let stored = rig.engine.store().grant(g.row.id).await.unwrap().unwrap();
-    assert_eq!(stored.state, GrantState::Active);
-    // The grant's done mark waits for the store's next write; the audit
-    // log (two records past the stored head) already says "granted".
-    assert_eq!(raw_state(&rig, g.row.id).await, "granting");
+    assert_eq!(raw_state(&rig, g.row.id).await, "active");
     assert_eq!(
-        stored_head_seq(&rig).await + 2,
+        stored_head_seq(&rig).await,
         rig.engine.audit.head().await.seq
     );
     let our_line = rig
@@ -718,17 +712,7 @@ async fn done_marks_are_stored_and_a_taken_slot_rolls_back_untouched() {
         .await
         .unwrap();
     assert_eq!(out.grants.len(), 1);
-    assert!(rig
-        .engine
-        .store()
-        .list_live(None, None, None)
-        .await
-        .unwrap()
-        .is_empty());
-    let stored = rig.engine.store().grant(g.row.id).await.unwrap().unwrap();
-    assert_eq!(stored.state, GrantState::Revoked);
-    assert_eq!(stored.end_reason.as_deref(), Some("revoke"));
-    // The revoke's done mark took the grant's head along.
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
     assert_eq!(raw_state(&rig, g.row.id).await, "revoked");
     assert_eq!(
         stored_head_seq(&rig).await,
@@ -736,7 +720,7 @@ async fn done_marks_are_stored_and_a_taken_slot_rolls_back_untouched() {
     );
 
     // Someone puts our old line back by hand: the next grant for that
-    // ticket and server finds the slot taken under the lock on ~/.ssh.
+    // ticket and server is refused before anything changes.
     std::fs::write(
         &ak,
         format!("{our_line}\n{}", std::str::from_utf8(ADMIN_KEYS).unwrap()),
@@ -745,7 +729,7 @@ async fn done_marks_are_stored_and_a_taken_slot_rolls_back_untouched() {
     let before = rig.scratch.snapshot();
     let err = rig.engine.grant(&caller, request(&rig, "4343")).await;
     assert!(
-        matches!(err, Err(GrantError::RolledBack(ref r)) if r.contains("already present")),
+        matches!(err, Err(GrantError::Refused(ref r)) if r.contains("already present")),
         "{err:?}"
     );
     assert_eq!(
@@ -753,26 +737,13 @@ async fn done_marks_are_stored_and_a_taken_slot_rolls_back_untouched() {
         Vec::<String>::new(),
         "the host is as it was"
     );
-    assert!(rig
-        .engine
-        .store()
-        .list_live(None, None, None)
-        .await
-        .unwrap()
-        .is_empty());
     assert_eq!(
         events(&rig),
-        [
-            "key_added",
-            "grant",
-            "key_removed",
-            "revoke",
-            "grant_rolled_back"
-        ]
+        ["key_added", "grant", "key_removed", "revoke"]
     );
 }
 
-/// A grant's state as SQLite has it (without the pending done marks).
+/// A grant's state as SQLite has it.
 async fn raw_state(rig: &Rig, id: i64) -> String {
     sqlx::query_scalar("SELECT state FROM grants WHERE id = ?1")
         .bind(id)
@@ -788,32 +759,23 @@ async fn stored_head_seq(rig: &Rig) -> u64 {
         .map_or(0, |h| h.seq)
 }
 
-/// The daemon dies after a grant's closing records are durable, before
-/// its done mark reaches the store: the restart finds the records and
-/// completes the grant (the key stays, the store catches up) instead of
-/// rolling back a grant whose log says "granted". Another grant without
-/// closing records is rolled back as before.
+/// "Crash" after an answered grant and inside another grant right after
+/// its intent: the store and log are reopened from disk. The answered
+/// grant stands untouched; the interrupted one is rolled back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_grant_whose_done_mark_was_lost_is_completed_from_the_audit_log() {
-    let Some(mut rig) = rig("PermitRootLogin prohibit-password").await else {
+async fn an_answered_grant_survives_a_crash_and_an_unanswered_one_is_rolled_back() {
+    let Some(rig) = rig("PermitRootLogin prohibit-password").await else {
         return;
     };
-    rig.engine
-        .set_settle_delay(std::time::Duration::from_secs(3600));
     let caller = Caller::LocalRoot { uid: 0 };
     let g = rig
         .engine
         .grant(&caller, request(&rig, "4545"))
         .await
         .unwrap();
-    assert_eq!(raw_state(&rig, g.row.id).await, "granting");
     let with_key = rig.scratch.snapshot();
-
-    // "Crash": the store and log are reopened from disk; nothing pending
-    // in the old process is written.
     let cfg = rig.scratch.cfg.clone();
     let store = Store::open(&cfg.database_path()).await.unwrap();
-    // And a grant interrupted right after its intent: no key, no records.
     let mut interrupted = crate::store::grants::tests::sample("4646", "1");
     interrupted.created_at = T0;
     let orphan = store.insert_granting(&interrupted).await.unwrap();
@@ -822,31 +784,209 @@ async fn a_grant_whose_done_mark_was_lost_is_completed_from_the_audit_log() {
     assert!(report.errors.is_empty(), "{report:?}");
     assert_eq!(
         report.repairs,
-        [
-            format!("CompleteGranting {{ grant_id: {} }}", g.row.id),
-            // WHM's copy had not followed the answer yet.
-            format!("RewriteKeyCopy {{ grant_id: {} }}", g.row.id),
-            format!("RollBackGranting {{ grant_id: {} }}", orphan.id),
-        ]
+        [format!("RollBackGranting {{ grant_id: {} }}", orphan.id)]
     );
     let live = engine.store().list_live(None, None, None).await.unwrap();
     assert_eq!(live.len(), 1);
     assert_eq!((live[0].id, live[0].state), (g.row.id, GrantState::Active));
-    let state: String = sqlx::query_scalar("SELECT state FROM grants WHERE id = ?1")
-        .bind(g.row.id)
-        .fetch_one(engine.store().pool())
-        .await
-        .unwrap();
-    assert_eq!(state, "active");
-    // The key stayed where it was; the log grew and WHM's copy came.
     let diff = with_key.diff(&rig.scratch.snapshot());
     assert!(
-        diff.iter().all(|d| d.contains("audit.log")
-            || d.contains("state")
-            || d.ends_with("root/.ssh/cpanel_support_4545_1.pub")),
+        diff.iter()
+            .all(|d| d.contains("audit.log") || d.contains("state")),
         "{diff:?}"
     );
     let report =
         crate::audit::verify_files(&[cfg.audit_log_path()], Some(engine.audit.head().await));
     assert!(report.is_ok(), "{report}");
+}
+
+/// A sudoers that does not let the group run anything: a drop-in is needed.
+fn sudoers_without_group_rule(rig: &Rig) {
+    std::fs::write(
+        rig.scratch.path("etc/sudoers"),
+        "Defaults env_reset\nroot ALL=(ALL:ALL) ALL\n@includedir /etc/sudoers.d\n",
+    )
+    .unwrap();
+}
+
+fn on_server(mut req: GrantRequest, server: &str) -> GrantRequest {
+    req.server = ServerNum::parse(server).unwrap();
+    req
+}
+
+/// Issue 14, finding 1: a second server's grant of a ticket shares the
+/// temporary user (no new password, no `user_created`), and neither its
+/// rollback, nor a crash inside it, nor its revoke deletes the user while
+/// the first grant lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_temporary_user_lives_as_long_as_any_grant_of_its_ticket() {
+    let Some(rig) = rig("PermitRootLogin no").await else {
+        return;
+    };
+    sudoers_without_group_rule(&rig);
+    let caller = Caller::LocalRoot { uid: 0 };
+    let before = rig.scratch.snapshot();
+    let first = rig
+        .engine
+        .grant(&caller, request(&rig, "6161"))
+        .await
+        .unwrap();
+    let shadow_after_first = rig.scratch.read("etc/shadow");
+    assert!(first.password.is_some() && !first.shared_user);
+    let second = rig
+        .engine
+        .grant(&caller, on_server(request(&rig, "6161"), "2"))
+        .await
+        .unwrap();
+    assert_eq!(second.row.ssh_username, first.row.ssh_username);
+    assert!(second.password.is_none() && second.shared_user);
+    assert_eq!(
+        rig.scratch.read("etc/shadow"),
+        shadow_after_first,
+        "password kept"
+    );
+    let user_events = |rig: &Rig| events(rig).iter().filter(|e| *e == "user_created").count();
+    assert_eq!(user_events(&rig), 1);
+
+    // A crash right after a third server's intent: the restart rolls it
+    // back and keeps the user the other two grants log in as.
+    let cfg = rig.scratch.cfg.clone();
+    let store = Store::open(&cfg.database_path()).await.unwrap();
+    let mut third = crate::store::grants::tests::sample("6161", "3");
+    third.ssh_username = first.row.ssh_username.clone();
+    third.temp_user = true;
+    third.sudoers_dropin = true;
+    third.created_at = T0;
+    let third = store.insert_granting(&third).await.unwrap();
+    let engine = engine_on(&rig.scratch, store, rig.clock.clone()).await;
+    let report = engine.reconcile().await.unwrap();
+    assert_eq!(
+        report.repairs,
+        [format!("RollBackGranting {{ grant_id: {} }}", third.id)]
+    );
+    let ak = "home/cp6161.ssh/.ssh/authorized_keys";
+    assert!(rig.scratch.read(ak).contains("6161_server_1@cpanel.net"));
+    assert!(rig.scratch.read(ak).contains("6161_server_2@cpanel.net"));
+    assert!(rig.scratch.path("etc/sudoers.d/ticket6161").exists());
+
+    // Revoking one server keeps the user for the other; the last takes it.
+    let user = first.row.ssh_username.clone();
+    let tid = TicketId::parse("6161").unwrap();
+    let one = ServerNum::parse("1").unwrap();
+    let out = engine.revoke(&caller, tid, Some(one), &user).await.unwrap();
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    assert!(rig.scratch.read(ak).contains("6161_server_2@cpanel.net"));
+    assert!(rig.scratch.read("etc/passwd").contains("cp6161.ssh:"));
+    let out = engine.revoke(&caller, tid, None, &user).await.unwrap();
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    assert_eq!(before.diff(&rig.scratch.snapshot()), Vec::<String>::new());
+}
+
+/// Issue 14, finding 4: a revoke whose end the store cannot record takes
+/// the key away, says so, and no later pass puts the key back; once the
+/// store works again the pass records the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_the_store_cannot_record_says_so_and_is_never_undone() {
+    let Some(rig) = rig("PermitRootLogin prohibit-password").await else {
+        return;
+    };
+    let caller = Caller::LocalRoot { uid: 0 };
+    let g = rig
+        .engine
+        .grant(&caller, request(&rig, "7171"))
+        .await
+        .unwrap();
+    let pool = rig.engine.store().pool().clone();
+    sqlx::query("CREATE TRIGGER no_writes BEFORE UPDATE ON grants BEGIN SELECT RAISE(FAIL, 'disk full'); END")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let out = rig
+        .engine
+        .revoke(
+            &caller,
+            TicketId::parse("7171").unwrap(),
+            None,
+            &Username::root(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        !out.errors.is_empty(),
+        "the answer must say the store failed"
+    );
+    assert!(
+        out.errors.iter().any(|e| e.contains("state database")),
+        "{:?}",
+        out.errors
+    );
+    let ak = "root/.ssh/authorized_keys";
+    assert!(!rig.scratch.read(ak).contains("7171_server"));
+    assert_eq!(raw_state(&rig, g.row.id).await, "active");
+    // A pass while the store still refuses: the key stays away.
+    let _ = rig.engine.reconcile().await.unwrap();
+    assert!(!rig.scratch.read(ak).contains("7171_server"));
+    sqlx::query("DROP TRIGGER no_writes")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let report = rig.engine.reconcile().await.unwrap();
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert_eq!(
+        report.repairs,
+        [format!("EndGrantKeyGone {{ grant_id: {} }}", g.row.id)]
+    );
+    assert!(!rig.scratch.read(ak).contains("7171_server"));
+    assert_eq!(raw_state(&rig, g.row.id).await, "revoked");
+}
+
+/// Issue 14, finding 3: a grant made while the expiry timer sleeps for a
+/// later end (or for the next pass) wakes it: the grant ends on time,
+/// not at the next reconciliation pass an hour away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_shorter_grant_wakes_the_expiry_timer() {
+    let Some(rig) = rig("PermitRootLogin prohibit-password").await else {
+        return;
+    };
+    let Rig {
+        scratch,
+        engine,
+        clock,
+        key,
+    } = rig;
+    let engine = Arc::new(engine);
+    let caller = Caller::LocalRoot { uid: 0 };
+    let mut long = request_with_key(&key, "8282");
+    long.ttl = Some(3000);
+    engine.grant(&caller, long).await.unwrap();
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(super::background::run(
+        Arc::clone(&engine),
+        std::time::Duration::from_secs(3600),
+        stop_rx,
+    ));
+    // Let the timer go to sleep for the long grant.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut short = request_with_key(&key, "8383");
+    short.ttl = Some(1);
+    engine.grant(&caller, short).await.unwrap();
+    clock.advance(1);
+    let ak = scratch.path("root/.ssh/authorized_keys");
+    // A bound on waiting for the event, not a timing assertion: the old
+    // timer slept for the long grant's 3000 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_to_string(&ak)
+        .unwrap()
+        .contains("8383_server")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the short grant did not expire"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(std::fs::read_to_string(&ak)
+        .unwrap()
+        .contains("8282_server"));
+    task.abort();
 }

@@ -5,7 +5,6 @@
 //! busy timeout let the CLI's read-only commands run beside the daemon.
 
 pub mod grants;
-pub mod live;
 pub mod token_table;
 pub mod tokens;
 
@@ -17,11 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::{ConnectOptions, Connection, SqlitePool};
-use tokio::sync::{Mutex, MutexGuard};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -46,30 +42,15 @@ pub enum StoreError {
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Only this process opens the store while it runs (the daemon holds the
-/// state directory's lock; the CLI goes through the API), so what it keeps
-/// in memory — the token table and the live grants — is authoritative as
-/// long as every write goes through these types (see `token_table` and
-/// `live`).
+/// state directory's lock; the CLI goes through the API). SQLite is the one
+/// source of truth for grants; the token table is also kept in memory for
+/// authentication, written through (see `token_table`). Every commit is
+/// fsynced (`synchronous=FULL`): nothing the daemon answered for is ever
+/// lost on a power cut.
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
-    /// The connection a grant's or revoke's intent commits through
-    /// (`synchronous=FULL`). It is kept out of the pool: sqlx pings a
-    /// pooled connection every time it goes back, a round trip to SQLite's
-    /// thread that would compete for the CPU with the rest of the grant.
-    intents: Dedicated,
-    /// One connection with `synchronous=NORMAL`: its commits reach the WAL
-    /// (surviving a crash of this process) but are not fsynced on their
-    /// own; the next fsynced commit takes them along. Used only for the
-    /// "done" mark of a grant or revoke, whose intent was fsynced before
-    /// the host was touched and whose audit records are already durable,
-    /// so a power cut losing the mark leaves the intent, which the
-    /// reconciler finishes (revoke) or completes from those records
-    /// (grant).
-    relaxed: Dedicated,
     tokens: Arc<token_table::TokenTable>,
-    /// The live grants, in memory (see [`live::LiveGrants`]).
-    live: live::LiveGrants,
 }
 
 /// Held for the daemon's lifetime; dropping it releases the lock.
@@ -177,8 +158,6 @@ impl Store {
             .connect_with(opts.clone())
             .await?;
         MIGRATOR.run(&pool).await?;
-        let intents = Dedicated::connect(&opts).await?;
-        let relaxed = Dedicated::connect(&opts.synchronous(SqliteSynchronous::Normal)).await?;
         // WAL side files inherit the umask; tighten them too.
         for suffix in ["-wal", "-shm"] {
             let mut p = db_path.as_os_str().to_owned();
@@ -186,103 +165,19 @@ impl Store {
             let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
         }
         let tokens = Arc::new(token_table::TokenTable::load(&pool).await?);
-        let live = live::LiveGrants::load(&pool).await?;
-        Ok(Store {
-            pool,
-            intents,
-            relaxed,
-            tokens,
-            live,
-        })
+        Ok(Store { pool, tokens })
     }
 
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
 
-    /// See [`Store::intents`].
-    pub(crate) fn intents(&self) -> &Dedicated {
-        &self.intents
-    }
-
-    /// See [`Store::relaxed`]: only for marks whose loss on a power cut
-    /// the reconciler repairs from a durable intent.
-    pub(crate) fn relaxed(&self) -> &Dedicated {
-        &self.relaxed
-    }
-
     fn tokens(&self) -> &token_table::TokenTable {
         &self.tokens
     }
 
-    fn live(&self) -> &live::LiveGrants {
-        &self.live
-    }
-
     pub async fn close(&self) {
-        if let Err(e) = self.flush_done_marks().await {
-            // The closing audit records complete these grants at the next
-            // start (`Repair::CompleteGranting`).
-            tracing::error!(error = %e, "cannot write pending grant done marks at close");
-        }
-        self.intents.close().await;
-        self.relaxed.close().await;
         self.pool.close().await;
-    }
-}
-
-/// A connection of the store's own, outside the pool, used by one caller
-/// at a time.
-#[derive(Clone, Debug)]
-pub(crate) struct Dedicated(Arc<Mutex<Option<SqliteConnection>>>);
-
-impl Dedicated {
-    async fn connect(opts: &SqliteConnectOptions) -> Result<Dedicated, StoreError> {
-        let conn = opts.connect().await?;
-        Ok(Dedicated(Arc::new(Mutex::new(Some(conn)))))
-    }
-
-    /// The connection, once the previous user is done with it; an error
-    /// after [`Store::close`].
-    pub(crate) async fn lock(&self) -> Result<DedicatedGuard<'_>, StoreError> {
-        let guard = self.0.lock().await;
-        if guard.is_none() {
-            return Err(StoreError::Sql(sqlx::Error::PoolClosed));
-        }
-        Ok(DedicatedGuard(guard))
-    }
-
-    /// Drops a connection left in an unknown state (a failed rollback):
-    /// later users get an error rather than a half-done transaction.
-    pub(crate) fn discard(guard: DedicatedGuard<'_>) {
-        let mut guard = guard.0;
-        guard.take();
-    }
-
-    async fn close(&self) {
-        if let Some(conn) = self.0.lock().await.take() {
-            let _ = conn.close().await;
-        }
-    }
-}
-
-pub(crate) struct DedicatedGuard<'a>(MutexGuard<'a, Option<SqliteConnection>>);
-
-impl std::ops::Deref for DedicatedGuard<'_> {
-    type Target = SqliteConnection;
-    fn deref(&self) -> &SqliteConnection {
-        // `lock` only hands out a guard over a connection.
-        self.0
-            .as_ref()
-            .unwrap_or_else(|| unreachable!("checked in Dedicated::lock"))
-    }
-}
-
-impl std::ops::DerefMut for DedicatedGuard<'_> {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
-        self.0
-            .as_mut()
-            .unwrap_or_else(|| unreachable!("checked in Dedicated::lock"))
     }
 }
 

@@ -2,10 +2,15 @@
 //!
 //! Everything goes through [`CheckedDir`]: the home directory is reached by
 //! an `openat(O_NOFOLLOW)` walk from the configured root, `~/.ssh` must be a
-//! real directory owned by the user, and `authorized_keys` is rewritten
-//! under an flock on `~/.ssh` with temp file + fsync + fchown/fchmod +
-//! rename + directory fsync. The line editing itself is
-//! [`crate::authorized_keys`], which keeps every foreign byte.
+//! real directory owned by the user, and `authorized_keys` is rewritten with
+//! temp file + fsync + fchown/fchmod + rename + directory fsync. The line
+//! editing itself is [`crate::authorized_keys`], which keeps every foreign
+//! byte.
+//!
+//! Edits are serialised by an flock on a file in a directory only root can
+//! write (the daemon's state directory), never on anything in the home:
+//! the account's owner could otherwise hold that lock to delay their own
+//! revocation.
 //!
 //! Foreign writers (an admin's `cat >> authorized_keys`, a config manager)
 //! do not take our lock. Just before the rename we re-read the file and
@@ -19,7 +24,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::authorized_keys::{self, KeyMark};
-use crate::system::safefile::{CheckedDir, DirPolicy, SafeFileError};
+use crate::system::safefile::{CheckedDir, DirLock, DirPolicy, SafeFileError};
 use crate::types::Username;
 
 const SSH_DIR: &str = ".ssh";
@@ -28,9 +33,6 @@ const AUTHORIZED_KEYS: &str = "authorized_keys";
 const MAX_FILE_BYTES: u64 = 32 * 1024 * 1024;
 /// How often we redo an edit because a foreign writer changed the file.
 const MAX_ATTEMPTS: u32 = 5;
-/// How long we wait for `~/.ssh`'s lock; the user owns the directory and
-/// could hold a lock forever.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 const KEY_FILE_PREFIX: &str = "cpanel_support_";
 
 /// The account whose `authorized_keys` we edit.
@@ -63,97 +65,28 @@ pub enum KeyStoreError {
     Contended { path: String },
     #[error("home directory {home} is not under the configured root {root}")]
     NotUnderRoot { home: String, root: String },
-    #[error("the key file was left unchanged: {reason}")]
-    Abandoned { reason: String },
-    #[error(
-        "a key for ticket {ticket} server {server} is already present in {path}; revoke it first"
-    )]
-    SlotTaken {
-        ticket: String,
-        server: String,
-        path: String,
-    },
 }
 
 type Result<T> = std::result::Result<T, KeyStoreError>;
 
-/// Called once, after an edit is staged and before the host changes (see
-/// [`HostKeys::install_new`]); `Err` says why the edit must not happen.
-pub type Gate<'a> = dyn FnMut() -> std::result::Result<(), String> + 'a;
-
-/// Passes `gate` the first time only (an edit redone after a foreign write
-/// does not wait again).
-fn pass(gate: &mut Gate<'_>, passed: &mut bool) -> Result<()> {
-    if !*passed {
-        gate().map_err(|reason| KeyStoreError::Abandoned { reason })?;
-        *passed = true;
-    }
-    Ok(())
-}
-
-/// How [`HostKeys::put_line`] treats the grant's slot and WHM's copy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Put {
-    /// Replace our line of the same slot, and write the copy WHM lists.
-    Replace,
-    /// A new grant: refuse a slot already taken; no copy (the caller
-    /// writes it once the grant is settled).
-    New,
-}
-
-/// What the engine needs from the host's key files (a fake in tests).
+/// What the engine needs from the host's key files.
 pub trait HostKeys: Send + Sync {
     fn list_ours(&self, acct: &KeyAccount) -> Result<Vec<InstalledKey>>;
     /// Idempotent per ticket+server: an existing line of the same slot is
-    /// replaced, and the copy WHM lists is written with it.
-    fn install(&self, acct: &KeyAccount, line: &str, mark: &KeyMark) -> Result<()> {
-        self.put_line(acct, line, mark, Put::Replace, &mut || Ok(()))
-    }
-    /// Installs a new grant's key: refuses ([`KeyStoreError::SlotTaken`])
-    /// when a key of ours for the same ticket and server is there already
-    /// (left by someone else's hand), and calls `gate` once the new file
-    /// is staged (written and fsynced under a temp name, which grants
-    /// nothing) and before anything sshd reads changes. The caller records
-    /// its intent in `gate`; an error from it abandons the install with
-    /// the host unchanged. The copy WHM lists is left to the caller
-    /// ([`write_copy`](Self::write_copy)), off the grant's answer path.
-    fn install_new(
-        &self,
-        acct: &KeyAccount,
-        line: &str,
-        mark: &KeyMark,
-        gate: &mut Gate<'_>,
-    ) -> Result<()> {
-        self.put_line(acct, line, mark, Put::New, gate)
-    }
-    /// Puts `line` in as `put` says, with `gate` as in
-    /// [`install_new`](Self::install_new).
-    fn put_line(
-        &self,
-        acct: &KeyAccount,
-        line: &str,
-        mark: &KeyMark,
-        put: Put,
-        gate: &mut Gate<'_>,
-    ) -> Result<()>;
+    /// replaced. The copy WHM lists is written with it; both are durable
+    /// when this returns.
+    fn install(&self, acct: &KeyAccount, line: &str, mark: &KeyMark) -> Result<()>;
     /// Removes our lines (and key files) whose mark `select` picks; returns
-    /// how many authorized_keys lines were removed.
-    fn remove(&self, acct: &KeyAccount, select: &dyn Fn(&KeyMark) -> bool) -> Result<usize> {
-        self.remove_gated(acct, select, &mut || Ok(()))
-    }
-    /// [`remove`](Self::remove) with a `gate` as in
-    /// [`install_new`](Self::install_new).
-    fn remove_gated(
-        &self,
-        acct: &KeyAccount,
-        select: &dyn Fn(&KeyMark) -> bool,
-        gate: &mut Gate<'_>,
-    ) -> Result<usize>;
+    /// how many authorized_keys lines were removed. Durable when it returns.
+    fn remove(&self, acct: &KeyAccount, select: &dyn Fn(&KeyMark) -> bool) -> Result<usize>;
     /// Whether the copy WHM lists for `key` (one of ours) is in place with
     /// the right content.
     fn copy_intact(&self, acct: &KeyAccount, key: &InstalledKey) -> Result<bool>;
     /// Rewrites that copy, durably.
     fn write_copy(&self, acct: &KeyAccount, key: &InstalledKey) -> Result<()>;
+    /// Deletes temp files an edit killed half-way left in `~/.ssh` (they
+    /// may hold a support key); returns how many.
+    fn sweep_staged(&self, acct: &KeyAccount) -> Result<usize>;
 }
 
 fn bad_line(acct: &KeyAccount, reason: &str) -> KeyStoreError {
@@ -176,14 +109,6 @@ fn checked_line(acct: &KeyAccount, line: &str, mark: &KeyMark) -> Result<authori
     Ok(ours)
 }
 
-fn slot_taken(acct: &KeyAccount, mark: &KeyMark) -> KeyStoreError {
-    KeyStoreError::SlotTaken {
-        ticket: mark.ticket.to_string(),
-        server: mark.server.to_string(),
-        path: authorized_keys_path(acct).display().to_string(),
-    }
-}
-
 /// What the copy WHM lists holds: the key and our comment.
 fn copy_bytes(key: &str, mark: &KeyMark) -> String {
     format!("{key} {}\n", mark.comment())
@@ -203,6 +128,8 @@ type Hook = Box<dyn Fn(u32) + Send + Sync>;
 /// The real store: files under `root` (`/` in production).
 pub struct FileKeyStore {
     root: PathBuf,
+    /// Where the edit lock lives: a directory only root may write.
+    lock_dir: PathBuf,
     /// Test hook run between staging and the re-read (simulates a racing
     /// foreign writer deterministically).
     before_commit: Option<Hook>,
@@ -212,15 +139,19 @@ impl std::fmt::Debug for FileKeyStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FileKeyStore")
             .field("root", &self.root)
+            .field("lock_dir", &self.lock_dir)
             .finish()
     }
 }
 
 impl FileKeyStore {
-    /// `root` is the trusted root prefix the home paths lie under.
-    pub fn new(root: impl Into<PathBuf>) -> Self {
+    /// `root` is the trusted root prefix the home paths lie under;
+    /// `lock_dir` a directory owned by root that no one else may write
+    /// (the daemon's state directory).
+    pub fn new(root: impl Into<PathBuf>, lock_dir: impl Into<PathBuf>) -> Self {
         FileKeyStore {
             root: root.into(),
+            lock_dir: lock_dir.into(),
             before_commit: None,
         }
     }
@@ -229,6 +160,18 @@ impl FileKeyStore {
     fn with_hook(mut self, hook: Hook) -> Self {
         self.before_commit = Some(hook);
         self
+    }
+
+    /// The edit lock: an flock on the lock directory, which must belong to
+    /// the daemon's user and be writable by no one else.
+    fn lock(&self) -> Result<DirLock> {
+        let policy = DirPolicy::exactly(nix::unistd::geteuid().as_raw());
+        let dir = if self.lock_dir.starts_with(&self.root) {
+            CheckedDir::open_under(&self.root, &self.lock_dir, policy)?
+        } else {
+            CheckedDir::open(&self.lock_dir, policy)?
+        };
+        Ok(dir.lock()?)
     }
 
     fn home(&self, acct: &KeyAccount) -> Result<CheckedDir> {
@@ -265,20 +208,17 @@ impl FileKeyStore {
     /// Applies `edit` to authorized_keys under the caller's lock, redoing it
     /// when a foreign writer changed the file before our rename.
     /// `edit` returns the new bytes (or `None` for "no change") and a value.
-    /// `gate` is passed once the first version is staged (or found to need
-    /// no change); `before_change` runs just before the rename (or that
-    /// "no change" return), for the caller's own changes in the directory.
-    /// Returns the value and whether authorized_keys was replaced (and the
-    /// directory fsynced).
-    fn edit_gated<R>(
+    /// `before_change` runs just before the rename (or that "no change"
+    /// return), for the caller's own changes in the directory. Returns the
+    /// value and whether authorized_keys was replaced (and the directory
+    /// fsynced).
+    fn edit<R>(
         &self,
         ssh: &CheckedDir,
         acct: &KeyAccount,
         edit: &EditFn<R>,
-        gate: &mut Gate<'_>,
         before_change: &mut dyn FnMut() -> Result<()>,
     ) -> Result<(R, bool)> {
-        let mut passed = false;
         for attempt in 0..MAX_ATTEMPTS {
             let existing = ssh.read_file(AUTHORIZED_KEYS, acct.uid, MAX_FILE_BYTES)?;
             // An existing file keeps its owner and mode (the admin's choice,
@@ -291,15 +231,10 @@ impl FileKeyStore {
             let before = existing.map(|d| d.bytes);
             let (new, value) = edit(before.as_deref().unwrap_or_default())?;
             let Some(new) = new else {
-                pass(gate, &mut passed)?;
                 before_change()?;
                 return Ok((value, false));
             };
             let staged = ssh.stage_file(AUTHORIZED_KEYS, &new, uid, gid, mode, None)?;
-            // The caller's intent is recorded while the temp file was
-            // written; the re-read below comes after the wait, so a foreign
-            // write during it is seen.
-            pass(gate, &mut passed)?;
             if let Some(hook) = &self.before_commit {
                 hook(attempt);
             }
@@ -346,16 +281,10 @@ impl FileKeyStore {
 }
 
 impl HostKeys for FileKeyStore {
-    fn put_line(
-        &self,
-        acct: &KeyAccount,
-        line: &str,
-        mark: &KeyMark,
-        put: Put,
-        gate: &mut Gate<'_>,
-    ) -> Result<()> {
+    fn install(&self, acct: &KeyAccount, line: &str, mark: &KeyMark) -> Result<()> {
         let bad = |reason: &str| bad_line(acct, reason);
         let ours = checked_line(acct, line, mark)?;
+        let _lock = self.lock()?;
         let home = self.home(acct)?;
         // A key goes only into a home its user owns (root's for root): a
         // login user whose passwd home is `/root` or `/` must not get a
@@ -368,41 +297,27 @@ impl HostKeys for FileKeyStore {
             0o700,
             DirPolicy::exactly(acct.uid),
         )?;
-        let _lock = ssh.lock_within(LOCK_WAIT)?;
-        // The copy WHM lists, removed with the key. It is derived from the
-        // key line and grants nothing (sshd reads only authorized_keys), so
-        // it gets no fsync of its own, which would cost a second journal
-        // commit: it is renamed in (readers never see it half written) just
-        // before authorized_keys, whose directory fsync makes its name
-        // durable; a copy a power cut leaves empty is rewritten by the
-        // reconciler (`copy_intact` / `write_copy`). An install that fails
+        // The copy WHM lists, removed with the key: written and fsynced
+        // under a temp name, renamed in just before authorized_keys, whose
+        // directory fsync makes both names durable. An install that fails
         // after this point is rolled back by `remove`, which deletes it too.
-        let mut copy = match put {
-            Put::Replace => Some(
-                ssh.stage_unsynced(
-                    &key_file_name(mark),
-                    copy_bytes(&ours.key, mark).as_bytes(),
-                    acct.uid,
-                    acct.gid,
-                    0o600,
-                )?
-                .without_fsync(),
-            ),
-            Put::New => None,
-        };
-        self.edit_gated(
+        let mut copy = Some(ssh.stage_file(
+            &key_file_name(mark),
+            copy_bytes(&ours.key, mark).as_bytes(),
+            acct.uid,
+            acct.gid,
+            0o600,
+            None,
+        )?);
+        self.edit(
             &ssh,
             acct,
             &|bytes| {
-                let (without, taken) = authorized_keys::remove_ours(bytes, &|m| m.same_slot(mark));
-                if put == Put::New && taken > 0 {
-                    return Err(slot_taken(acct, mark));
-                }
+                let (without, _) = authorized_keys::remove_ours(bytes, &|m| m.same_slot(mark));
                 let new =
                     authorized_keys::add_line(&without, line).map_err(|e| bad(&e.to_string()))?;
                 Ok((Some(new), ()))
             },
-            gate,
             &mut || match copy.take() {
                 Some(c) => Ok(c.rename_unsynced()?),
                 None => Ok(()),
@@ -426,29 +341,22 @@ impl HostKeys for FileKeyStore {
             .collect())
     }
 
-    fn remove_gated(
-        &self,
-        acct: &KeyAccount,
-        select: &dyn Fn(&KeyMark) -> bool,
-        gate: &mut Gate<'_>,
-    ) -> Result<usize> {
+    fn remove(&self, acct: &KeyAccount, select: &dyn Fn(&KeyMark) -> bool) -> Result<usize> {
+        let _lock = self.lock()?;
         let Some(ssh) = self.existing_ssh_dir(acct)? else {
-            pass(gate, &mut false)?;
             return Ok(0);
         };
-        let _lock = ssh.lock_within(LOCK_WAIT)?;
         // Key files go just before authorized_keys is renamed, without their
         // own directory fsync: the commit fsyncs the directory once for
         // everything.
         let mut files = 0;
-        let (removed, replaced) = self.edit_gated(
+        let (removed, replaced) = self.edit(
             &ssh,
             acct,
             &|bytes| {
                 let (new, n) = authorized_keys::remove_ours(bytes, select);
                 Ok(((n > 0).then_some(new), n))
             },
-            gate,
             &mut || {
                 files += Self::remove_key_files(&ssh, acct, select)?;
                 Ok(())
@@ -469,10 +377,10 @@ impl HostKeys for FileKeyStore {
     }
 
     fn write_copy(&self, acct: &KeyAccount, key: &InstalledKey) -> Result<()> {
+        let _lock = self.lock()?;
         let Some(ssh) = self.existing_ssh_dir(acct)? else {
             return Ok(());
         };
-        let _lock = ssh.lock_within(LOCK_WAIT)?;
         ssh.replace_file(
             &key_file_name(&key.mark),
             copy_bytes(&key.key, &key.mark).as_bytes(),
@@ -483,89 +391,13 @@ impl HostKeys for FileKeyStore {
         )?;
         Ok(())
     }
-}
 
-/// An in-memory [`HostKeys`] with the same editing rules, for tests of the
-/// engine and planner that should not touch files.
-#[derive(Debug, Default)]
-pub struct MemoryKeyStore {
-    files: std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>,
-}
-
-impl MemoryKeyStore {
-    pub fn new() -> Self {
-        Self::default()
-    }
-    fn files(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Vec<u8>>> {
-        self.files.lock().unwrap_or_else(|p| p.into_inner())
-    }
-    /// The user's authorized_keys bytes, if any.
-    pub fn bytes(&self, user: &Username) -> Option<Vec<u8>> {
-        self.files().get(user.as_str()).cloned()
-    }
-    /// Seeds a user's authorized_keys (an admin's existing keys).
-    pub fn set(&self, user: &Username, bytes: Vec<u8>) {
-        self.files().insert(user.as_str().to_string(), bytes);
-    }
-}
-
-impl HostKeys for MemoryKeyStore {
-    fn put_line(
-        &self,
-        acct: &KeyAccount,
-        line: &str,
-        mark: &KeyMark,
-        put: Put,
-        gate: &mut Gate<'_>,
-    ) -> Result<()> {
-        checked_line(acct, line, mark)?;
-        let old = self.bytes(&acct.user).unwrap_or_default();
-        let (without, taken) = authorized_keys::remove_ours(&old, &|m| m.same_slot(mark));
-        if put == Put::New && taken > 0 {
-            return Err(slot_taken(acct, mark));
-        }
-        let new = authorized_keys::add_line(&without, line)
-            .map_err(|e| bad_line(acct, &e.to_string()))?;
-        pass(gate, &mut false)?;
-        self.files().insert(acct.user.as_str().to_string(), new);
-        Ok(())
-    }
-
-    fn list_ours(&self, acct: &KeyAccount) -> Result<Vec<InstalledKey>> {
-        let bytes = self.bytes(&acct.user).unwrap_or_default();
-        Ok(authorized_keys::list_ours(&bytes)
-            .into_iter()
-            .map(|o| InstalledKey {
-                mark: o.mark,
-                key: o.key,
-                line: o.line,
-            })
-            .collect())
-    }
-
-    fn remove_gated(
-        &self,
-        acct: &KeyAccount,
-        select: &dyn Fn(&KeyMark) -> bool,
-        gate: &mut Gate<'_>,
-    ) -> Result<usize> {
-        pass(gate, &mut false)?;
-        let mut files = self.files();
-        let Some(old) = files.get(acct.user.as_str()) else {
+    fn sweep_staged(&self, acct: &KeyAccount) -> Result<usize> {
+        let _lock = self.lock()?;
+        let Some(ssh) = self.existing_ssh_dir(acct)? else {
             return Ok(0);
         };
-        let (new, n) = authorized_keys::remove_ours(old, select);
-        files.insert(acct.user.as_str().to_string(), new);
-        Ok(n)
-    }
-
-    /// Keeps no copies: there is nothing for WHM to list here.
-    fn copy_intact(&self, _acct: &KeyAccount, _key: &InstalledKey) -> Result<bool> {
-        Ok(true)
-    }
-
-    fn write_copy(&self, _acct: &KeyAccount, _key: &InstalledKey) -> Result<()> {
-        Ok(())
+        Ok(ssh.sweep_staged()?)
     }
 }
 
@@ -612,6 +444,8 @@ mod tests {
             fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
             let home = root.join("home/alice");
             fs::create_dir_all(&home).unwrap();
+            fs::create_dir(root.join("state")).unwrap();
+            fs::set_permissions(root.join("state"), fs::Permissions::from_mode(0o700)).unwrap();
             fs::set_permissions(root.join("home"), fs::Permissions::from_mode(0o755)).unwrap();
             fs::set_permissions(&home, fs::Permissions::from_mode(0o700)).unwrap();
             chown(&home, Some(UID), Some(GID)).unwrap();
@@ -641,7 +475,7 @@ mod tests {
             chown(self.ak(), Some(UID), Some(GID)).unwrap();
         }
         fn store(&self) -> FileKeyStore {
-            FileKeyStore::new(&self.root)
+            FileKeyStore::new(&self.root, self.root.join("state"))
         }
     }
 
@@ -986,190 +820,49 @@ mod tests {
         no_temp_files(&s);
     }
 
-    /// Every file in ~/.ssh with its bytes, to prove "unchanged".
-    fn ssh_files(s: &Scratch) -> Vec<(String, Vec<u8>)> {
-        let mut all: Vec<_> = fs::read_dir(s.ssh())
-            .unwrap()
-            .map(|e| {
-                let e = e.unwrap();
-                (
-                    e.file_name().to_string_lossy().into_owned(),
-                    fs::read(e.path()).unwrap(),
-                )
-            })
-            .collect();
-        all.sort();
-        all
-    }
-
+    /// Issue 14, finding 9: the owner of `~/.ssh` holding an flock there
+    /// (as a support login can) must not delay a revoke; the lock the
+    /// store relies on lives in a directory only root may write.
     #[test]
-    fn install_new_waits_for_its_gate_and_a_refusing_gate_changes_nothing() {
-        if not_root("install_new_waits_for_its_gate_and_a_refusing_gate_changes_nothing") {
-            return;
-        }
-        let s = Scratch::new();
-        s.seed(ADMIN);
-        let m = mark("12345", "1", 100);
-        let l = line(ED25519, &m);
-        let before = ssh_files(&s);
-        // The gate runs once the new file is staged and before sshd's file
-        // changes: at that moment the target is still the admin's.
-        let ak = s.ak();
-        let mut seen = Vec::new();
-        let err = s
-            .store()
-            .install_new(&s.acct, &l, &m, &mut || {
-                seen.push(fs::read(&ak).unwrap());
-                Err("intent not recorded".into())
-            })
-            .unwrap_err();
-        assert!(matches!(err, KeyStoreError::Abandoned { .. }), "{err}");
-        assert_eq!(
-            seen,
-            vec![ADMIN.to_vec()],
-            "gate called once, before any change"
-        );
-        assert_eq!(ssh_files(&s), before, "no key, no copy, no temp file");
-
-        let mut calls = 0;
-        s.store()
-            .install_new(&s.acct, &l, &m, &mut || {
-                calls += 1;
-                Ok(())
-            })
-            .unwrap();
-        assert_eq!(calls, 1);
-        let mut expected = format!("{l}\n").into_bytes();
-        expected.extend_from_slice(ADMIN);
-        assert_eq!(fs::read(s.ak()).unwrap(), expected);
-        assert!(
-            !s.ssh().join(key_file_name(&m)).exists(),
-            "WHM's copy is the caller's"
-        );
-        no_temp_files(&s);
-    }
-
-    #[test]
-    fn install_new_refuses_a_taken_slot_before_its_gate() {
-        if not_root("install_new_refuses_a_taken_slot_before_its_gate") {
-            return;
-        }
-        let s = Scratch::new();
-        s.seed(ADMIN);
-        let old = mark("12345", "1", 100);
-        s.store()
-            .install(&s.acct, &line(ED25519, &old), &old)
-            .unwrap();
-        let before = ssh_files(&s);
-        let new = mark("12345", "1", 200);
-        let mut called = false;
-        let err = s
-            .store()
-            .install_new(&s.acct, &line(RSA2048, &new), &new, &mut || {
-                called = true;
-                Ok(())
-            })
-            .unwrap_err();
-        assert!(matches!(err, KeyStoreError::SlotTaken { .. }), "{err}");
-        assert!(!called, "refused before the caller records anything");
-        assert_eq!(ssh_files(&s), before);
-        // Another server of the same ticket is another slot.
-        let other = mark("12345", "2", 200);
-        s.store()
-            .install_new(&s.acct, &line(RSA2048, &other), &other, &mut || Ok(()))
-            .unwrap();
-        assert_eq!(s.store().list_ours(&s.acct).unwrap().len(), 2);
-    }
-
-    #[test]
-    fn remove_gated_changes_nothing_before_its_gate_and_passes_it_once() {
-        if not_root("remove_gated_changes_nothing_before_its_gate_and_passes_it_once") {
+    fn a_lock_held_in_the_users_ssh_dir_does_not_delay_removal() {
+        if not_root("a_lock_held_in_the_users_ssh_dir_does_not_delay_removal") {
             return;
         }
         let s = Scratch::new();
         s.seed(ADMIN);
         let m = mark("12345", "1", 100);
         s.store().install(&s.acct, &line(ED25519, &m), &m).unwrap();
-        let before = ssh_files(&s);
-        let ssh = s.ssh();
-        let mut seen = Vec::new();
-        // A foreign append during the first attempt makes the edit redo;
-        // the gate (the caller's intent) is still passed only once.
-        let ak = s.ak();
-        let store = s.store().with_hook(Box::new(move |attempt| {
-            if attempt == 0 {
-                use std::io::Write;
-                let mut f = fs::OpenOptions::new().append(true).open(&ak).unwrap();
-                f.write_all(b"# added meanwhile\n").unwrap();
-            }
-        }));
-        let n = store
-            .remove_gated(&s.acct, &|k| k.same_slot(&m), &mut || {
-                let mut now: Vec<_> = fs::read_dir(&ssh)
-                    .unwrap()
-                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                    .filter(|n| !n.starts_with('.'))
-                    .collect();
-                now.sort();
-                seen.push(now);
-                Ok(())
-            })
-            .unwrap();
-        assert_eq!(n, 1);
-        let names: Vec<String> = before.iter().map(|(n, _)| n.clone()).collect();
-        assert_eq!(
-            seen,
-            vec![names],
-            "gate once, with key file and key still there"
-        );
-        let mut expected = ADMIN.to_vec();
-        expected.extend_from_slice(b"# added meanwhile\n");
-        assert_eq!(fs::read(s.ak()).unwrap(), expected);
-        assert!(!s.ssh().join(key_file_name(&m)).exists());
-        no_temp_files(&s);
-
-        // A refusing gate leaves everything as it was.
-        s.store().install(&s.acct, &line(ED25519, &m), &m).unwrap();
-        let before = ssh_files(&s);
-        let err = s
-            .store()
-            .remove_gated(&s.acct, &|_| true, &mut || Err("no".into()))
-            .unwrap_err();
-        assert!(matches!(err, KeyStoreError::Abandoned { .. }), "{err}");
-        assert_eq!(ssh_files(&s), before);
+        let held = fs::File::open(s.ssh()).unwrap();
+        let _held = nix::fcntl::Flock::lock(held, nix::fcntl::FlockArg::LockExclusive).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (store, acct) = (s.store(), s.acct.clone());
+        std::thread::spawn(move || {
+            let _ = tx.send(store.remove(&acct, &|_| true).map_err(|e| e.to_string()));
+        });
+        // Generous: the old lock waited 30 s before giving up.
+        let removed = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("removal waited for the user's lock");
+        assert_eq!(removed.unwrap(), 1);
+        assert_eq!(fs::read(s.ak()).unwrap(), ADMIN);
     }
 
+    /// Issue 14, finding 10: a temp file a kill left in `~/.ssh` (it holds
+    /// the new authorized_keys, support key included) is swept.
     #[test]
-    fn memory_store_follows_the_same_rules() {
-        let store = MemoryKeyStore::new();
-        let acct = KeyAccount {
-            user: Username::root(),
-            uid: 0,
-            gid: 0,
-            home: PathBuf::from("/root"),
-        };
-        store.set(&acct.user, ADMIN.to_vec());
-        let m = mark("12345", "1", 100);
-        store.install(&acct, &line(ED25519, &m), &m).unwrap();
-        store.install(&acct, &line(ED25519, &m), &m).unwrap();
-        assert_eq!(store.list_ours(&acct).unwrap().len(), 1);
-        assert!(store.install(&acct, ED25519, &m).is_err());
-        assert_eq!(store.remove(&acct, &|_| true).unwrap(), 1);
-        assert_eq!(store.bytes(&acct.user).unwrap(), ADMIN);
-        // install_new: a taken slot is refused, a refusing gate abandons.
-        store.install(&acct, &line(ED25519, &m), &m).unwrap();
-        let err = store
-            .install_new(&acct, &line(ED25519, &m), &m, &mut || Ok(()))
-            .unwrap_err();
-        assert!(matches!(err, KeyStoreError::SlotTaken { .. }), "{err}");
-        let other = mark("12345", "2", 100);
-        let err = store
-            .install_new(&acct, &line(ED25519, &other), &other, &mut || {
-                Err("no".into())
-            })
-            .unwrap_err();
-        assert!(matches!(err, KeyStoreError::Abandoned { .. }), "{err}");
-        assert_eq!(store.list_ours(&acct).unwrap().len(), 1);
+    fn sweep_removes_a_staged_file_left_by_a_kill() {
+        if not_root("sweep_removes_a_staged_file_left_by_a_kill") {
+            return;
+        }
+        let s = Scratch::new();
+        s.seed(ADMIN);
+        let left = s.ssh().join(".authorized_keys.supportauth-00112233aabb");
+        fs::write(&left, b"ssh-ed25519 AAAA 12345_server_1@cpanel.net_1\n").unwrap();
+        assert_eq!(s.store().sweep_staged(&s.acct).unwrap(), 1);
+        assert!(!left.exists());
+        no_temp_files(&s);
+        assert_eq!(fs::read(s.ak()).unwrap(), ADMIN);
+        assert_eq!(s.store().sweep_staged(&s.acct).unwrap(), 0);
     }
 
     #[test]

@@ -42,8 +42,6 @@ pub enum SafeFileError {
     Writable { path: String, mode: u32 },
     #[error("{path} is {size} bytes, more than the {max} bytes supportauth will handle")]
     TooLarge { path: String, size: u64, max: u64 },
-    #[error("{path} stayed locked by another process for {secs} s; find it with `fuser {path}` or retry")]
-    Locked { path: String, secs: u64 },
     #[error("“{name}” is not a single file name")]
     BadName { name: String },
     #[error("{path} was refused by its validator: {reason}")]
@@ -557,30 +555,37 @@ impl CheckedDir {
         Ok(DirLock { _lock: lock })
     }
 
-    /// Like [`CheckedDir::lock`] but gives up after `wait`: the directory may
-    /// belong to a user (a support login) who could hold a lock forever to
-    /// stall a revoke.
-    pub fn lock_within(&self, wait: std::time::Duration) -> Result<DirLock> {
-        let deadline = std::time::Instant::now() + wait;
-        let mut fd = openat(&self.fd, ".", DIR_FLAGS, Mode::empty())
-            .map_err(|e| io_err(&self.path, "open for lock", e))?;
-        loop {
-            match Flock::lock(fd, FlockArg::LockExclusiveNonblock) {
-                Ok(lock) => return Ok(DirLock { _lock: lock }),
-                Err((back, Errno::EWOULDBLOCK)) if std::time::Instant::now() < deadline => {
-                    fd = back;
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err((_, Errno::EWOULDBLOCK)) => {
-                    return Err(SafeFileError::Locked {
-                        path: self.path.display().to_string(),
-                        secs: wait.as_secs(),
-                    })
-                }
-                Err((_, e)) => return Err(io_err(&self.path, "flock", e)),
+    /// Deletes the temp files that [`stage_file`](Self::stage_file) makes
+    /// (`.<name>.supportauth-<hex>`) and a process killed before its rename
+    /// left behind; they may hold what the target was about to hold (a
+    /// support key). Returns how many; the removals are made durable.
+    pub fn sweep_staged(&self) -> Result<usize> {
+        let mut removed = 0;
+        for name in self.entries()? {
+            if is_staged_name(&name) && self.remove_file_unsynced(&name)? {
+                removed += 1;
             }
         }
+        if removed > 0 {
+            self.sync()?;
+        }
+        Ok(removed)
     }
+}
+
+/// Whether `name` is one of [`CheckedDir::stage_unsynced`]'s temp names.
+fn is_staged_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.') else {
+        return false;
+    };
+    let Some((target, suffix)) = rest.rsplit_once(".supportauth-") else {
+        return false;
+    };
+    !target.is_empty()
+        && suffix.len() == 12
+        && suffix
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn check_regular(st: &FileStat, shown: &str) -> Result<()> {
@@ -924,13 +929,40 @@ pub(crate) mod tests {
         let fd = openat(&other.fd, ".", DIR_FLAGS, Mode::empty()).unwrap();
         let busy = Flock::lock(fd, FlockArg::LockExclusiveNonblock);
         assert!(matches!(busy, Err((_, Errno::EWOULDBLOCK))));
-        let err = other
-            .lock_within(std::time::Duration::from_millis(0))
-            .unwrap_err();
-        assert!(matches!(err, SafeFileError::Locked { .. }), "{err}");
         drop(_guard);
         let fd = openat(&other.fd, ".", DIR_FLAGS, Mode::empty()).unwrap();
         assert!(Flock::lock(fd, FlockArg::LockExclusiveNonblock).is_ok());
-        assert!(dir.lock_within(std::time::Duration::from_secs(5)).is_ok());
+    }
+
+    #[test]
+    fn sweep_staged_removes_only_our_leftover_temp_files() {
+        let (tmp, dir) = scratch();
+        let staged = dir
+            .stage_file("authorized_keys", b"key", 0, 0, 0o600, None)
+            .unwrap();
+        // A kill before the rename leaves the temp file: forget the guard.
+        std::mem::forget(staged);
+        for keep in [
+            "authorized_keys.supportauth-0123456789ab",
+            ".x.supportauth-short",
+            ".profile",
+        ] {
+            std::fs::write(tmp.path().join(keep), b"theirs").unwrap();
+        }
+        assert_eq!(dir.sweep_staged().unwrap(), 1);
+        let mut left: Vec<String> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ".profile",
+                ".x.supportauth-short",
+                "authorized_keys.supportauth-0123456789ab"
+            ]
+        );
+        assert_eq!(dir.sweep_staged().unwrap(), 0);
     }
 }

@@ -86,8 +86,33 @@ impl Daemon {
         self.spawn(None);
     }
 
+    /// `kill -9`, then starts it again armed with `step`, ready to serve.
+    pub fn restart_armed(&mut self, step: &str) {
+        self.kill9();
+        self.spawn(Some(step));
+    }
+
+    /// Starts it again armed with `step` where the start-up itself (the
+    /// reconciliation pass) reaches it, and waits for the kill.
+    pub fn restart_killed_at(&mut self, step: &str) {
+        assert!(self.child.is_none(), "restart of a running daemon");
+        self.starts += 1;
+        self.child = Some(self.command(Some(step)).spawn().expect("start supportauth daemon"));
+        self.wait_killed();
+    }
+
     fn spawn(&mut self, fault: Option<&str>) {
         self.starts += 1;
+        self.child = Some(self.command(fault).spawn().expect("start supportauth daemon"));
+        self.wait_ready();
+    }
+
+    fn command(&self, fault: Option<&str>) -> Command {
+        // The fault points exist only in a build with the feature.
+        assert!(
+            fault.is_none() || cfg!(feature = "fault-injection"),
+            "crash tests need the fault points: cargo test --features fault-injection"
+        );
         let log = File::options()
             .create(true)
             .append(true)
@@ -102,8 +127,7 @@ impl Daemon {
         if let Some(step) = fault {
             c.env("SUPPORTAUTH_FAULT", step);
         }
-        self.child = Some(c.spawn().expect("start supportauth daemon"));
-        self.wait_ready();
+        c
     }
 
     fn wait_ready(&mut self) {
