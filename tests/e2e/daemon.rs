@@ -97,13 +97,21 @@ impl Daemon {
     pub fn restart_killed_at(&mut self, step: &str) {
         assert!(self.child.is_none(), "restart of a running daemon");
         self.starts += 1;
-        self.child = Some(self.command(Some(step)).spawn().expect("start supportauth daemon"));
+        self.child = Some(
+            self.command(Some(step))
+                .spawn()
+                .expect("start supportauth daemon"),
+        );
         self.wait_killed();
     }
 
     fn spawn(&mut self, fault: Option<&str>) {
         self.starts += 1;
-        self.child = Some(self.command(fault).spawn().expect("start supportauth daemon"));
+        self.child = Some(
+            self.command(fault)
+                .spawn()
+                .expect("start supportauth daemon"),
+        );
         self.wait_ready();
     }
 

@@ -68,7 +68,9 @@ fn assert_half_done(step: &str, who: Who, ticket: u64) {
         "after_intent" => (false, false, false),
         "after_user_created" | "after_password_set" => (true, false, false),
         "after_sudoers_installed" => (true, true, false),
-        "after_key_installed" | "after_grant_audited" | "after_grant_done"
+        "after_key_installed"
+        | "after_grant_audited"
+        | "after_grant_done"
         | "revoke_after_intent" => (true, true, true),
         "revoke_after_key_removed" => (true, true, false),
         "revoke_after_user_deleted" | "revoke_after_audited" => (false, false, false),
@@ -193,7 +195,11 @@ pub fn crash_second_server(sb: &Sandbox, step: &str) {
     );
     let listed = scene.listed(ticket);
     let authed = listed.iter().filter(|(_, s)| s == "AUTHED").count();
-    assert_eq!(authed, if step == "after_grant_done" { 2 } else { 1 }, "{listed:?}");
+    assert_eq!(
+        authed,
+        if step == "after_grant_done" { 2 } else { 1 },
+        "{listed:?}"
+    );
     scene.revoke(ticket, &user);
     assert_converged(&scene, ticket, &user);
 }
