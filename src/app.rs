@@ -32,8 +32,6 @@ pub struct App {
     /// guard to wait until in-flight calls (which may be changing the host)
     /// have finished.
     pub inflight: Arc<tokio::sync::RwLock<()>>,
-    /// ticket_list's last answer while the portal is not connected.
-    pub ticket_list_cache: crate::api::ticket_list::AnswerCache,
 }
 
 impl App {
@@ -54,7 +52,6 @@ impl App {
             engine,
             limiter: FailureLimiter::default(),
             inflight: Arc::new(tokio::sync::RwLock::new(())),
-            ticket_list_cache: Default::default(),
         })
     }
 

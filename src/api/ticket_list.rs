@@ -74,6 +74,9 @@ struct ServerOut<'a> {
     auth_time: Option<i64>,
     bound: u8,
     expires_at: Option<i64>,
+    /// The grant's own state (granting, active, revoking) while a grant
+    /// row exists: a grant or revoke in progress shows as such.
+    grant_state: Option<&'static str>,
     key_fingerprint: Option<&'a str>,
     server_name: &'a str,
     server_num: u64,
@@ -115,61 +118,6 @@ fn entry_of(g: &GrantRow) -> EntryRef<'_> {
     }
 }
 
-/// Everything a NOT_CONNECTED answer depends on (the NAT map is fixed for
-/// the daemon's life). The snapshots are held, not just their addresses,
-/// so an address cannot be reused by a newer snapshot while cached.
-struct AnswerKey {
-    rows: Arc<[GrantRow]>,
-    local: Arc<std::collections::BTreeSet<std::net::IpAddr>>,
-    /// `auth_status` turns EXPIRED by the second.
-    now: i64,
-    ticket: Option<TicketId>,
-    server: Option<ServerNum>,
-    user: Option<Username>,
-}
-
-impl AnswerKey {
-    fn same(&self, o: &AnswerKey) -> bool {
-        Arc::ptr_eq(&self.rows, &o.rows)
-            && Arc::ptr_eq(&self.local, &o.local)
-            && self.now == o.now
-            && self.ticket == o.ticket
-            && self.server == o.server
-            && self.user == o.user
-    }
-}
-
-/// The last answer given while the portal is not connected: pollers ask
-/// many times a second for the same thing, and within one second, with
-/// the same live grants and local addresses, the answer is the same bytes.
-#[derive(Default)]
-pub struct AnswerCache {
-    last: std::sync::Mutex<Option<(AnswerKey, Bytes)>>,
-}
-
-impl std::fmt::Debug for AnswerCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AnswerCache").finish_non_exhaustive()
-    }
-}
-
-impl AnswerCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(AnswerKey, Bytes)>> {
-        self.last.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn get(&self, key: &AnswerKey) -> Option<Bytes> {
-        match &*self.lock() {
-            Some((k, b)) if k.same(key) => Some(b.clone()),
-            _ => None,
-        }
-    }
-
-    fn put(&self, key: AnswerKey, answer: Bytes) {
-        *self.lock() = Some((key, answer));
-    }
-}
-
 fn grant_auth_status(g: &GrantRow, now: i64, ticket_closed: bool) -> &'static str {
     match g.state {
         GrantState::Active if ticket_closed => "EXPIRED",
@@ -204,6 +152,7 @@ fn server_out<'a>(
         auth_time: grant.map(|g| g.created_at),
         bound: u8::from(bound),
         expires_at: grant.and_then(|g| g.expires_at),
+        grant_state: grant.map(|g| g.state.as_str()),
         key_fingerprint: grant.map(|g| g.key_fingerprint.as_str()),
         server_name: entry.server_name,
         server_num: server.get(),
@@ -246,7 +195,6 @@ pub async fn ticket_list(app: &Arc<App>, _caller: &Caller, params: &Params) -> D
         .get("ssh_username")
         .map(Username::parse)
         .transpose()?;
-    // The live grants from memory (see store::live), filtered here.
     let live = app
         .engine
         .store()
@@ -259,17 +207,6 @@ pub async fn ticket_list(app: &Arc<App>, _caller: &Caller, params: &Params) -> D
         nat: &app.portal.settings().nat,
     };
     let connected = app.portal.is_connected().await;
-    let key = (!connected).then(|| AnswerKey {
-        rows: Arc::clone(&live),
-        local: Arc::clone(&ctx.local),
-        now: ctx.now,
-        ticket,
-        server,
-        user: user.clone(),
-    });
-    if let Some(hit) = key.as_ref().and_then(|k| app.ticket_list_cache.get(k)) {
-        return Ok(Data::Json(hit));
-    }
     let rows: Vec<&GrantRow> = live
         .iter()
         .filter(|g| g.matches(ticket, server, user.as_ref()))
@@ -360,11 +297,7 @@ pub async fn ticket_list(app: &Arc<App>, _caller: &Caller, params: &Params) -> D
         tracing::error!(error = %e, "cannot serialize ticket_list");
         ApiError::new("Internal error: the answer could not be serialized; see the daemon log.")
     })?;
-    let json = Bytes::from(json);
-    if let Some(key) = key {
-        app.ticket_list_cache.put(key, json.clone());
-    }
-    Ok(Data::Json(json))
+    Ok(Data::Json(Bytes::from(json)))
 }
 
 #[cfg(test)]
@@ -427,6 +360,7 @@ mod tests {
             "auth_status": auth,
             "auth_time": grant.map(|g| g.created_at),
             "bound": bound as u8,
+            "grant_state": grant.map(|g| g.state.as_str()),
             "expires_at": grant.and_then(|g| g.expires_at),
             "access_ips": grant.map(|g| g.access_ips.clone()),
             "key_fingerprint": grant.map(|g| g.key_fingerprint.clone()),
@@ -462,34 +396,6 @@ mod tests {
             })
             .collect();
         assert_eq!(got, vec![(1, "D"), (2, "C"), (3, "A")]);
-    }
-
-    #[test]
-    fn cached_answer_only_for_the_same_snapshots_second_and_filters() {
-        let rows: Arc<[GrantRow]> = vec![grant()].into();
-        let local: Arc<std::collections::BTreeSet<std::net::IpAddr>> = Arc::default();
-        let key = |rows: &Arc<[GrantRow]>, now: i64, ticket: Option<TicketId>| AnswerKey {
-            rows: Arc::clone(rows),
-            local: Arc::clone(&local),
-            now,
-            ticket,
-            server: None,
-            user: None,
-        };
-        let cache = AnswerCache::default();
-        assert!(cache.get(&key(&rows, 1, None)).is_none());
-        cache.put(key(&rows, 1, None), Bytes::from_static(b"{}"));
-        assert_eq!(cache.get(&key(&rows, 1, None)).unwrap(), &b"{}"[..]);
-        // Another second, another filter, or a rebuilt snapshot (even with
-        // equal rows: the store was written to) is a miss.
-        assert!(cache.get(&key(&rows, 2, None)).is_none());
-        let t = Some(TicketId::parse("12345").unwrap());
-        assert!(cache.get(&key(&rows, 1, t)).is_none());
-        let rebuilt: Arc<[GrantRow]> = vec![grant()].into();
-        assert!(cache.get(&key(&rebuilt, 1, None)).is_none());
-        let mut other_local = key(&rows, 1, None);
-        other_local.local = Arc::default();
-        assert!(cache.get(&other_local).is_none());
     }
 
     #[test]

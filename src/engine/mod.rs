@@ -35,6 +35,28 @@ use crate::types::SupportIp;
 
 pub use host::{Host, HostFirewall, WhitelistOutcome};
 
+/// Why an engine operation could not run at all (the answer's `reason`).
+/// Failures of single host steps are reported per grant instead (see
+/// `Revoked::errors`, `GrantError`).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("The state database failed: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// Nothing matched, or the request cannot be done; the host is as it was.
+    #[error("{0}")]
+    Refused(String),
+    /// The host could not be read to decide what to do.
+    #[error("{0}")]
+    Host(String),
+}
+
+/// The API and the CLI show an engine error as its message.
+impl From<EngineError> for String {
+    fn from(e: EngineError) -> String {
+        e.to_string()
+    }
+}
+
 /// The parts of the configuration that may change on reload.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -225,12 +247,8 @@ mod tests;
 
 impl Engine {
     /// How many grants are live (granting, active or revoking).
-    pub async fn active_grant_count(&self) -> Result<usize, String> {
-        self.store
-            .live_grants()
-            .await
-            .map(|l| l.len())
-            .map_err(|e| format!("The state database failed: {e}"))
+    pub async fn active_grant_count(&self) -> Result<usize, EngineError> {
+        Ok(self.store.live_grants().await?.len())
     }
 
     /// Converges the whitelist to the live grants, under the change lock.
@@ -241,12 +259,8 @@ impl Engine {
     }
 
     /// What the firewall has, compared with what the live grants need.
-    pub async fn whitelist_check(&self) -> Result<Value, String> {
-        let live = self
-            .store
-            .live_grants()
-            .await
-            .map_err(|e| format!("The state database failed: {e}"))?;
+    pub async fn whitelist_check(&self) -> Result<Value, EngineError> {
+        let live = self.store.live_grants().await?;
         let ips = crate::planner::whitelist_ips(&live);
         let fw = self.host.firewall.clone();
         Ok(tokio::task::block_in_place(|| fw.check(&ips)))

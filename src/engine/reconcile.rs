@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use serde_json::json;
 
 use super::revoke::{EndReason, Revoked};
-use super::Engine;
+use super::{Engine, EngineError};
 use crate::api::caller::Caller;
 use crate::audit::{AuditEvent, Outcome};
 use crate::authorized_keys::KeyMark;
@@ -24,13 +24,9 @@ pub struct ReconcileReport {
 
 impl Engine {
     /// One reconciliation pass.
-    pub async fn reconcile(&self) -> Result<ReconcileReport, String> {
+    pub async fn reconcile(&self) -> Result<ReconcileReport, EngineError> {
         let _serial = self.changes.lock().await;
-        let live = self
-            .store
-            .live_grants()
-            .await
-            .map_err(|e| format!("The state database failed: {e}"))?;
+        let live = self.store.live_grants().await?;
         let seen = self.observe(&live).await?;
         let repairs = planner::plan_reconcile(&live, &seen);
         let mut report = ReconcileReport::default();
@@ -68,12 +64,11 @@ impl Engine {
     /// Reads our footprint from the host: keys in the files of every user a
     /// grant ever used (plus root and our temporary users), our temporary
     /// users, our sudoers drop-ins.
-    async fn observe(&self, live: &[GrantRow]) -> Result<Observation, String> {
+    async fn observe(&self, live: &[GrantRow]) -> Result<Observation, EngineError> {
         let mut users: BTreeSet<Username> = self
             .store
             .grant_users()
-            .await
-            .map_err(|e| format!("The state database failed: {e}"))?
+            .await?
             .into_iter()
             .collect();
         users.insert(Username::root());
@@ -84,11 +79,11 @@ impl Engine {
             let temp = host
                 .users
                 .list_temp()
-                .map_err(|e| format!("listing temporary users: {e}"))?;
+                .map_err(|e| EngineError::Host(format!("listing temporary users: {e}")))?;
             seen.temp_users = temp.into_iter().collect();
             users.extend(seen.temp_users.iter().cloned());
             for user in &users {
-                let Some(acct) = host.key_account_of(user)? else {
+                let Some(acct) = host.key_account_of(user).map_err(EngineError::Host)? else {
                     continue;
                 };
                 // Temp files a killed edit left hold a support key: sweep
@@ -105,7 +100,9 @@ impl Engine {
                 let keys = host
                     .keys
                     .list_ours(&acct)
-                    .map_err(|e| format!("reading {user}'s authorized_keys: {e}"))?;
+                    .map_err(|e| {
+                        EngineError::Host(format!("reading {user}'s authorized_keys: {e}"))
+                    })?;
                 seen.scanned_users.insert(user.clone());
                 seen.keys.extend(keys.into_iter().map(|k| ObservedKey {
                     user: user.clone(),
@@ -119,7 +116,7 @@ impl Engine {
             seen.sudoers = host
                 .sudoers
                 .list_ours()
-                .map_err(|e| format!("listing sudoers drop-ins: {e}"))?
+                .map_err(|e| EngineError::Host(format!("listing sudoers drop-ins: {e}")))?
                 .into_iter()
                 .collect();
             Ok(seen)

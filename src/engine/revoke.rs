@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use super::{Engine, WhitelistOutcome};
+use super::{Engine, EngineError, WhitelistOutcome};
 use crate::api::caller::Caller;
 use crate::audit::{AuditEvent, Outcome};
 use crate::authorized_keys::KeyMark;
@@ -64,13 +64,12 @@ impl Engine {
         ticket: TicketId,
         server: Option<ServerNum>,
         user: &Username,
-    ) -> Result<Revoked, String> {
+    ) -> Result<Revoked, EngineError> {
         let _serial = self.changes.lock().await;
         let rows = self
             .store
             .list_live(Some(ticket), server, Some(user))
-            .await
-            .map_err(|e| format!("The state database failed: {e}"))?;
+            .await?;
         let mut out = Revoked::default();
         for row in &rows {
             self.end_grant(caller, row, EndReason::Revoke, &mut out)
@@ -109,9 +108,9 @@ impl Engine {
         }
         if rows.is_empty() && out.revoked_keys == 0 {
             let which = server.map(|s| format!(" server {s}")).unwrap_or_default();
-            return Err(format!(
+            return Err(EngineError::Refused(format!(
                 "No keys for ticket {ticket}{which} were found for the user “{user}”; nothing was revoked."
-            ));
+            )));
         }
         out.whitelist = self.converge_whitelist(caller, &mut out.non_fatals).await;
         Ok(out)
@@ -123,13 +122,9 @@ impl Engine {
         caller: &Caller,
         reason: EndReason,
         only: &(dyn Fn(&GrantRow) -> bool + Sync),
-    ) -> Result<Revoked, String> {
+    ) -> Result<Revoked, EngineError> {
         let _serial = self.changes.lock().await;
-        let rows = self
-            .store
-            .live_grants()
-            .await
-            .map_err(|e| format!("The state database failed: {e}"))?;
+        let rows = self.store.live_grants().await?;
         let mut out = Revoked::default();
         for row in rows
             .iter()
@@ -144,13 +139,9 @@ impl Engine {
     }
 
     /// Revokes active grants whose time is up. Returns how many ended.
-    pub async fn expire_due(&self) -> Result<usize, String> {
+    pub async fn expire_due(&self) -> Result<usize, EngineError> {
         let now = self.clock.now();
-        let due = self
-            .store
-            .due_for_expiry(now)
-            .await
-            .map_err(|e| format!("The state database failed: {e}"))?;
+        let due = self.store.due_for_expiry(now).await?;
         if due.is_empty() {
             return Ok(0);
         }

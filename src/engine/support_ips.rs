@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 use serde_json::json;
 
-use super::Engine;
+use super::{Engine, EngineError};
 use crate::api::caller::Caller;
 use crate::audit::Outcome;
 use crate::authorized_keys::{render_line, KeyMark};
@@ -25,7 +25,7 @@ impl Engine {
         &self,
         old: &[SupportIp],
         new: &[SupportIp],
-    ) -> Result<usize, String> {
+    ) -> Result<usize, EngineError> {
         let old_set: BTreeSet<SupportIp> = old.iter().copied().collect();
         let new_list: Vec<SupportIp> = new
             .iter()
@@ -44,8 +44,7 @@ impl Engine {
         let live = self
             .store
             .live_grants()
-            .await
-            .map_err(|e| format!("The state database failed: {e}"))?;
+            .await?;
         let moving: Vec<_> = live
             .into_iter()
             .filter(|g| g.state == GrantState::Active)
@@ -56,7 +55,7 @@ impl Engine {
         }
         // 1. Open the union, so both old and new addresses get through.
         let mut union = crate::planner::whitelist_ips(
-            &self.store.live_grants().await.map_err(|e| e.to_string())?,
+            &self.store.live_grants().await?,
         );
         union.extend(new_list.iter().copied());
         union.sort();
@@ -69,21 +68,22 @@ impl Engine {
         // 2. Rewrite each key's from= and the stored list.
         let mut moved = 0;
         for g in &moving {
-            let key = SupportKey::parse(&g.ssh_key).map_err(|e| e.0)?;
+            let key = SupportKey::parse(&g.ssh_key).map_err(|e| EngineError::Host(e.0))?;
             let mark = KeyMark::parse_comment(&g.key_comment)
-                .ok_or("the stored key comment is not ours")?;
-            let line =
-                render_line(&key, &new_list, g.expires_at, &mark).map_err(|e| e.to_string())?;
-            let Some(acct) = self.host.key_account_of(&g.ssh_username)? else {
+                .ok_or_else(|| EngineError::Host("the stored key comment is not ours".into()))?;
+            let line = render_line(&key, &new_list, g.expires_at, &mark)
+                .map_err(|e| EngineError::Host(e.to_string()))?;
+            let Some(acct) = self
+                .host
+                .key_account_of(&g.ssh_username)
+                .map_err(EngineError::Host)?
+            else {
                 continue;
             };
             let keys = self.host.keys.clone();
             tokio::task::block_in_place(|| keys.install(&acct, &line, &mark))
-                .map_err(|e| e.to_string())?;
-            self.store
-                .set_access_ips(g.id, &new_list)
-                .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| EngineError::Host(e.to_string()))?;
+            self.store.set_access_ips(g.id, &new_list).await?;
             self.audit_nonfatal(&caller, "key_added", g, Outcome::Ok,
                 json!({"access_ips": new_list, "previous_access_ips": g.access_ips, "reason": "support_ips changed"}), &mut nf).await;
             moved += 1;

@@ -169,7 +169,7 @@ async fn root_grant_and_revoke_leave_the_admins_file_byte_identical() {
         )
         .await;
     assert!(
-        matches!(again, Err(ref r) if r.contains("No keys")),
+        matches!(again, Err(ref r) if r.to_string().contains("No keys")),
         "{again:?}"
     );
 }
