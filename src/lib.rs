@@ -1,7 +1,8 @@
 //! supportauth: time-boxed, audited SSH access for hosting support staff.
 //!
 //! Layout (deciding is kept apart from acting):
-//! - [`types`], [`config`], [`clock`]: validated input, strict configuration, time.
+//! - [`types`], [`domain`], [`config`], [`clock`]: validated input, the shared
+//!   facts (grants, their states and sources), strict configuration, time.
 //! - [`sshkey`], [`authorized_keys`], [`sshd_config`], [`planner`]: pure
 //!   decisions (parse, plan), no I/O.
 //! - [`system`]: the only module that touches the host (files, users, tools).
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod domain;
 pub mod engine;
 pub mod firewall;
 pub mod planner;

@@ -380,6 +380,7 @@ fn a_daemon_killed_mid_grant_converges_on_restart() {
         "after_sudoers_installed",
         "after_key_installed",
         "after_grant_audited",
+        "after_grant_done",
     ] {
         // Restart the daemon armed with the fault point, then grant.
         let mut old = rig.d.take_child().unwrap();
@@ -416,11 +417,10 @@ fn a_daemon_killed_mid_grant_converges_on_restart() {
         rig.d.wait_for_log("start-up reconciliation done");
         let list = rig.call("ticket_list", &[]);
         let auths = ok(&list)["auths"].as_array().unwrap().clone();
-        // Before the durable `grant` record the grant is rolled back as a
-        // whole (and the log says so). Once that record is durable the
-        // grant happened, whether or not the answer got out: the restart
-        // completes it from the log instead of contradicting it.
-        if fault == "after_grant_audited" {
+        // Before its done mark is committed the grant is rolled back as a
+        // whole (and the log says so); once that commit is durable the
+        // grant stands, whether or not the answer got out.
+        if fault == "after_grant_done" {
             assert_eq!(auths.len(), 1, "{fault}: {list}");
             let server = &auths[0]["servers"][0];
             assert_eq!(server["auth_status"], "AUTHED", "{fault}: {list}");
@@ -470,6 +470,7 @@ fn a_daemon_killed_mid_revoke_finishes_the_revoke_on_restart() {
         "revoke_after_intent",
         "revoke_after_key_removed",
         "revoke_after_user_deleted",
+        "revoke_after_audited",
     ] {
         let v = rig.call(
             "ticket_grant",

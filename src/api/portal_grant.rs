@@ -161,7 +161,7 @@ pub async fn grant(app: &Arc<App>, caller: &Caller, base: GrantBase) -> ApiResul
         ssh_username: base.ssh_username,
         ttl: base.ttl,
         access_ips,
-        source: "portal".into(),
+        source: crate::domain::GrantSource::Portal,
         server_name: pick(&answer.server.server_name, &entry.server_name),
         ticket_subject: subject,
         ssh_ip: entry.ssh_ip.clone(),

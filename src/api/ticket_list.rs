@@ -18,6 +18,7 @@ use crate::api::caller::Caller;
 use crate::api::envelope::{ApiError, Data, DataResult, Params};
 use crate::api::tickets::reject_unknown;
 use crate::app::App;
+use crate::domain::{GrantSource, TicketStatus};
 use crate::portal::wire::{OpenTicket, ServerEntry};
 use crate::store::grants::{GrantRow, GrantState};
 use crate::types::{ServerNum, SupportIp, TicketId, Username};
@@ -267,11 +268,11 @@ pub async fn ticket_list(app: &Arc<App>, _caller: &Caller, params: &Params) -> D
         let status = match ticket_open {
             // The portal knows this ticket is open, but not this server.
             Some(true) => "OPEN",
-            Some(false) if g.source == "portal" => "CLOSED",
-            _ if g.ticket_status == "CLOSED" => "CLOSED",
+            Some(false) if g.source == GrantSource::Portal => "CLOSED",
+            _ if g.ticket_status == TicketStatus::Closed => "CLOSED",
             _ => "UNKNOWN",
         };
-        let gone = g.source == "portal" && ticket_open.is_some();
+        let gone = g.source == GrantSource::Portal && ticket_open.is_some();
         let auth = grant_auth_status(g, ctx.now, status == "CLOSED" || gone);
         let t = tickets.entry(g.ticket).or_insert_with(|| TicketOut {
             servers: Servers::default(),
@@ -311,7 +312,7 @@ mod tests {
             ticket: TicketId::parse("12345").unwrap(),
             server: ServerNum::parse("2").unwrap(),
             state: GrantState::Active,
-            source: "local".into(),
+            source: GrantSource::Local,
             ssh_username: Username::parse("cp12345.ssh").unwrap(),
             temp_user: true,
             sudoers_dropin: false,
@@ -327,7 +328,7 @@ mod tests {
             ssh_ip: "127.0.0.1".into(),
             ssh_port: 2222,
             whm_ip: "198.51.100.1".into(),
-            ticket_status: "OPEN".into(),
+            ticket_status: TicketStatus::Open,
             created_at: 100,
             expires_at: Some(200),
             ended_at: None,

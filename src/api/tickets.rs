@@ -91,7 +91,7 @@ pub async fn ticket_grant(app: &Arc<App>, caller: &Caller, params: &Params) -> A
         ssh_username,
         ttl,
         access_ips,
-        source: "local".into(),
+        source: crate::domain::GrantSource::Local,
         server_name: String::new(),
         ticket_subject: String::new(),
         ssh_ip: String::new(),

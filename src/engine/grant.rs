@@ -19,6 +19,7 @@ use super::Engine;
 use crate::api::caller::Caller;
 use crate::audit::{AuditEvent, Outcome};
 use crate::authorized_keys::{render_line, KeyMark};
+use crate::domain::GrantSource;
 use crate::engine::WhitelistOutcome;
 use crate::planner::{self, LoginFacts, LoginPlan, LoginRequest};
 use crate::sshkey::SupportKey;
@@ -36,8 +37,7 @@ pub struct GrantRequest {
     pub ssh_username: Option<Username>,
     pub ttl: Option<u64>,
     pub access_ips: Vec<SupportIp>,
-    /// "local" or "portal".
-    pub source: String,
+    pub source: GrantSource,
     pub server_name: String,
     pub ticket_subject: String,
     pub ssh_ip: String,
@@ -222,7 +222,7 @@ impl Engine {
         let new = NewGrant {
             ticket: req.ticket,
             server: req.server,
-            source: req.source.clone(),
+            source: req.source,
             ssh_username: user,
             temp_user,
             sudoers_dropin,

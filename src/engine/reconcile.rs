@@ -65,12 +65,7 @@ impl Engine {
     /// grant ever used (plus root and our temporary users), our temporary
     /// users, our sudoers drop-ins.
     async fn observe(&self, live: &[GrantRow]) -> Result<Observation, EngineError> {
-        let mut users: BTreeSet<Username> = self
-            .store
-            .grant_users()
-            .await?
-            .into_iter()
-            .collect();
+        let mut users: BTreeSet<Username> = self.store.grant_users().await?.into_iter().collect();
         users.insert(Username::root());
         users.extend(live.iter().map(|g| g.ssh_username.clone()));
         let host = self.host.clone();
@@ -97,12 +92,9 @@ impl Engine {
                         tracing::warn!(user = %user, error = %e, "cannot sweep temp files in ~/.ssh")
                     }
                 }
-                let keys = host
-                    .keys
-                    .list_ours(&acct)
-                    .map_err(|e| {
-                        EngineError::Host(format!("reading {user}'s authorized_keys: {e}"))
-                    })?;
+                let keys = host.keys.list_ours(&acct).map_err(|e| {
+                    EngineError::Host(format!("reading {user}'s authorized_keys: {e}"))
+                })?;
                 seen.scanned_users.insert(user.clone());
                 seen.keys.extend(keys.into_iter().map(|k| ObservedKey {
                     user: user.clone(),

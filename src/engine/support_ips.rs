@@ -41,10 +41,7 @@ impl Engine {
         }
         let _serial = self.changes.lock().await;
         let caller = Caller::System;
-        let live = self
-            .store
-            .live_grants()
-            .await?;
+        let live = self.store.live_grants().await?;
         let moving: Vec<_> = live
             .into_iter()
             .filter(|g| g.state == GrantState::Active)
@@ -54,9 +51,7 @@ impl Engine {
             return Ok(0);
         }
         // 1. Open the union, so both old and new addresses get through.
-        let mut union = crate::planner::whitelist_ips(
-            &self.store.live_grants().await?,
-        );
+        let mut union = crate::planner::whitelist_ips(&self.store.live_grants().await?);
         union.extend(new_list.iter().copied());
         union.sort();
         union.dedup();

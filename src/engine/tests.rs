@@ -69,7 +69,7 @@ fn request_with_key(key: &str, ticket: &str) -> GrantRequest {
         ssh_username: None,
         ttl: None,
         access_ips: Vec::new(),
-        source: "local".into(),
+        source: crate::domain::GrantSource::Local,
         server_name: String::new(),
         ticket_subject: String::new(),
         ssh_ip: String::new(),
@@ -374,7 +374,7 @@ async fn reconcile_rolls_back_interrupted_grants_and_sweeps_orphans() {
         .insert_granting(&crate::store::grants::NewGrant {
             ticket: req.ticket,
             server: req.server,
-            source: "local".into(),
+            source: crate::domain::GrantSource::Local,
             ssh_username: Username::root(),
             temp_user: false,
             sudoers_dropin: false,

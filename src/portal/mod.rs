@@ -31,7 +31,8 @@
 pub mod http;
 pub mod poller;
 pub mod preflight;
-pub mod session;
+/// The OAuth2 session is kept by the store, which owns all SQL.
+pub use crate::store::portal_session as session;
 pub mod sshtest;
 pub mod url;
 pub mod wire;

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use super::wire::PortalError;
 use crate::api::caller::Caller;
 use crate::app::App;
+use crate::domain::{GrantSource, TicketStatus};
 use crate::engine::revoke::{EndReason, Revoked};
 use crate::store::grants::{GrantRow, GrantState};
 use crate::types::TicketId;
@@ -37,13 +38,13 @@ pub async fn mark_closed(app: &App) -> Result<usize, PortalError> {
         .await
         .map_err(|e| PortalError::Store(e.to_string()))?;
     let mut closed = 0;
-    for g in live.iter().filter(|g| g.source == "portal") {
+    for g in live.iter().filter(|g| g.source == GrantSource::Portal) {
         let status = if open.contains(&g.ticket) {
-            "OPEN"
+            TicketStatus::Open
         } else {
-            "CLOSED"
+            TicketStatus::Closed
         };
-        if status == "CLOSED" {
+        if status == TicketStatus::Closed {
             closed += 1;
         }
         if g.ticket_status != status {
@@ -63,7 +64,7 @@ pub async fn log_revokes(app: &App, out: &mut Revoked) {
     let grants: Vec<GrantRow> = out
         .grants
         .iter()
-        .filter(|g| g.source == "portal")
+        .filter(|g| g.source == GrantSource::Portal)
         .cloned()
         .collect();
     for g in grants {
@@ -89,7 +90,7 @@ pub async fn revoke_closed(app: &App, caller: &Caller) -> Result<Revoked, String
     let mut out = app
         .engine
         .revoke_where(caller, EndReason::RevokeClosed, &|g: &GrantRow| {
-            g.ticket_status == "CLOSED" && g.state == GrantState::Active
+            g.ticket_status == TicketStatus::Closed && g.state == GrantState::Active
         })
         .await?;
     log_revokes(app, &mut out).await;

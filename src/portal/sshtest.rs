@@ -100,7 +100,7 @@ pub async fn run(app: &Arc<App>, caller: &Caller, row: &GrantRow) -> Result<Test
     if !audit(app, caller, row, "preflight", v.result, &v.detail).await {
         non_fatals.push("audit_log".to_string());
     }
-    let portal_grant = row.source == "portal";
+    let portal_grant = row.source == crate::domain::GrantSource::Portal;
     if v.result != SshTestResult::Success || !portal_grant {
         let detail = if !portal_grant && v.result == SshTestResult::Success {
             "local preflight only: this grant was not made through the ticket system, so support's own test is not run".to_string()

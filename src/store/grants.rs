@@ -10,137 +10,8 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
 use super::{Store, StoreError};
+pub use crate::domain::{GrantRow, GrantSource, GrantState, NewGrant, TicketStatus};
 use crate::types::{ServerNum, SupportIp, TicketId, Username};
-
-/// Lifecycle of a grant row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GrantState {
-    /// Recorded before the host is touched; found at start, rolled back,
-    /// or completed when its closing audit records are durable.
-    Granting,
-    /// Applied and audited.
-    Active,
-    /// Recorded before removal; finished if found at start.
-    Revoking,
-    Revoked,
-    Failed,
-}
-
-impl GrantState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GrantState::Granting => "granting",
-            GrantState::Active => "active",
-            GrantState::Revoking => "revoking",
-            GrantState::Revoked => "revoked",
-            GrantState::Failed => "failed",
-        }
-    }
-    fn parse(s: &str) -> Result<Self, StoreError> {
-        Ok(match s {
-            "granting" => GrantState::Granting,
-            "active" => GrantState::Active,
-            "revoking" => GrantState::Revoking,
-            "revoked" => GrantState::Revoked,
-            "failed" => GrantState::Failed,
-            other => {
-                return Err(StoreError::Corrupt(format!(
-                    "unknown grant state {other:?}"
-                )))
-            }
-        })
-    }
-    /// Whether the grant may still have a footprint on the host.
-    pub fn is_live(self) -> bool {
-        matches!(
-            self,
-            GrantState::Granting | GrantState::Active | GrantState::Revoking
-        )
-    }
-}
-
-/// What a new grant will install, recorded before anything is touched.
-#[derive(Debug, Clone)]
-pub struct NewGrant {
-    pub ticket: TicketId,
-    pub server: ServerNum,
-    pub source: String,
-    pub ssh_username: Username,
-    pub temp_user: bool,
-    pub sudoers_dropin: bool,
-    pub ssh_key: String,
-    pub key_fingerprint: String,
-    pub key_comment: String,
-    pub access_ips: Vec<SupportIp>,
-    pub server_name: String,
-    pub ticket_subject: String,
-    pub ssh_ip: String,
-    pub ssh_port: u16,
-    pub whm_ip: String,
-    pub created_at: i64,
-    pub expires_at: Option<i64>,
-    pub granted_by: String,
-}
-
-impl NewGrant {
-    /// The row this grant becomes once inserted as `id` (the columns it
-    /// does not set take the schema's defaults; a unit test compares this
-    /// with the row read back).
-    fn stored_as(&self, id: i64) -> GrantRow {
-        GrantRow {
-            id,
-            ticket: self.ticket,
-            server: self.server,
-            state: GrantState::Granting,
-            source: self.source.clone(),
-            ssh_username: self.ssh_username.clone(),
-            temp_user: self.temp_user,
-            sudoers_dropin: self.sudoers_dropin,
-            ssh_key: self.ssh_key.clone(),
-            key_fingerprint: self.key_fingerprint.clone(),
-            key_comment: self.key_comment.clone(),
-            access_ips: self.access_ips.clone(),
-            server_name: self.server_name.clone(),
-            ticket_subject: self.ticket_subject.clone(),
-            ssh_ip: self.ssh_ip.clone(),
-            ssh_port: self.ssh_port,
-            whm_ip: self.whm_ip.clone(),
-            ticket_status: "OPEN".into(),
-            created_at: self.created_at,
-            expires_at: self.expires_at,
-            ended_at: None,
-            end_reason: None,
-            granted_by: self.granted_by.clone(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct GrantRow {
-    pub id: i64,
-    pub ticket: TicketId,
-    pub server: ServerNum,
-    pub state: GrantState,
-    pub source: String,
-    pub ssh_username: Username,
-    pub temp_user: bool,
-    pub sudoers_dropin: bool,
-    pub ssh_key: String,
-    pub key_fingerprint: String,
-    pub key_comment: String,
-    pub access_ips: Vec<SupportIp>,
-    pub server_name: String,
-    pub ticket_subject: String,
-    pub ssh_ip: String,
-    pub ssh_port: u16,
-    pub whm_ip: String,
-    pub ticket_status: String,
-    pub created_at: i64,
-    pub expires_at: Option<i64>,
-    pub ended_at: Option<i64>,
-    pub end_reason: Option<String>,
-    pub granted_by: String,
-}
 
 /// A compile-time `SELECT <every column> FROM grants <tail>`: SQL text is
 /// never assembled at run time.
@@ -165,6 +36,16 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
+/// A text column that must hold one of an enum's names.
+fn parse_column<T>(
+    r: &SqliteRow,
+    column: &str,
+    parse: fn(&str) -> Option<T>,
+) -> Result<T, StoreError> {
+    let text: String = r.try_get(column)?;
+    parse(&text).ok_or_else(|| corrupt(format!("unknown {column} {text:?}")))
+}
+
 fn row_to_grant(r: &SqliteRow) -> Result<GrantRow, StoreError> {
     let ips_json: String = r.try_get("access_ips")?;
     let access_ips: Vec<SupportIp> = serde_json::from_str(&ips_json).map_err(corrupt)?;
@@ -173,8 +54,8 @@ fn row_to_grant(r: &SqliteRow) -> Result<GrantRow, StoreError> {
         id: r.try_get("id")?,
         ticket: TicketId::from_stored(r.try_get("ticket_id")?).map_err(corrupt)?,
         server: ServerNum::from_stored(r.try_get("server_num")?).map_err(corrupt)?,
-        state: GrantState::parse(&r.try_get::<String, _>("state")?)?,
-        source: r.try_get("source")?,
+        state: parse_column(r, "state", GrantState::parse)?,
+        source: parse_column(r, "source", GrantSource::parse)?,
         ssh_username: Username::parse(&r.try_get::<String, _>("ssh_username")?).map_err(corrupt)?,
         temp_user: r.try_get::<i64, _>("temp_user")? != 0,
         sudoers_dropin: r.try_get::<i64, _>("sudoers_dropin")? != 0,
@@ -187,7 +68,7 @@ fn row_to_grant(r: &SqliteRow) -> Result<GrantRow, StoreError> {
         ssh_ip: r.try_get("ssh_ip")?,
         ssh_port: u16::try_from(port).map_err(corrupt)?,
         whm_ip: r.try_get("whm_ip")?,
-        ticket_status: r.try_get("ticket_status")?,
+        ticket_status: parse_column(r, "ticket_status", TicketStatus::parse)?,
         created_at: r.try_get("created_at")?,
         expires_at: r.try_get("expires_at")?,
         ended_at: r.try_get("ended_at")?,
@@ -240,7 +121,7 @@ impl Store {
         )
         .bind(g.ticket.as_i64())
         .bind(g.server.as_i64())
-        .bind(&g.source)
+        .bind(g.source.as_str())
         .bind(g.ssh_username.as_str())
         .bind(g.temp_user as i64)
         .bind(g.sudoers_dropin as i64)
@@ -334,9 +215,9 @@ impl Store {
         Ok(())
     }
 
-    pub async fn set_ticket_status(&self, id: i64, status: &str) -> Result<(), StoreError> {
+    pub async fn set_ticket_status(&self, id: i64, status: TicketStatus) -> Result<(), StoreError> {
         sqlx::query("UPDATE grants SET ticket_status = ?1 WHERE id = ?2")
-            .bind(status)
+            .bind(status.as_str())
             .bind(id)
             .execute(self.pool())
             .await?;
@@ -457,7 +338,7 @@ pub(crate) mod tests {
         NewGrant {
             ticket: TicketId::parse(ticket).unwrap(),
             server: ServerNum::parse(server).unwrap(),
-            source: "local".into(),
+            source: GrantSource::Local,
             ssh_username: Username::root(),
             temp_user: false,
             sudoers_dropin: false,
@@ -487,7 +368,7 @@ pub(crate) mod tests {
         let (_d, s) = store().await;
         let row = s.insert_granting(&sample("1234", "1")).await.unwrap();
         assert_eq!(row.state, GrantState::Granting);
-        assert_eq!(row.ticket_status, "OPEN");
+        assert_eq!(row.ticket_status, TicketStatus::Open);
         // The row built in memory is the row SQLite stored.
         assert_eq!(s.grant(row.id).await.unwrap(), Some(row.clone()));
         let id = row.id;
@@ -621,13 +502,16 @@ pub(crate) mod tests {
         let a = s.insert_granting(&sample("1001", "1")).await.unwrap().id;
         let b = s.insert_granting(&sample("1001", "2")).await.unwrap().id;
         s.finish(a, GrantState::Active, None, None).await.unwrap();
-        s.set_ticket_status(b, "CLOSED").await.unwrap();
+        s.set_ticket_status(b, TicketStatus::Closed).await.unwrap();
         s.finish(a, GrantState::Revoked, Some((150, "expire")), None)
             .await
             .unwrap();
         let live = s.live_grants().await.unwrap();
         assert_eq!(live.len(), 1);
-        assert_eq!((live[0].id, live[0].ticket_status.as_str()), (b, "CLOSED"));
+        assert_eq!(
+            (live[0].id, live[0].ticket_status),
+            (b, TicketStatus::Closed)
+        );
         let keys = s
             .key_comments(
                 TicketId::parse("1001").unwrap(),

@@ -5,6 +5,7 @@
 //! busy timeout let the CLI's read-only commands run beside the daemon.
 
 pub mod grants;
+pub mod portal_session;
 pub mod token_table;
 pub mod tokens;
 

@@ -1,7 +1,7 @@
 //! The OAuth2 session with the portal, kept in the store (0600 database).
 //! Tokens live in [`Tokens`], whose Debug never shows them.
 
-use crate::store::{Store, StoreError};
+use super::{Store, StoreError};
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct Tokens {
