@@ -502,14 +502,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn failures_are_slowed_then_capped_and_windows_reset() {
-        let cfg = AuthConfig {
+    /// Three failures before slowing down, a 60 s window.
+    fn auth_cfg(max_delay_ms: u64, audit_records_per_window: u32) -> AuthConfig {
+        AuthConfig {
             failures_before_delay: 3,
             failure_window_secs: 60,
-            max_delay_ms: 1000,
-            audit_records_per_window: 100,
-        };
+            max_delay_ms,
+            audit_records_per_window,
+        }
+    }
+
+    #[test]
+    fn failures_are_slowed_then_capped_and_windows_reset() {
+        let cfg = auth_cfg(1000, 100);
         let l = FailureLimiter::default();
         let k = LimitKey::Ip("192.0.2.1".parse().unwrap());
         let t0 = Instant::now();
@@ -576,12 +581,7 @@ mod tests {
     /// records plus the summaries still count every failure.
     #[test]
     fn failure_records_are_budgeted_and_summaries_count_the_rest() {
-        let cfg = AuthConfig {
-            failures_before_delay: 3,
-            failure_window_secs: 60,
-            max_delay_ms: 1,
-            audit_records_per_window: 5,
-        };
+        let cfg = auth_cfg(1, 5);
         let l = FailureLimiter::default();
         let t0 = Instant::now();
         let (mut records, mut summarised, mut summaries) = (0u64, 0u64, 0u64);
