@@ -295,6 +295,9 @@ pub struct FloorSample {
     pub replace: f64,
     /// The part of `replace` before the rename (create, write, fsync).
     pub stage: f64,
+    /// A small second file (WHM's key copy) written, fsynced and renamed
+    /// in beside it; its directory fsync is the replace's.
+    pub copy: f64,
 }
 
 impl Floor {
@@ -385,16 +388,36 @@ impl Floor {
         (ms(t.elapsed()), stage)
     }
 
+    /// A small file written to a temp name, fsynced and renamed in,
+    /// without a directory fsync of its own.
+    pub fn small_file(&mut self) -> f64 {
+        let tmp = self.dir.join(".copy.tmp");
+        let t = Instant::now();
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .expect("temp file");
+        f.write_all(&[b'k'; 100]).expect("write temp");
+        f.sync_all().expect("fsync temp");
+        drop(f);
+        std::fs::rename(&tmp, self.dir.join("copy.pub")).expect("rename");
+        ms(t.elapsed())
+    }
+
     /// One of each, interleaved with the operation being measured.
     pub fn sample(&mut self, rt: &tokio::runtime::Runtime, keys: &[u8]) -> FloorSample {
         let commit = self.commit(rt);
         let append = self.append();
+        let copy = self.small_file();
         let (replace, stage) = self.replace_parts(keys);
         FloorSample {
             commit,
             append,
             replace,
             stage,
+            copy,
         }
     }
 }
@@ -407,6 +430,7 @@ pub fn floor_medians(s: &[FloorSample]) -> FloorSample {
         append: m(|x| x.append),
         replace: m(|x| x.replace),
         stage: m(|x| x.stage),
+        copy: m(|x| x.copy),
     }
 }
 

@@ -365,7 +365,7 @@ mod tests {
             "expires_at": grant.and_then(|g| g.expires_at),
             "access_ips": grant.map(|g| g.access_ips.clone()),
             "key_fingerprint": grant.map(|g| g.key_fingerprint.clone()),
-            "source": grant.map(|g| g.source.clone()),
+            "source": grant.map(|g| g.source),
         })
     }
 

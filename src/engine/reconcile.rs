@@ -157,35 +157,12 @@ impl Engine {
             Repair::FinishRevoking { grant_id } => {
                 let row = find(*grant_id)?;
                 let reason = EndReason::parse(row.end_reason.as_deref().unwrap_or("revoke"));
-                let mut out = Revoked::default();
-                self.end_grant(caller, &row, reason, &mut out).await;
-                if out.errors.is_empty() {
-                    Ok(())
-                } else {
-                    Err(out.errors.join("; "))
-                }
+                self.end_for_repair(caller, &row, reason).await
             }
-            Repair::EndGrantUserGone { grant_id } => {
+            Repair::EndGrantUserGone { grant_id } | Repair::EndGrantKeyGone { grant_id } => {
                 let row = find(*grant_id)?;
-                let mut out = Revoked::default();
-                self.end_grant(caller, &row, EndReason::Reconcile, &mut out)
-                    .await;
-                if out.errors.is_empty() {
-                    Ok(())
-                } else {
-                    Err(out.errors.join("; "))
-                }
-            }
-            Repair::EndGrantKeyGone { grant_id } => {
-                let row = find(*grant_id)?;
-                let mut out = Revoked::default();
-                self.end_grant(caller, &row, EndReason::Reconcile, &mut out)
-                    .await;
-                if out.errors.is_empty() {
-                    Ok(())
-                } else {
-                    Err(out.errors.join("; "))
-                }
+                self.end_for_repair(caller, &row, EndReason::Reconcile)
+                    .await
             }
             Repair::RewriteKeyCopy { grant_id } => {
                 let row = find(*grant_id)?;
@@ -253,6 +230,22 @@ impl Engine {
                 self.audit.append(ev).await.map_err(|e| e.to_string())?;
                 Ok(())
             }
+        }
+    }
+
+    /// Ends a grant for a repair; its errors are the repair's.
+    async fn end_for_repair(
+        &self,
+        caller: &Caller,
+        row: &GrantRow,
+        reason: EndReason,
+    ) -> Result<(), String> {
+        let mut out = Revoked::default();
+        self.end_grant(caller, row, reason, &mut out).await;
+        if out.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(out.errors.join("; "))
         }
     }
 
