@@ -106,6 +106,7 @@ crash_tests! {
     s5_crash_inside_rollback_repair => crash_inside_repair("after_key_installed", "roll_back_granting");
     s5_crash_inside_finish_revoking_repair => crash_inside_repair("revoke_after_key_removed", "finish_revoking");
     s5_answered_grant_survives_kill_and_rotation => answered_grant_survives_kill_and_rotation();
+    s5_torn_audit_tail_is_repaired_at_restart => torn_audit_tail_is_repaired_at_restart();
 }
 
 /// The guard itself must see a change in content, mode and listing; this

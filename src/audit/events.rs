@@ -34,12 +34,15 @@ pub const SSH_TEST: &str = "ssh_test";
 pub const DAEMON_START: &str = "daemon_start";
 pub const DAEMON_STOP: &str = "daemon_stop";
 pub const AUDIT_TAIL_MISSING: &str = "audit_tail_missing";
+/// A torn or damaged end of the live file was cut and saved aside
+/// (details `file`, `offset`, `length`, `sha256`, `saved_to`).
+pub const AUDIT_TAIL_DAMAGED: &str = "audit_tail_damaged";
 
 /// Events after which access for (ticket_id, server_num) no longer exists.
 pub const ENDING: [&str; 5] = [REVOKE, EXPIRE, REVOKE_CLOSED, REVOKE_ALL, GRANT_ROLLED_BACK];
 
 /// Every event name schema v1 defines.
-pub const ALL: [&str; 25] = [
+pub const ALL: [&str; 26] = [
     GRANT,
     REVOKE,
     EXPIRE,
@@ -65,6 +68,7 @@ pub const ALL: [&str; 25] = [
     DAEMON_START,
     DAEMON_STOP,
     AUDIT_TAIL_MISSING,
+    AUDIT_TAIL_DAMAGED,
 ];
 
 /// Whether `event` ends access for its (ticket_id, server_num).

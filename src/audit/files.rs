@@ -27,7 +27,9 @@ pub fn discover(log: &Path) -> io::Result<Vec<PathBuf>> {
         let Some(name) = name.to_str() else { continue };
         let sibling = name
             .strip_prefix(base)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('-'));
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('-'))
+            // A saved damaged tail is not part of the chain.
+            && !name.contains(super::tail::DAMAGED_INFIX);
         if sibling && entry.file_type()?.is_file() {
             found.push(entry.path());
         }

@@ -3,7 +3,8 @@
 //!
 //! - [`record`]: the versioned record schema and the chain arithmetic (pure).
 //! - [`events`]: the event names.
-//! - [`writer`]: the durable appender ([`AuditLog`]).
+//! - [`writer`]: the durable appender ([`AuditLog`]); [`tail`]: finding and
+//!   repairing a torn end of the file.
 //! - [`cpanel`]: cPanel's classic line format; [`journald`]: the journal copy.
 //! - [`verify`], [`show`], [`replay`]: the auditor's tools; [`cli`]: their
 //!   command-line entry points; [`files`]: rotated files, plain or gzip.
@@ -34,9 +35,18 @@
 //! lines breaks `seq` and `prev`; a file's first record links to the last
 //! record of the file before it (rotation keeps the chain); truncating the
 //! tail is caught by the chain head (`seq`, `hash` of the last record) that
-//! the state database keeps (table `audit_head`), updated after each fsync
-//! (for a grant's or revoke's closing records, in the same commit as the
-//! grant's "done" mark; see `AuditLog::append_batch_head_deferred`).
+//! the state database keeps (table `audit_head`), saved after each fsync
+//! (for a grant's or revoke's closing records, by the caller in the same
+//! commit as its "done" mark; see `AuditLog::append_closing`). The log is
+//! never more than one batch (`MAX_BATCH` records) past the stored head:
+//! an append first saves a head not known to be saved, and writes nothing
+//! if it cannot. A crash leaves at most that batch, which the next open
+//! adopts; `audit verify` reports it as pending and fails on more.
+//!
+//! A torn tail (a half-written line, NUL blocks: what a power cut leaves)
+//! is cut before the next write, its bytes saved next to the log as
+//! `<log>.damaged-<seq>-<time>`, and recorded as `audit_tail_damaged`
+//! (see [`tail`]); `audit verify` reports each such repair.
 //!
 //! # Events
 //!
@@ -54,7 +64,8 @@
 //! Others: `api_token_create`, `api_token_update`, `api_token_revoke`,
 //! `auth_failure` (rate-limited), `config_reload`, `drift_repaired`,
 //! `ssh_test` (details `result`), `daemon_start`, `daemon_stop`,
-//! `audit_tail_missing`.
+//! `audit_tail_missing`, `audit_tail_damaged` (details `file`, `offset`,
+//! `length`, `sha256`, `saved_to`).
 //!
 //! # Classic format
 //!
@@ -64,15 +75,14 @@
 //! with `SUPPORTAUTH_*` fields (see [`journald`]).
 
 pub mod cli;
-pub mod closing;
 pub mod cpanel;
 pub mod events;
 pub mod files;
-mod interim;
 pub mod journald;
 pub mod record;
 pub mod replay;
 pub mod show;
+pub mod tail;
 pub mod verify;
 pub mod writer;
 

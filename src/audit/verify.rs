@@ -8,7 +8,9 @@
 //! file's last; finally the last record must be the store's chain head.
 //! The first problem is reported with its file, line number and a reason an
 //! auditor can act on (edited line, deleted line, swapped pair, removed
-//! rotated file, truncated tail).
+//! rotated file, truncated tail). Up to one batch of records past the
+//! store's head is pending, not a failure (see [`super::writer`]); each
+//! `audit_tail_damaged` record is reported with the OK line.
 //!
 //! For speed, seq and prev are read from the line's canonical frame rather
 //! than by a JSON parse (see `check_line`); the full parse and canonical-form
@@ -24,8 +26,9 @@ use std::sync::{mpsc, Mutex};
 use sha2::{Digest, Sha256};
 
 use super::files::open_reader;
-use super::record::SCHEMA_VERSION;
-use super::writer::ChainHead;
+use super::record::{open_line, SCHEMA_VERSION};
+use super::tail::TailDamage;
+use super::writer::{ChainHead, MAX_BATCH};
 
 type Hash = [u8; 32];
 const GENESIS: Hash = [0u8; 32];
@@ -103,10 +106,10 @@ pub enum HeadCheck {
     /// No head was supplied.
     NotChecked,
     Matches,
-    /// Up to [`MAX_UNSAVED`](super::writer::MAX_UNSAVED) records past the
-    /// head, chained to it: durable, their head not saved yet (a grant's
-    /// done mark waiting for the store's next write, or a crash before the
-    /// store update; the daemon adopts them at its next start).
+    /// Up to [`MAX_BATCH`] records past the head, chained to it: durable,
+    /// their head not saved yet (closing records whose done mark is being
+    /// committed, or a crash before the head was saved; the daemon adopts
+    /// them at its next start).
     Ahead(u64),
     Failed,
 }
@@ -132,6 +135,8 @@ pub struct VerifyReport {
     /// away, e.g. by logrotate's `rotate` count).
     pub starts_at_genesis: bool,
     pub head: HeadCheck,
+    /// The `audit_tail_damaged` records, in chain order.
+    pub repairs: Vec<TailDamage>,
     pub failure: Option<Failure>,
 }
 
@@ -162,19 +167,25 @@ impl fmt::Display for VerifyReport {
             HeadCheck::Matches => write!(f, ", head matches store"),
             HeadCheck::Ahead(n) => write!(
                 f,
-                ", {n} record(s) past the store head (durable, their head not saved yet: a grant's done mark still pending, or a crash before the head update, adopted at the next daemon start)"
+                ", {n} record(s) past the store head (durable, their head not saved yet: a done mark being committed, or a crash before the head was saved; adopted at the next daemon start)"
             ),
             HeadCheck::Failed => Ok(()),
+        }?;
+        for r in &self.repairs {
+            write!(f, "\n{r}")?;
         }
+        Ok(())
     }
 }
 
 /// One checked line.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Link {
     seq: u64,
     prev: Hash,
     hash: Hash,
+    /// What an `audit_tail_damaged` record reports.
+    damage: Option<Box<TailDamage>>,
 }
 
 fn decode_hash(hex_str: &[u8]) -> Option<Hash> {
@@ -186,6 +197,7 @@ fn decode_hash(hex_str: &[u8]) -> Option<Hash> {
 const SEQ_PREFIX: &[u8] = b"{\"v\":";
 const TIME_MARK: &[u8] = b",\"time\":\"";
 const PREV_MARK: &[u8] = b",\"prev\":\"";
+const TAIL_DAMAGED: &[u8] = b"\",\"event\":\"audit_tail_damaged\"";
 
 /// Checks one line (without its newline) on its own: its hash, then the
 /// canonical frame around it (`{"v":1,"seq":N,"time":"…` … `"prev":"<hex>"`),
@@ -226,9 +238,9 @@ fn check_line(line: &[u8]) -> Result<Link, Problem> {
         .strip_prefix(b",\"seq\":")
         .ok_or_else(|| invalid("seq is not the second member"))?;
     let (seq, rest) = leading_number(rest).ok_or_else(|| invalid("bad seq"))?;
-    if !rest.starts_with(TIME_MARK) {
+    let Some(time) = rest.strip_prefix(TIME_MARK) else {
         return Err(invalid("time is not the third member"));
-    }
+    };
     let prev = head
         .strip_suffix(b"\"")
         .filter(|h| h.len() >= 64 + PREV_MARK.len())
@@ -242,7 +254,20 @@ fn check_line(line: &[u8]) -> Result<Link, Problem> {
         seq,
         prev,
         hash: claimed,
+        damage: tail_damage(line, time),
     })
+}
+
+/// The damage an `audit_tail_damaged` record reports; `time` is the part
+/// of `line` from its time value on (only these rare records are parsed
+/// whole).
+fn tail_damage(line: &[u8], time: &[u8]) -> Option<Box<TailDamage>> {
+    let end = memchr::memchr(b'"', time)?;
+    if !time[end..].starts_with(TAIL_DAMAGED) {
+        return None;
+    }
+    let rec = open_line(std::str::from_utf8(line).ok()?).ok()?;
+    TailDamage::of(&rec).map(Box::new)
 }
 
 /// A decimal number at the start of `s` (no sign, no leading zeros) and the rest.
@@ -267,6 +292,7 @@ struct Scan {
     last: Option<(u64, Hash)>,
     /// The hash of the record whose seq is the store head's.
     at_head: Option<Hash>,
+    repairs: Vec<TailDamage>,
     error: Option<(u64, Problem)>,
 }
 
@@ -324,6 +350,9 @@ impl Chain<'_> {
         }
         self.scan.last = Some((link.seq, link.hash));
         self.scan.records += 1;
+        if let Some(damage) = link.damage {
+            self.scan.repairs.push(*damage);
+        }
         Ok(())
     }
 
@@ -343,6 +372,7 @@ fn scan_file(path: &Path, head_seq: Option<u64>) -> Scan {
         first: None,
         last: None,
         at_head: None,
+        repairs: Vec::new(),
         error: None,
     };
     let mut reader = match open_reader(path) {
@@ -545,6 +575,7 @@ pub fn verify_files(files: &[PathBuf], head: Option<ChainHead>) -> VerifyReport 
         last_seq: None,
         last_hash: None,
         starts_at_genesis: true,
+        repairs: scans.iter().flat_map(|s| s.repairs.clone()).collect(),
         head: HeadCheck::NotChecked,
         failure: None,
     };
@@ -611,7 +642,7 @@ pub fn verify_files(files: &[PathBuf], head: Option<ChainHead>) -> VerifyReport 
                 last,
                 head: head.seq,
             })
-        } else if last > head.seq + super::writer::MAX_UNSAVED as u64 {
+        } else if last > head.seq + MAX_BATCH as u64 {
             Some(Problem::BeyondHead {
                 last,
                 head: head.seq,

@@ -1,16 +1,33 @@
 //! The durable appender.
 //!
-//! Each append: take the in-process mutex and an exclusive `flock` on the
-//! file (other processes, e.g. a second tool, never interleave), reopen the
-//! path if logrotate moved it (`create` mode), write the whole line with one
-//! `O_APPEND` write (correct under `copytruncate` too), `fsync`, then record
-//! the new chain head in the store so truncating the tail is detectable.
-//! Only after all that does the caller get `Ok(seq)`.
+//! Each append, under the in-process mutex: save a chain head the store
+//! may not hold yet (below); reopen the path if logrotate moved it
+//! (`create` mode), repairing a torn tail of the file found there (see
+//! [`super::tail`]); take an exclusive `flock` on the file (other processes
+//! never interleave); write the whole batch with one `O_APPEND` write
+//! (correct under `copytruncate` too; cut back off if the write or its
+//! fsync fails), `fdatasync`, then save the new chain head in the store.
+//! Only after all that does the caller get `Ok`.
+//!
+//! # The bound
+//!
+//! The log is never more than one batch ([`MAX_BATCH`] records) past the
+//! chain head the store holds. [`AuditLog::append_closing`] leaves its
+//! head to the caller, who commits it with its done mark in one store
+//! transaction and then calls [`AuditLog::head_committed`]; any append
+//! that finds a head not known to be saved saves it first and writes
+//! nothing if that fails (a failed save after an append leaves the head
+//! for the next append to retry). So a crash leaves at most one batch past
+//! the stored head, which the next open adopts when it chains from it;
+//! `audit verify` reports that many as pending and fails on more. The
+//! store only moves the head forward: a caller's late commit of an older
+//! head never undoes a newer one.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use nix::fcntl::{Flock, FlockArg};
@@ -18,7 +35,8 @@ use tokio::sync::Mutex;
 
 use super::cpanel::render_cpanel_line;
 use super::journald::JournaldSink;
-use super::record::{open_line, AuditEvent, Record, GENESIS_HASH};
+use super::record::{AuditEvent, Record, GENESIS_HASH};
+use super::tail::{self, TailRepair};
 use crate::clock::{rfc3339, Clock};
 use crate::config::{AuditFormat, Config};
 use crate::store::Store;
@@ -33,17 +51,9 @@ pub enum AuditError {
     Encode(#[from] serde_json::Error),
 }
 
-/// The most records written with one fsync.
+/// The most records written with one fsync, and the most the log is ever
+/// past the chain head the store holds.
 pub const MAX_BATCH: usize = 2;
-
-/// The most records the daemon leaves past the store's chain head: the
-/// closing batch of a grant whose done mark (and head) waits for the
-/// store's next write (`Store::finish_later`; a grant's intent takes it
-/// along), plus one batch whose head is saved just after its fsync. A
-/// crash keeps at most these, which the next open adopts (absent a failed
-/// write to the store, which keeps its head for the next one); more than
-/// that were not ours. `audit verify` accepts as many.
-pub const MAX_UNSAVED: usize = 2 * MAX_BATCH;
 
 /// The chain position after the last durable record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,8 +89,11 @@ struct OpenFile {
 }
 
 struct State {
+    /// After the last durable record.
     head: ChainHead,
     open: Option<OpenFile>,
+    /// Damaged tails cut from the file whose records are not written yet.
+    repairs: Vec<TailRepair>,
 }
 
 pub struct AuditLog {
@@ -90,6 +103,8 @@ pub struct AuditLog {
     format: AuditFormat,
     journald: Option<JournaldSink>,
     tail_missing: Option<TailMissing>,
+    /// The newest head seq known to be in the store.
+    saved_seq: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -125,14 +140,19 @@ impl AuditLog {
     }
 
     /// Prepares the log at `path` (directory 0700 and file 0600, created
-    /// when missing) and loads the chain head from the store, adopting the
-    /// file's last records when they are the store head's direct
-    /// successors, at most [`MAX_UNSAVED`] (left by a crash before the
-    /// store update).
+    /// when missing; a symlink is refused) and loads the chain head from
+    /// the store, adopting the file's last records when they are the store
+    /// head's direct successors, at most [`MAX_BATCH`] (left by a crash
+    /// before the head reached the store; when the live file holds no
+    /// record, those of the newest plain rotated file, where the chain then
+    /// ends). A torn or damaged tail is cut and saved aside (see
+    /// [`super::tail`]) and its `audit_tail_damaged` record written here,
+    /// before anything else.
     ///
     /// `AuditFormat::Cpanel` writes cPanel's classic lines instead of JSON:
     /// no chain in the file and the store head is left alone (sequence
-    /// numbers continue in memory and still go to journald).
+    /// numbers continue in memory and still go to journald); a partial last
+    /// line is ended before the first append.
     pub async fn open_with(
         path: &Path,
         store: Store,
@@ -141,45 +161,41 @@ impl AuditLog {
         journald: Option<JournaldSink>,
     ) -> Result<AuditLog, AuditError> {
         let stored = load_head(&store).await?;
+        let start = stored.clone().unwrap_or_else(ChainHead::genesis);
         let path_buf = path.to_path_buf();
-        let (open, tail) = tokio::task::spawn_blocking(move || -> Result<_, AuditError> {
+        let now = clock.now();
+        let (open, checked) = tokio::task::spawn_blocking(move || {
             let open = open_for_append(&path_buf)?;
-            let tail = last_records(&path_buf, MAX_UNSAVED)?;
-            Ok((open, tail))
+            check_chain_end(&path_buf, open, format, now, &start)
         })
         .await
         .map_err(|e| io_err(path, format!("open task failed: {e}")))??;
-        let mut head = stored.unwrap_or_else(ChainHead::genesis);
-        let last = tail.last().cloned();
-        let tail_missing = match (&last, format) {
-            (Some(rec), AuditFormat::Json)
-                if rec.seq < head.seq
-                    || (rec.seq == head.seq && rec.hash.as_deref() != Some(head.hash.as_str())) =>
+        let head = checked.head;
+        let tail_missing = match (checked.records.last(), format, &stored) {
+            (Some(rec), AuditFormat::Json, Some(stored))
+                if rec.seq < stored.seq
+                    || (rec.seq == stored.seq
+                        && rec.hash.as_deref() != Some(stored.hash.as_str())) =>
             {
                 tracing::warn!(
                     file_last_seq = rec.seq,
-                    store_head_seq = head.seq,
+                    store_head_seq = stored.seq,
                     path = %path.display(),
                     "audit log ends before the store's chain head: its tail is missing or rewritten"
                 );
                 Some(TailMissing {
                     file_last_seq: rec.seq,
-                    store_head_seq: head.seq,
+                    store_head_seq: stored.seq,
                 })
             }
             _ => None,
         };
-        if let (Some(rec), AuditFormat::Json) = (last, format) {
-            if chains_from(&tail, &head) {
-                if let Some(hash) = rec.hash.clone() {
-                    head = ChainHead { seq: rec.seq, hash };
-                    save_head(&store, &head).await?;
-                }
-            } else if rec.seq > head.seq {
-                // Not ours to adopt: a crash leaves the file at most
-                // MAX_UNSAVED records ahead. Continuing
-                // from the store's head keeps whatever was appended behind
-                // our back visible to `audit verify`.
+        if let (Some(rec), AuditFormat::Json) = (checked.records.last(), format) {
+            if rec.seq > head.seq {
+                // Not ours to adopt: a crash leaves the file at most one
+                // batch ahead. Continuing from the store's head keeps
+                // whatever was appended behind our back visible to
+                // `audit verify`.
                 tracing::warn!(
                     file_last_seq = rec.seq,
                     store_head_seq = head.seq,
@@ -188,18 +204,25 @@ impl AuditLog {
                 );
             }
         }
-        Ok(AuditLog {
+        let pending_repairs = !checked.repairs.is_empty();
+        let log = AuditLog {
             path: path.to_path_buf(),
             store,
             clock,
             format,
             journald,
             tail_missing,
+            saved_seq: AtomicU64::new(stored.map_or(0, |h| h.seq)),
             state: Mutex::new(State {
                 head,
                 open: Some(open),
+                repairs: checked.repairs,
             }),
-        })
+        };
+        if pending_repairs {
+            log.append_batch(&[], true).await?;
+        }
+        Ok(log)
     }
 
     pub fn path(&self) -> &Path {
@@ -220,107 +243,116 @@ impl AuditLog {
         self.state.lock().await.head.clone()
     }
 
-    /// The ids of `wanted` (grants found `granting` at start-up) whose
-    /// closing records this log holds at or before its chain head: those
-    /// grants completed (see [`super::closing`]). Empty for cPanel's log
-    /// format, which keeps no chain to trust.
-    pub async fn completed_grants(
-        &self,
-        wanted: Vec<super::closing::GrantClosing>,
-    ) -> Result<std::collections::BTreeSet<i64>, AuditError> {
-        if self.format != AuditFormat::Json || wanted.is_empty() {
-            return Ok(Default::default());
-        }
-        let head_seq = self.head().await.seq;
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            super::closing::completed_grants(&path, head_seq, &wanted)
-                .map_err(|e| io_err(&path, format!("searching for closing records: {e}")))
-        })
-        .await
-        .map_err(|e| io_err(&self.path, format!("search task failed: {e}")))?
-    }
-
-    /// Appends one record durably; returns its sequence number.
+    /// Appends one record durably, its chain head saved in the store;
+    /// returns its sequence number.
     pub async fn append(&self, ev: AuditEvent) -> Result<u64, AuditError> {
         let seqs = self.append_all(std::slice::from_ref(&ev)).await?;
         Ok(seqs.last().copied().unwrap_or_default())
     }
 
     /// Appends consecutive records with one write, one fsync and one
-    /// chain-head update per [`MAX_BATCH`] records (a grant's `key_added` +
+    /// chain-head save per [`MAX_BATCH`] records (a grant's `key_added` +
     /// `grant` cost one durable append instead of two); each batch becomes
     /// durable whole or not at all. Returns their sequence numbers.
     pub async fn append_all(&self, events: &[AuditEvent]) -> Result<Vec<u64>, AuditError> {
         let mut seqs = Vec::with_capacity(events.len());
         for batch in events.chunks(MAX_BATCH) {
-            seqs.extend(self.append_batch(batch).await?);
+            seqs.extend(self.append_batch(batch, true).await?.0);
         }
         Ok(seqs)
     }
 
-    /// Appends one batch (at most [`MAX_BATCH`] records) durably but leaves
-    /// the chain head for the caller to commit with its own state change
-    /// (`Store::finish`, or `Store::finish_later` for a grant), saving a
-    /// commit: a grant's or revoke's closing records and its "done" mark go
-    /// out as one append and at most one commit. Returns the head to save
-    /// (`None` when the log's format keeps no chain). A crash before the
-    /// caller's commit leaves this batch past the stored head, which the
-    /// next open adopts (see [`MAX_UNSAVED`]).
-    pub async fn append_batch_head_deferred(
+    /// Appends a grant's or revoke's closing records (at most
+    /// [`MAX_BATCH`]) durably, leaving their chain head unsaved: the caller
+    /// commits it with its done mark in one store transaction, then calls
+    /// [`Self::head_committed`]. Returns the head (`None` for cPanel's
+    /// format, which keeps no chain, or for no records). Until then (or if
+    /// that commit fails), the next append saves it first.
+    pub async fn append_closing(
         &self,
         events: &[AuditEvent],
     ) -> Result<Option<ChainHead>, AuditError> {
-        self.check_deferred_batch(events)?;
-        let mut state = self.state.lock().await;
-        let (_, head) = self.write_batch(&mut state, events).await?;
-        // The caller's save only moves the head forward, so a later
-        // record's head saved first (under this lock) is never undone.
-        Ok(head.filter(|_| self.format == AuditFormat::Json))
-    }
-
-    async fn append_batch(&self, events: &[AuditEvent]) -> Result<Vec<u64>, AuditError> {
-        let mut state = self.state.lock().await;
-        let (seqs, head) = self.write_batch(&mut state, events).await?;
-        // Saved under the lock: heads reach the store in chain order.
-        if let (Some(head), AuditFormat::Json) = (head, self.format) {
-            save_head(&self.store, &head).await?;
-        }
-        Ok(seqs)
-    }
-
-    /// A deferred-head batch is one fsync's worth: the bound
-    /// [`MAX_UNSAVED`] counts on it.
-    fn check_deferred_batch(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
         if events.len() > MAX_BATCH {
             return Err(io_err(
                 &self.path,
-                format!("a deferred-head batch holds at most {MAX_BATCH} records"),
+                format!("closing records are one batch: at most {MAX_BATCH}"),
             ));
         }
+        let (_, head) = self.append_batch(events, false).await?;
+        Ok(head.filter(|_| self.format == AuditFormat::Json))
+    }
+
+    /// Tells the writer the store now holds `head` (from
+    /// [`Self::append_closing`]), so the next append need not save it.
+    pub async fn head_committed(&self, head: &ChainHead) {
+        self.saved_seq.fetch_max(head.seq, Ordering::SeqCst);
+    }
+
+    /// One batch (at most [`MAX_BATCH`] records; none just writes pending
+    /// repair records), after saving an unsaved head; its own head saved
+    /// too when `save`. Returns the seqs and the new head.
+    async fn append_batch(
+        &self,
+        events: &[AuditEvent],
+        save: bool,
+    ) -> Result<(Vec<u64>, Option<ChainHead>), AuditError> {
+        let mut state = self.state.lock().await;
+        // The bound: nothing is written while the log is past the store.
+        self.save_pending(&state).await?;
+        self.reopen_if_moved(&mut state).await?;
+        while !state.repairs.is_empty() {
+            let n = state.repairs.len().min(MAX_BATCH);
+            let records: Vec<AuditEvent> = state.repairs[..n].iter().map(|r| r.event()).collect();
+            self.write_batch(&mut state, &records).await?;
+            state.repairs.drain(..n);
+            self.save_pending(&state).await?;
+        }
+        let written = self.write_batch(&mut state, events).await?;
+        if save {
+            self.save_pending(&state).await?;
+        }
+        Ok(written)
+    }
+
+    /// Saves the in-memory head unless the store is known to hold it.
+    async fn save_pending(&self, state: &State) -> Result<(), AuditError> {
+        let head = &state.head;
+        if self.format != AuditFormat::Json || head.seq <= self.saved_seq.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        save_head(&self.store, head).await?;
+        self.saved_seq.fetch_max(head.seq, Ordering::SeqCst);
         Ok(())
     }
 
-    /// [`append_batch_head_deferred`](Self::append_batch_head_deferred)
-    /// for a caller on a blocking thread (never a runtime worker): the
-    /// whole append runs on the caller's thread, without a hand-off to
-    /// another one, for a grant or revoke whose host change was made there.
-    pub fn append_batch_head_deferred_blocking(
-        &self,
-        events: &[AuditEvent],
-    ) -> Result<Option<ChainHead>, AuditError> {
-        self.check_deferred_batch(events)?;
-        let mut state = self.state.blocking_lock();
-        let Some(sealed) = self.seal(&state, events)? else {
-            return Ok(None);
-        };
-        let written = write_durably(&self.path, state.open.take(), &sealed.bytes);
-        let (_, head) = self.settle(&mut state, written, sealed.records, sealed.head)?;
-        Ok(Some(head).filter(|_| self.format == AuditFormat::Json))
+    /// Opens the path again when logrotate moved the file away (or a
+    /// failed write dropped it), repairing the tail of the file found.
+    async fn reopen_if_moved(&self, state: &mut State) -> Result<(), AuditError> {
+        if let Some(open) = &state.open {
+            if still_current(&self.path, open) {
+                return Ok(());
+            }
+        }
+        state.open = None;
+        let (path, format, now) = (self.path.clone(), self.format, self.clock.now());
+        let head = state.head.clone();
+        let (open, checked) = tokio::task::spawn_blocking(move || {
+            let open = open_for_append(&path)?;
+            check_tail(&path, open, format, now, |_| head)
+        })
+        .await
+        .map_err(|e| io_err(&self.path, format!("reopen task failed: {e}")))??;
+        for r in checked.repairs {
+            if !state.repairs.iter().any(|p| p.saved_to == r.saved_to) {
+                state.repairs.push(r);
+            }
+        }
+        state.open = Some(open);
+        Ok(())
     }
 
     /// Writes and fsyncs one batch; returns the seqs and the new head
-    /// (`None` for an empty batch), not yet saved in the store.
+    /// (`None` for an empty batch).
     async fn write_batch(
         &self,
         state: &mut State,
@@ -329,7 +361,10 @@ impl AuditLog {
         let Some(sealed) = self.seal(state, events)? else {
             return Ok((Vec::new(), None));
         };
-        let open = state.open.take();
+        let open = state
+            .open
+            .take()
+            .ok_or_else(|| io_err(&self.path, "not open"))?;
         let path = self.path.clone();
         let Sealed {
             bytes,
@@ -339,7 +374,19 @@ impl AuditLog {
         let written = tokio::task::spawn_blocking(move || write_durably(&path, open, &bytes))
             .await
             .map_err(|e| io_err(&self.path, format!("write task failed: {e}")))?;
-        let (seqs, head) = self.settle(state, written, records, head)?;
+        state.open = Some(written?);
+        // Durable: move the head now, so a failing store save can never
+        // make the next record reuse these seqs.
+        state.head = head.clone();
+        let mut seqs = Vec::with_capacity(records.len());
+        for (mut rec, hash) in records {
+            seqs.push(rec.seq);
+            if let Some(journald) = &self.journald {
+                rec.hash = Some(hash);
+                journald.emit(&rec);
+            }
+            tracing::debug!(seq = rec.seq, event = %rec.event, "audit record appended");
+        }
         Ok((seqs, Some(head)))
     }
 
@@ -375,31 +422,6 @@ impl AuditLog {
             head,
         }))
     }
-
-    /// After the write of a sealed batch: on success moves the head to
-    /// `head` and reports the records; returns their seqs and the head.
-    fn settle(
-        &self,
-        state: &mut State,
-        written: Result<OpenFile, AuditError>,
-        records: Vec<(Record, String)>,
-        head: ChainHead,
-    ) -> Result<(Vec<u64>, ChainHead), AuditError> {
-        state.open = Some(written?);
-        // The records are durable: move the head now, so a failing store
-        // update below can never make the next record reuse these seqs.
-        state.head = head.clone();
-        let mut seqs = Vec::with_capacity(records.len());
-        for (mut rec, hash) in records {
-            seqs.push(rec.seq);
-            if let Some(journald) = &self.journald {
-                rec.hash = Some(hash);
-                journald.emit(&rec);
-            }
-            tracing::debug!(seq = rec.seq, event = %rec.event, "audit record appended");
-        }
-        Ok((seqs, head))
-    }
 }
 
 /// A batch rendered and chained, not yet written.
@@ -428,10 +450,12 @@ pub async fn load_head(store: &Store) -> Result<Option<ChainHead>, AuditError> {
     }))
 }
 
+/// Saves `head` unless the store already holds a newer one.
 async fn save_head(store: &Store, head: &ChainHead) -> Result<(), AuditError> {
     sqlx::query(
         "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?1, ?2)
-         ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+         ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash
+         WHERE excluded.seq > audit_head.seq",
     )
     .bind(head.seq as i64)
     .bind(&head.hash)
@@ -456,6 +480,7 @@ fn open_for_append(path: &Path) -> Result<OpenFile, AuditError> {
     }
     let file = OpenOptions::new()
         .append(true)
+        .read(true)
         .create(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
@@ -488,68 +513,173 @@ fn still_current(path: &Path, open: &OpenFile) -> bool {
     }
 }
 
-fn write_durably(path: &Path, open: Option<OpenFile>, line: &[u8]) -> Result<OpenFile, AuditError> {
-    let open = match open {
-        Some(o) if still_current(path, &o) => o,
-        _ => open_for_append(path)?,
-    };
-    let locked = Flock::lock(open.file, FlockArg::LockExclusive)
+/// Runs `f` on the file under an exclusive `flock` (every appender takes
+/// it); the file comes back whatever `f` returns.
+fn locked<R>(
+    path: &Path,
+    open: OpenFile,
+    f: impl FnOnce(&File) -> R,
+) -> Result<(OpenFile, R), AuditError> {
+    let (dev, ino) = (open.dev, open.ino);
+    let lock = Flock::lock(open.file, FlockArg::LockExclusive)
         .map_err(|(_, e)| io_err(path, format!("cannot lock: {e}")))?;
-    // One write() of the whole line with O_APPEND: concurrent appenders
-    // (who also lock) never interleave partial lines.
-    let write_result = (&*locked).write_all(line).and_then(|_| locked.sync_data());
-    let file = locked
+    let r = f(&lock);
+    let file = lock
         .unlock()
         .map_err(|(_, e)| io_err(path, format!("cannot unlock: {e}")))?;
-    write_result.map_err(|e| io_err(path, format!("cannot write and fsync: {e}")))?;
-    Ok(OpenFile {
-        file,
-        dev: open.dev,
-        ino: open.ino,
-    })
+    Ok((OpenFile { file, dev, ino }, r))
 }
 
-/// Up to `n` complete records at the end of the file, oldest first: the
-/// last lines that parse and verify, stopping at the first that does not.
-fn last_records(path: &Path, n: usize) -> Result<Vec<Record>, AuditError> {
-    let mut f = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err(path, e.to_string())),
+fn write_durably(path: &Path, open: OpenFile, line: &[u8]) -> Result<OpenFile, AuditError> {
+    let (open, written) = locked(path, open, |file| {
+        let before = file.metadata()?.len();
+        // One write() of the whole batch with O_APPEND: concurrent
+        // appenders (who also lock) never interleave partial lines.
+        let r = (&*file).write_all(line).and_then(|_| file.sync_data());
+        if r.is_err() {
+            // Leave no fragment for the next record to be glued onto
+            // (if this fails too, the reopen's tail check cuts it).
+            let _ = file.set_len(before).and_then(|_| file.sync_all());
+        }
+        r
+    })?;
+    written.map_err(|e| io_err(path, format!("cannot write and fsync: {e}")))?;
+    Ok(open)
+}
+
+/// What [`check_tail`] found and did.
+struct Checked {
+    /// The file's last complete records, oldest first (JSON format).
+    records: Vec<Record>,
+    /// The chain head the writer continues from.
+    head: ChainHead,
+    /// Damaged tails cut and saved, to be recorded.
+    repairs: Vec<TailRepair>,
+}
+
+/// Before the first write to a file just opened: finds its last records
+/// (at most [`MAX_BATCH`]) and, under its lock, repairs a torn tail.
+/// `head_after` gives the chain head the writer continues from.
+fn check_tail(
+    path: &Path,
+    open: OpenFile,
+    format: AuditFormat,
+    now: i64,
+    head_after: impl FnOnce(&[Record]) -> ChainHead,
+) -> Result<(OpenFile, Checked), AuditError> {
+    let (open, checked) = locked(path, open, |file| match format {
+        AuditFormat::Cpanel => tail::end_line(file).map(|()| Checked {
+            records: Vec::new(),
+            head: head_after(&[]),
+            repairs: Vec::new(),
+        }),
+        AuditFormat::Json => {
+            let found = tail::scan(file, MAX_BATCH)?;
+            let head = head_after(&found.records);
+            let repairs = tail::repair(path, file, &found, head.seq, now)?;
+            Ok(Checked {
+                records: found.records,
+                head,
+                repairs,
+            })
+        }
+    })?;
+    let checked =
+        checked.map_err(|e| io_err(path, format!("cannot check or repair the tail: {e}")))?;
+    Ok((open, checked))
+}
+
+/// At open: [`check_tail`] of the live file, and when it holds no
+/// complete record (logrotate made it, e.g. at boot after a power cut)
+/// of the newest rotated plain file too, where the chain then ends: its
+/// records are adopted and its torn tail repaired the same way.
+fn check_chain_end(
+    path: &Path,
+    open: OpenFile,
+    format: AuditFormat,
+    now: i64,
+    stored: &ChainHead,
+) -> Result<(OpenFile, Checked), AuditError> {
+    let mut rotated: Result<Option<Checked>, AuditError> = Ok(None);
+    let (open, mut checked) = check_tail(path, open, format, now, |records| {
+        if records.is_empty() && format == AuditFormat::Json {
+            rotated = check_rotated(path, now, stored);
+            if let Ok(Some(r)) = &rotated {
+                return r.head.clone();
+            }
+        }
+        adopt(stored, records)
+    })?;
+    // Its records only decide the head (checked.head came from it): the
+    // live file alone is compared with the store's head for a missing tail.
+    match rotated {
+        Ok(Some(mut r)) => {
+            r.repairs.append(&mut checked.repairs);
+            checked.repairs = r.repairs;
+        }
+        Ok(None) => {}
+        // A secondary file: the daemon still starts, from the store's head.
+        Err(e) => tracing::error!(error = %e, "cannot check the newest rotated audit log"),
+    }
+    Ok((open, checked))
+}
+
+/// The newest rotated file next to the live `path` that is not
+/// compressed, checked and repaired like the live one (no one appends to
+/// it: no lock).
+fn check_rotated(path: &Path, now: i64, stored: &ChainHead) -> Result<Option<Checked>, AuditError> {
+    let newest = super::files::discover(path)
+        .map_err(|e| io_err(path, format!("cannot list rotated files: {e}")))?
+        .into_iter()
+        .filter(|f| f != path && super::files::is_gzip(f).is_ok_and(|gz| !gz))
+        .filter_map(|f| Some((std::fs::symlink_metadata(&f).ok()?.modified().ok()?, f)))
+        .max();
+    let Some((_, rotated)) = newest else {
+        return Ok(None);
     };
-    let len = f.metadata().map_err(|e| io_err(path, e.to_string()))?.len();
-    let start = len.saturating_sub(64 * 1024);
-    f.seek(SeekFrom::Start(start))
-        .map_err(|e| io_err(path, e.to_string()))?;
-    let mut tail = Vec::new();
-    f.read_to_end(&mut tail)
-        .map_err(|e| io_err(path, e.to_string()))?;
-    let text = String::from_utf8_lossy(&tail);
-    let mut out: Vec<Record> = text
-        .lines()
-        .rev()
-        .filter(|l| !l.trim().is_empty())
-        .take(n)
-        .map_while(|l| open_line(l).ok())
-        .collect();
-    out.reverse();
-    Ok(out)
+    let fail =
+        |e: std::io::Error| io_err(&rotated, format!("cannot check or repair the tail: {e}"));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&rotated)
+        .map_err(fail)?;
+    let found = tail::scan(&file, MAX_BATCH).map_err(fail)?;
+    let head = adopt(stored, &found.records);
+    let repairs = tail::repair(&rotated, &file, &found, head.seq, now).map_err(fail)?;
+    Ok(Some(Checked {
+        records: found.records,
+        head,
+        repairs,
+    }))
 }
 
-/// Whether the records at the end of `tail` continue the chain at `head`
-/// directly: some record is head's successor and every later one follows
-/// it (so at most [`MAX_UNSAVED`] records, the ones the daemon may have
-/// left unsaved, are adopted).
-fn chains_from(tail: &[Record], head: &ChainHead) -> bool {
+/// The head to continue from: the store's, or the last of `tail` when the
+/// records there continue the chain at the store's head directly (some
+/// record is its successor and every later one follows it, so at most the
+/// [`MAX_BATCH`] records a crash may leave unsaved are adopted).
+fn adopt(stored: &ChainHead, tail: &[Record]) -> ChainHead {
     let Some(start) = tail
         .iter()
-        .position(|r| r.seq == head.seq + 1 && r.prev == head.hash)
+        .position(|r| r.seq == stored.seq + 1 && r.prev == stored.hash)
     else {
-        return false;
+        return stored.clone();
     };
-    tail[start..]
+    let chained = tail[start..]
         .windows(2)
-        .all(|w| w[1].seq == w[0].seq + 1 && Some(&w[1].prev) == w[0].hash.as_ref())
+        .all(|w| w[1].seq == w[0].seq + 1 && Some(&w[1].prev) == w[0].hash.as_ref());
+    match tail.last() {
+        Some(Record {
+            seq,
+            hash: Some(hash),
+            ..
+        }) if chained => ChainHead {
+            seq: *seq,
+            hash: hash.clone(),
+        },
+        _ => stored.clone(),
+    }
 }
 
 #[cfg(test)]
@@ -567,6 +697,10 @@ mod tests {
         (dir, store, log)
     }
 
+    fn clock() -> Arc<dyn Clock> {
+        Arc::new(ManualClock::new(1_800_000_000))
+    }
+
     fn lines(path: &Path) -> Vec<Record> {
         std::fs::read_to_string(path)
             .unwrap()
@@ -575,16 +709,49 @@ mod tests {
             .collect()
     }
 
+    fn events(names: &[&str]) -> Vec<AuditEvent> {
+        names
+            .iter()
+            .map(|e| AuditEvent::new(*e, "system"))
+            .collect()
+    }
+
+    /// Puts the stored head back, as a crash before its save would leave it.
+    async fn set_head(store: &Store, head: &ChainHead) {
+        sqlx::query("UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1")
+            .bind(head.seq as i64)
+            .bind(&head.hash)
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+
+    async fn stored_seq(store: &Store) -> u64 {
+        load_head(store).await.unwrap().map_or(0, |h| h.seq)
+    }
+
+    /// `audit verify` of `files` against the stored head, which must pass.
+    async fn assert_verifies(files: &[PathBuf], store: &Store) -> crate::audit::VerifyReport {
+        let report = crate::audit::verify_files(files, load_head(store).await.unwrap());
+        assert!(report.is_ok(), "{report}");
+        report
+    }
+
+    /// A store that refuses (`true`) or accepts again every chain-head write.
+    async fn refuse_head_writes(store: &Store, refuse: bool) {
+        let sql = if refuse {
+            "CREATE TRIGGER refuse_insert BEFORE INSERT ON audit_head BEGIN SELECT RAISE(ABORT, 'refused'); END;
+             CREATE TRIGGER refuse_update BEFORE UPDATE ON audit_head BEGIN SELECT RAISE(ABORT, 'refused'); END;"
+        } else {
+            "DROP TRIGGER refuse_insert; DROP TRIGGER refuse_update;"
+        };
+        sqlx::raw_sql(sql).execute(store.pool()).await.unwrap();
+    }
+
     #[tokio::test]
     async fn appends_chain_and_modes() {
         let (_d, store, path) = setup().await;
-        let log = AuditLog::open(
-            &path,
-            store.clone(),
-            Arc::new(ManualClock::new(1_800_000_000)),
-        )
-        .await
-        .unwrap();
+        let log = AuditLog::open(&path, store.clone(), clock()).await.unwrap();
         assert_eq!(log.append(AuditEvent::new("a", "system")).await.unwrap(), 1);
         assert_eq!(log.append(AuditEvent::new("b", "system")).await.unwrap(), 2);
         let recs = lines(&path);
@@ -596,22 +763,17 @@ mod tests {
             std::fs::metadata(path.parent().unwrap()).unwrap().mode() & 0o777,
             0o700
         );
-        assert_eq!(load_head(&store).await.unwrap().unwrap().seq, 2);
+        assert_eq!(stored_seq(&store).await, 2);
     }
 
     #[tokio::test]
     async fn chain_continues_across_restart_and_rotation() {
         let (_d, store, path) = setup().await;
-        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(1_800_000_000));
         {
-            let log = AuditLog::open(&path, store.clone(), clock.clone())
-                .await
-                .unwrap();
+            let log = AuditLog::open(&path, store.clone(), clock()).await.unwrap();
             log.append(AuditEvent::new("a", "system")).await.unwrap();
         }
-        let log = AuditLog::open(&path, store.clone(), clock.clone())
-            .await
-            .unwrap();
+        let log = AuditLog::open(&path, store.clone(), clock()).await.unwrap();
         // logrotate `create`: move the file away; the next append starts a new one.
         let rotated = path.with_extension("log.1");
         std::fs::rename(&path, &rotated).unwrap();
@@ -635,56 +797,40 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn adopts_durable_record_missing_from_store() {
+    async fn adopts_one_batch_past_the_stored_head_but_no_more() {
         let (_d, store, path) = setup().await;
-        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(1_800_000_000));
-        {
-            let log = AuditLog::open(&path, store.clone(), clock.clone())
-                .await
-                .unwrap();
+        let first = {
+            let log = AuditLog::open(&path, store.clone(), clock()).await.unwrap();
             log.append(AuditEvent::new("a", "system")).await.unwrap();
-            log.append(AuditEvent::new("b", "system")).await.unwrap();
-        }
-        // Simulate a crash after the fsync of record 2 but before the head update.
-        let first = lines(&path)[0].clone();
-        save_head(
-            &store,
-            &ChainHead {
-                seq: 1,
-                hash: first.hash.unwrap(),
-            },
-        )
-        .await
-        .unwrap();
-        let log = AuditLog::open(&path, store.clone(), clock).await.unwrap();
-        assert_eq!(log.head().await.seq, 2);
-        assert_eq!(log.append(AuditEvent::new("c", "system")).await.unwrap(), 3);
+            let first = log.head().await;
+            log.append_all(&events(&["b", "c"])).await.unwrap();
+            first
+        };
+        // A crash after the fsync of a batch, before its head was saved.
+        set_head(&store, &first).await;
+        let log = AuditLog::open(&path, store.clone(), clock()).await.unwrap();
+        assert_eq!(log.head().await.seq, 1 + MAX_BATCH as u64);
+        assert_eq!(log.append(AuditEvent::new("d", "system")).await.unwrap(), 4);
+        drop(log);
+        // More than one batch past the head was not written by the
+        // daemon: not adopted.
+        set_head(&store, &first).await;
+        let log = AuditLog::open(&path, store.clone(), clock()).await.unwrap();
+        assert_eq!(log.head().await.seq, 1, "{:?}", lines(&path).len());
     }
 
     #[tokio::test]
     async fn append_all_chains_several_records_in_one_write() {
         let (_d, store, path) = setup().await;
-        let log = AuditLog::open(
-            &path,
-            store.clone(),
-            Arc::new(ManualClock::new(1_800_000_000)),
-        )
-        .await
-        .unwrap();
+        let log = AuditLog::open(&path, store.clone(), clock()).await.unwrap();
         log.append(AuditEvent::new("a", "system")).await.unwrap();
-        let seqs = log
-            .append_all(&[
-                AuditEvent::new("b", "system"),
-                AuditEvent::new("c", "system"),
-            ])
-            .await
-            .unwrap();
+        let seqs = log.append_all(&events(&["b", "c"])).await.unwrap();
         assert_eq!(seqs, [2, 3]);
         assert_eq!(log.append_all(&[]).await.unwrap(), Vec::<u64>::new());
         assert_eq!(log.append(AuditEvent::new("d", "system")).await.unwrap(), 4);
         let recs = lines(&path);
-        let events: Vec<&str> = recs.iter().map(|r| r.event.as_str()).collect();
-        assert_eq!(events, ["a", "b", "c", "d"]);
+        let names: Vec<&str> = recs.iter().map(|r| r.event.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c", "d"]);
         for w in recs.windows(2) {
             assert_eq!(w[1].prev, w[0].hash.clone().unwrap());
         }
@@ -695,107 +841,106 @@ mod tests {
         assert!(report.is_ok(), "{report}");
     }
 
+    /// Finding 6 of issue 14: a closing batch left to its caller, another
+    /// one, and an append from elsewhere used to leave 5 records past the
+    /// stored head. Now every append first saves what is pending.
     #[tokio::test]
-    async fn adopts_what_the_daemon_may_leave_unsaved_but_no_more() {
+    async fn closing_heads_are_saved_before_anything_else_is_written() {
         let (_d, store, path) = setup().await;
-        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(1_800_000_000));
-        let first = {
-            let log = AuditLog::open(&path, store.clone(), clock.clone())
-                .await
-                .unwrap();
-            log.append(AuditEvent::new("a", "system")).await.unwrap();
-            let first = log.head().await;
-            for pair in [["b", "c"], ["d", "e"]] {
-                log.append_all(&pair.map(|e| AuditEvent::new(e, "system")))
-                    .await
-                    .unwrap();
-            }
-            first
-        };
-        // A crash with a grant's done mark pending and the next batch's
-        // head not saved: MAX_UNSAVED records past the stored head.
-        save_head(&store, &first).await.unwrap();
-        let log = AuditLog::open(&path, store.clone(), clock.clone())
-            .await
-            .unwrap();
-        assert_eq!(log.head().await.seq, 1 + MAX_UNSAVED as u64);
-        drop(log);
-        // One more than that was not written by the daemon: not adopted.
-        save_head(&store, &first).await.unwrap();
-        let log = AuditLog::open(&path, store.clone(), clock.clone())
-            .await
-            .unwrap();
-        log.append(AuditEvent::new("f", "system")).await.unwrap();
-        drop(log);
-        save_head(&store, &first).await.unwrap();
-        let log = AuditLog::open(&path, store.clone(), clock).await.unwrap();
-        assert_eq!(log.head().await.seq, 1, "{:?}", lines(&path).len());
-    }
-
-    /// The blocking append (a grant's closing records, written on the
-    /// thread that changed the key file) chains like the async one, moves
-    /// the in-memory head, and leaves the stored head to the caller.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn blocking_deferred_append_chains_like_the_async_one() {
-        let (_d, store, path) = setup().await;
-        let log = Arc::new(
-            AuditLog::open(
-                &path,
-                store.clone(),
-                Arc::new(ManualClock::new(1_800_000_000)),
-            )
-            .await
-            .unwrap(),
-        );
+        let log = AuditLog::open(&path, store.clone(), clock()).await.unwrap();
         log.append(AuditEvent::new("a", "system")).await.unwrap();
-        let stored_before = load_head(&store).await.unwrap();
-        let blocking = Arc::clone(&log);
-        let head = tokio::task::spawn_blocking(move || {
-            blocking.append_batch_head_deferred_blocking(&[
-                AuditEvent::new("key_added", "system"),
-                AuditEvent::new("grant", "system"),
-            ])
-        })
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-        assert_eq!(head.seq, 3);
-        assert_eq!(log.head().await, head);
+        let past_store = |store: Store, path: PathBuf| async move {
+            let file_seq = lines(&path).last().map_or(0, |r| r.seq);
+            file_seq - stored_seq(&store).await
+        };
+        let head = log
+            .append_closing(&events(&["key_added", "grant"]))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
-            load_head(&store).await.unwrap(),
-            stored_before,
+            (head.seq, stored_seq(&store).await),
+            (3, 1),
             "left to the caller"
         );
-        let three = [
-            AuditEvent::new("x", "system"),
-            AuditEvent::new("y", "system"),
-            AuditEvent::new("z", "system"),
-        ];
-        let blocking = Arc::clone(&log);
-        let too_many = tokio::task::spawn_blocking(move || {
-            blocking.append_batch_head_deferred_blocking(&three)
-        })
-        .await
-        .unwrap();
-        assert!(too_many.is_err(), "at most one batch per deferred head");
-        log.append(AuditEvent::new("b", "system")).await.unwrap();
-        let recs = lines(&path);
-        let events: Vec<&str> = recs.iter().map(|r| r.event.as_str()).collect();
-        assert_eq!(events, ["a", "key_added", "grant", "b"]);
-        let report =
-            crate::audit::verify_files(std::slice::from_ref(&path), Some(log.head().await));
-        assert!(report.is_ok(), "{report}");
+        assert_eq!(log.head().await, head);
+        // No done mark committed, another closing batch: the first one's
+        // head reaches the store before the second is written.
+        log.append_closing(&events(&["key_removed", "revoke"]))
+            .await
+            .unwrap();
+        assert_eq!(stored_seq(&store).await, 3);
+        assert!(past_store(store.clone(), path.clone()).await <= MAX_BATCH as u64);
+        assert_eq!(log.append(AuditEvent::new("x", "system")).await.unwrap(), 6);
+        assert_eq!(past_store(store.clone(), path.clone()).await, 0);
+
+        // The caller commits its head and says so: nothing left to save,
+        // so a closing batch needs no store write of its own.
+        let head = log
+            .append_closing(&events(&["key_added", "grant"]))
+            .await
+            .unwrap()
+            .unwrap();
+        save_head(&store, &head).await.unwrap();
+        log.head_committed(&head).await;
+        refuse_head_writes(&store, true).await;
+        let next = log
+            .append_closing(&events(&["key_removed", "revoke"]))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(next.seq, 10);
+        refuse_head_writes(&store, false).await;
+        // A caller committing an older head after a newer one was saved
+        // changes nothing.
+        log.append(AuditEvent::new("y", "system")).await.unwrap();
+        save_head(&store, &head).await.unwrap();
+        assert_eq!(stored_seq(&store).await, 11);
+
+        let too_many = log.append_closing(&events(&["x", "y", "z"])).await;
+        assert!(too_many.is_err(), "at most one batch");
+        assert_verifies(std::slice::from_ref(&path), &store).await;
+    }
+
+    #[tokio::test]
+    async fn a_store_that_refuses_the_head_stops_the_next_append_and_restart_reuses_no_seq() {
+        let (_d, store, path) = setup().await;
+        let log = AuditLog::open(&path, store.clone(), clock()).await.unwrap();
+        log.append(AuditEvent::new("a", "system")).await.unwrap();
+        refuse_head_writes(&store, true).await;
+        // Durable, but its head cannot be saved: the append fails and the
+        // head stays pending.
+        assert!(log.append(AuditEvent::new("b", "system")).await.is_err());
+        assert_eq!(log.head().await.seq, 2);
+        let before = std::fs::read(&path).unwrap();
+        // The next appends would go past the bound: they write nothing.
+        assert!(log.append(AuditEvent::new("c", "system")).await.is_err());
+        assert!(log.append_closing(&events(&["d"])).await.is_err());
+        assert!(log.append_all(&events(&["e", "f"])).await.is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), before, "file unchanged");
+        assert_eq!(stored_seq(&store).await, 1);
+        drop(log);
+
+        // A restart adopts the record (one past the head), never reusing its seq.
+        refuse_head_writes(&store, false).await;
+        let log = AuditLog::open(&path, store.clone(), clock()).await.unwrap();
+        assert_eq!(log.append(AuditEvent::new("c", "system")).await.unwrap(), 3);
+        // Or, the store back in order, the pending head is saved first.
+        refuse_head_writes(&store, true).await;
+        let head = log.append_closing(&events(&["d"])).await.unwrap().unwrap();
+        assert!(log.append(AuditEvent::new("e", "system")).await.is_err());
+        refuse_head_writes(&store, false).await;
+        assert_eq!(log.append(AuditEvent::new("e", "system")).await.unwrap(), 5);
+        assert_eq!(head.seq, 4);
+        let names: Vec<String> = lines(&path).into_iter().map(|r| r.event).collect();
+        assert_eq!(names, ["a", "b", "c", "d", "e"]);
+        assert_verifies(std::slice::from_ref(&path), &store).await;
     }
 
     #[tokio::test]
     async fn concurrent_appends_never_interleave() {
         let (_d, store, path) = setup().await;
-        let log = Arc::new(
-            AuditLog::open(&path, store, Arc::new(ManualClock::new(1_800_000_000)))
-                .await
-                .unwrap(),
-        );
+        let log = Arc::new(AuditLog::open(&path, store, clock()).await.unwrap());
         let mut tasks = Vec::new();
         for i in 0..40 {
             let log = log.clone();
@@ -821,11 +966,8 @@ mod tests {
     #[tokio::test]
     async fn reports_a_truncated_tail_at_open() {
         let (_d, store, path) = setup().await;
-        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(1_800_000_000));
         {
-            let log = AuditLog::open(&path, store.clone(), clock.clone())
-                .await
-                .unwrap();
+            let log = AuditLog::open(&path, store.clone(), clock()).await.unwrap();
             assert_eq!(log.tail_missing(), None);
             for e in ["a", "b", "c"] {
                 log.append(AuditEvent::new(e, "system")).await.unwrap();
@@ -834,7 +976,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         let first = text.lines().next().unwrap();
         std::fs::write(&path, format!("{first}\n")).unwrap();
-        let log = AuditLog::open(&path, store.clone(), clock).await.unwrap();
+        let log = AuditLog::open(&path, store.clone(), clock()).await.unwrap();
         assert_eq!(
             log.tail_missing(),
             Some(TailMissing {
@@ -855,5 +997,167 @@ mod tests {
         std::os::unix::fs::symlink(&target, &path).unwrap();
         let r = AuditLog::open(&path, store, Arc::new(ManualClock::new(0))).await;
         assert!(r.is_err());
+    }
+
+    /// The saved damaged tails next to `path`.
+    fn damaged_copies(path: &Path) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains(tail::DAMAGED_INFIX))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// What a power cut during the append of `log`'s last record can
+    /// leave: the start of the line, then a block of NULs.
+    fn torn(log: &[u8]) -> Vec<u8> {
+        let body = &log[..log.len() - 1];
+        let last = &body[body.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1)..];
+        let mut damage = last[..last.len() / 2].to_vec();
+        damage.extend(std::iter::repeat_n(0u8, 4096));
+        damage
+    }
+
+    /// Finding 2 of issue 14: a half-written line and a NUL block at the
+    /// end (a power cut) used to have the next record glued onto them.
+    #[tokio::test]
+    async fn a_torn_tail_is_cut_saved_and_recorded_and_the_chain_goes_on() {
+        let (_d, store, path) = setup().await;
+        {
+            let log = AuditLog::open(&path, store.clone(), clock()).await.unwrap();
+            log.append_all(&events(&["a", "b", "c"])).await.unwrap();
+        }
+        let intact = std::fs::read(&path).unwrap();
+        let damage = torn(&intact);
+        std::fs::write(&path, [intact.clone(), damage.clone()].concat()).unwrap();
+
+        let log = AuditLog::open(&path, store.clone(), clock()).await.unwrap();
+        let copies = damaged_copies(&path);
+        assert_eq!(copies.len(), 1);
+        assert_eq!(std::fs::read(&copies[0]).unwrap(), damage, "byte-identical");
+        assert_eq!(std::fs::metadata(&copies[0]).unwrap().mode() & 0o777, 0o600);
+        assert!(copies[0]
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("audit.log.damaged-3-1800000000"));
+        let recs = lines(&path);
+        assert_eq!(recs.len(), 4);
+        let repair = &recs[3];
+        assert_eq!(repair.event, crate::audit::events::AUDIT_TAIL_DAMAGED);
+        assert_eq!(repair.details["offset"], intact.len() as u64);
+        assert_eq!(repair.details["length"], damage.len() as u64);
+        assert_eq!(
+            repair.details["sha256"],
+            crate::audit::record::sha256_hex(&damage)
+        );
+        assert_eq!(repair.details["saved_to"], copies[0].display().to_string());
+        assert_eq!(log.append(AuditEvent::new("d", "system")).await.unwrap(), 5);
+        let report = assert_verifies(std::slice::from_ref(&path), &store).await;
+        assert!(
+            report.to_string().contains(&format!(
+                "tail damaged and repaired at seq 4: {} bytes at offset {} saved to {}",
+                damage.len(),
+                intact.len(),
+                copies[0].display()
+            )),
+            "{report}"
+        );
+        drop(log);
+        // Opening again repairs nothing more.
+        let log = AuditLog::open(&path, store.clone(), clock()).await.unwrap();
+        assert_eq!(log.head().await.seq, 5);
+        assert_eq!((lines(&path).len(), damaged_copies(&path).len()), (5, 1));
+    }
+
+    #[tokio::test]
+    async fn repairing_survives_a_crash_at_any_step() {
+        let (_d, store, path) = setup().await;
+        {
+            let log = AuditLog::open(&path, store.clone(), clock()).await.unwrap();
+            log.append_all(&events(&["a", "b"])).await.unwrap();
+        }
+        let intact = std::fs::read(&path).unwrap();
+        let damage = torn(&intact);
+        let copy = path.with_file_name("audit.log.damaged-2-1700000000");
+        // A crash after the copy, before the cut: the copy is reused.
+        std::fs::write(&path, [intact.clone(), damage.clone()].concat()).unwrap();
+        std::fs::write(&copy, &damage).unwrap();
+        drop(AuditLog::open(&path, store.clone(), clock()).await.unwrap());
+        assert_eq!(damaged_copies(&path), std::slice::from_ref(&copy));
+        let recs = lines(&path);
+        assert_eq!(recs.len(), 3);
+        assert_eq!(recs[2].details["saved_to"], copy.display().to_string());
+
+        // A crash after the cut, before the record: the copy nobody names
+        // yet is recorded.
+        let intact = std::fs::read(&path).unwrap();
+        let copy = path.with_file_name("audit.log.damaged-3-1700000001");
+        std::fs::write(&copy, torn(&intact)).unwrap();
+        drop(AuditLog::open(&path, store.clone(), clock()).await.unwrap());
+        let recs = lines(&path);
+        assert_eq!(recs.len(), 4);
+        assert_eq!(recs[3].details["saved_to"], copy.display().to_string());
+        assert_eq!(recs[3].details["offset"], intact.len() as u64);
+
+        // A record whole but for its newline is kept, and given one.
+        let log = AuditLog::open(&path, store.clone(), clock()).await.unwrap();
+        log.append(AuditEvent::new("e", "system")).await.unwrap();
+        drop(log);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.pop();
+        std::fs::write(&path, &bytes).unwrap();
+        let log = AuditLog::open(&path, store.clone(), clock()).await.unwrap();
+        assert_eq!(log.head().await.seq, 5);
+        assert_eq!(std::fs::read(&path).unwrap(), [&bytes[..], b"\n"].concat());
+        assert_eq!(damaged_copies(&path).len(), 2);
+        assert_verifies(std::slice::from_ref(&path), &store).await;
+    }
+
+    /// logrotate `create` made a new file that ends in a fragment: the
+    /// writer repairs it when it reopens the path.
+    #[tokio::test]
+    async fn a_reopened_file_is_repaired_too() {
+        let (_d, store, path) = setup().await;
+        let log = AuditLog::open(&path, store.clone(), clock()).await.unwrap();
+        log.append(AuditEvent::new("a", "system")).await.unwrap();
+        let rotated = path.with_extension("log.1");
+        std::fs::rename(&path, &rotated).unwrap();
+        let fragment = torn(&std::fs::read(&rotated).unwrap());
+        std::fs::write(&path, &fragment).unwrap();
+        assert_eq!(log.append(AuditEvent::new("b", "system")).await.unwrap(), 3);
+        let recs = lines(&path);
+        let names: Vec<&str> = recs.iter().map(|r| r.event.as_str()).collect();
+        assert_eq!(names, ["audit_tail_damaged", "b"]);
+        assert_eq!(recs[0].details["offset"], 0);
+        let copies = damaged_copies(&path);
+        assert_eq!(std::fs::read(&copies[0]).unwrap(), fragment);
+        let files = crate::audit::files::discover(&path).unwrap();
+        assert_eq!(
+            files,
+            [path.clone(), rotated],
+            "copies are not in the chain"
+        );
+        assert_verifies(&files, &store).await;
+    }
+
+    #[tokio::test]
+    async fn classic_format_never_appends_onto_a_partial_line() {
+        let (_d, store, path) = setup().await;
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"Mon Nov 23 13:28:53 2026:GRANT:root:ro").unwrap();
+        let log = AuditLog::open_with(&path, store, clock(), AuditFormat::Cpanel, None)
+            .await
+            .unwrap();
+        log.append(AuditEvent::new("grant", "system"))
+            .await
+            .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0], "Mon Nov 23 13:28:53 2026:GRANT:root:ro");
+        assert!(lines[1].contains(":GRANT:"), "{text}");
     }
 }

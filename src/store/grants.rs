@@ -1,10 +1,8 @@
 //! Grant rows: the desired state of access, and the intent log that makes
-//! grants and revokes crash-safe (see migrations/0001_initial.sql).
-//!
-//! Every method that writes `grants` applies the same change to the
-//! in-memory live-grant index once its statement succeeded, and re-reads
-//! the row (or the whole index) when it failed, in case the failure came
-//! after the commit (see `live`).
+//! grants and revokes crash-safe (see migrations/0001_initial.sql). SQLite
+//! is the only copy: every read asks it, every write is one fsynced
+//! statement or transaction (a `sqlx::Transaction`, rolled back if it is
+//! dropped before its commit).
 
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;

@@ -9,8 +9,8 @@ pub mod portal_session;
 pub mod token_table;
 pub mod tokens;
 
-use std::fs::{DirBuilder, File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -63,38 +63,10 @@ pub struct DaemonLock {
 /// Creates the state directory (0700) if needed and refuses one that is a
 /// symlink, not a directory, not owned by us, or writable by others.
 pub fn ensure_private_dir(path: &Path) -> Result<(), StoreError> {
-    let err = |message: String| StoreError::Directory {
+    crate::system::safefile::ensure_private_dir(path).map_err(|e| StoreError::Directory {
         path: path.to_path_buf(),
-        message,
-    };
-    match std::fs::symlink_metadata(path) {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(path)
-                .map_err(|e| err(format!("cannot create: {e}")))?;
-            // recursive() applies the mode to the last component only if umask allows it.
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| err(format!("cannot set mode 0700: {e}")))?;
-        }
-        Err(e) => return Err(err(e.to_string())),
-    }
-    let meta = std::fs::symlink_metadata(path).map_err(|e| err(e.to_string()))?;
-    if meta.file_type().is_symlink() || !meta.is_dir() {
-        return Err(err("is not a directory (symlinks are refused)".into()));
-    }
-    if meta.uid() != nix::unistd::geteuid().as_raw() {
-        return Err(err(format!("is owned by uid {}, not by us", meta.uid())));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(err(format!(
-            "is writable by group or others (mode {:o})",
-            meta.mode() & 0o7777
-        )));
-    }
-    Ok(())
+        message: e.to_string(),
+    })
 }
 
 impl DaemonLock {
@@ -185,6 +157,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     #[tokio::test]
     async fn creates_private_database_and_migrates() {

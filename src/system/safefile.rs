@@ -161,6 +161,36 @@ fn is_type(st: &FileStat, kind: SFlag) -> bool {
     SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == kind
 }
 
+/// Creates `path` (and missing parents) as a directory private to this
+/// process's user (0700) if it does not exist, then refuses it unless it
+/// is a real directory (not a symlink), owned by us and writable by no one
+/// else. For the daemon's own directories (state, audit log, socket).
+pub fn ensure_private_dir(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(path)
+                .map_err(|e| io_err(path, "create directory", e))?;
+            // The mode of the last component is subject to the umask.
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| io_err(path, "chmod 0700", e))?;
+        }
+        Err(e) => return Err(io_err(path, "stat", e)),
+    }
+    let fd = nix::fcntl::open(path, DIR_FLAGS, Mode::empty())
+        .map_err(|e| CheckedDir::classify_open_error(e, path))?;
+    let st = fstat(&fd).map_err(|e| io_err(path, "fstat", e))?;
+    check_dir_stat(
+        &st,
+        path,
+        DirPolicy::exactly(nix::unistd::geteuid().as_raw()),
+    )
+}
+
 fn check_dir_stat(st: &FileStat, path: &Path, policy: DirPolicy) -> Result<()> {
     let shown = path.display().to_string();
     if !is_type(st, SFlag::S_IFDIR) {
