@@ -168,7 +168,6 @@ pub async fn grant(app: &Arc<App>, caller: &Caller, base: GrantBase) -> ApiResul
         ssh_port: entry.ssh_port,
         whm_ip: entry.whm_ip.clone(),
     };
-    let _one = crate::api::tickets::one_grant_at_a_time()?;
     let mut g = match app.engine.grant(caller, req).await {
         Ok(g) => g,
         Err(GrantError::Refused(r)) | Err(GrantError::RolledBack(r)) => {

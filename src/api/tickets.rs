@@ -98,27 +98,12 @@ pub async fn ticket_grant(app: &Arc<App>, caller: &Caller, params: &Params) -> A
         ssh_port: 22,
         whm_ip: String::new(),
     };
-    let _one = one_grant_at_a_time()?;
     match app.engine.grant(caller, req).await {
         Ok(g) => Ok(Value::Object(granted_data(&g))),
         Err(GrantError::Refused(reason)) | Err(GrantError::RolledBack(reason)) => {
             Err(ApiError::new(reason))
         }
     }
-}
-
-/// Grants taking their turn on the engine at once (one per daemon).
-static GRANT_TURN: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
-
-/// A grant's turn, or a "busy" refusal when another grant is running:
-/// grants and revokes take turns on the engine, and a revoke (the kill
-/// switch above all) must never queue behind a pile of grants, so at most
-/// one grant is ever ahead of it. A refused grant changed nothing and can
-/// simply be retried.
-pub fn one_grant_at_a_time() -> Result<tokio::sync::SemaphorePermit<'static>, ApiError> {
-    GRANT_TURN.try_acquire().map_err(|_| {
-        ApiError::new("Another grant is in progress; nothing was changed. Try again in a moment.")
-    })
 }
 
 /// The validated inputs of a grant, before the key is known.
@@ -255,16 +240,4 @@ pub async fn ticket_list(
     params: &Params,
 ) -> crate::api::envelope::DataResult {
     crate::api::ticket_list::ticket_list(app, caller, params).await
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_second_grant_meanwhile_is_refused_as_busy() {
-        let first = super::one_grant_at_a_time().unwrap();
-        let busy = super::one_grant_at_a_time().unwrap_err();
-        assert!(busy.reason.contains("in progress"), "{}", busy.reason);
-        drop(first);
-        assert!(super::one_grant_at_a_time().is_ok());
-    }
 }
