@@ -85,6 +85,14 @@ enum Done {
     KeyInstalled(KeyAccount, KeyMark),
 }
 
+/// What the planner decided, before the change lock.
+struct Planned {
+    now: i64,
+    expires_at: Option<i64>,
+    ips: Vec<SupportIp>,
+    plan: LoginPlan,
+}
+
 /// What the grant decided before touching anything.
 struct Decided {
     line: String,
@@ -96,8 +104,14 @@ struct Decided {
 
 impl Engine {
     pub async fn grant(&self, caller: &Caller, req: GrantRequest) -> Result<Granted, GrantError> {
-        let _serial = self.changes.lock().await;
-        let (new, decided) = self.decide_grant(caller, &req).await?;
+        // One grant at a time goes on from here, so a revoke or the kill
+        // switch waits behind one grant's durable steps at most, never
+        // behind a queue of grants; and what takes time (`sshd -T` for
+        // every support address) runs before the change lock is taken.
+        let _queued = self.grant_queue.lock().await;
+        let planned = self.plan_grant(&req)?;
+        let serial = self.changes.lock().await;
+        let (new, decided) = self.decide_grant(caller, &req, planned).await?;
         // 1. The intent.
         let row = match self.store.insert_granting(&new).await {
             Ok(row) => row,
@@ -123,6 +137,7 @@ impl Engine {
                 row.ticket, row.server
             )));
         }
+        drop(serial);
         let row = GrantRow {
             state: GrantState::Active,
             ..row
@@ -141,20 +156,43 @@ impl Engine {
         })
     }
 
-    /// Checks the request against policy, the store and the host, and
-    /// decides who logs in and what goes into authorized_keys. Touches
-    /// nothing.
-    async fn decide_grant(
-        &self,
-        caller: &Caller,
-        req: &GrantRequest,
-    ) -> Result<(NewGrant, Decided), GrantError> {
+    /// What needs no lock: the request against policy, and who may log in
+    /// according to sshd and sudo (the planner's decision).
+    fn plan_grant(&self, req: &GrantRequest) -> Result<Planned, GrantError> {
         let now = self.clock.now();
         let policy = self.policy();
         let expires_at =
             planner::grant_end(now, req.ttl, &policy.ttl).map_err(|e| GrantError::Refused(e.0))?;
         let ips = planner::grant_ips(&req.access_ips, &policy.default_ips)
             .map_err(|e| GrantError::Refused(e.0))?;
+        let request = planner::classify_request(req.ticket, req.ssh_username.as_ref())
+            .map_err(|e| GrantError::Refused(e.0))?;
+        let facts = tokio::task::block_in_place(|| self.login_facts(&request, req.ticket, &ips))
+            .map_err(GrantError::Refused)?;
+        let plan = planner::decide_login(req.ticket, &request, &facts)
+            .map_err(|e| GrantError::Refused(e.0))?;
+        Ok(Planned {
+            now,
+            expires_at,
+            ips,
+            plan,
+        })
+    }
+
+    /// Under the change lock: checks the plan against the store and the
+    /// host, and decides what goes into authorized_keys. Touches nothing.
+    async fn decide_grant(
+        &self,
+        caller: &Caller,
+        req: &GrantRequest,
+        planned: Planned,
+    ) -> Result<(NewGrant, Decided), GrantError> {
+        let Planned {
+            now,
+            expires_at,
+            ips,
+            plan,
+        } = planned;
         let live = self.store.live_grants().await.map_err(store_failed)?;
         if let Some(existing) = live
             .iter()
@@ -165,12 +203,6 @@ impl Engine {
                 req.ticket, req.server, existing.ssh_username
             )));
         }
-        let request = planner::classify_request(req.ticket, req.ssh_username.as_ref())
-            .map_err(|e| GrantError::Refused(e.0))?;
-        let facts = tokio::task::block_in_place(|| self.login_facts(&request, req.ticket, &ips))
-            .map_err(GrantError::Refused)?;
-        let plan = planner::decide_login(req.ticket, &request, &facts)
-            .map_err(|e| GrantError::Refused(e.0))?;
         let user = plan.user();
         let (temp_user, sudoers_dropin, group) = match &plan {
             LoginPlan::Temporary {

@@ -83,8 +83,14 @@ pub struct Engine {
     host: Host,
     clock: Arc<dyn Clock>,
     policy: RwLock<Policy>,
-    /// Serialises every change to the host.
+    /// Serialises every change to keys, users, sudoers and the store.
     changes: Arc<Mutex<()>>,
+    /// Grants queue here before the change lock, one at a time (see
+    /// [`Engine::grant`]).
+    grant_queue: Mutex<()>,
+    /// Serialises firewall updates; held apart from `changes`, so taking a
+    /// key away never waits for a firewall tool.
+    firewall: Mutex<()>,
     /// Woken when a grant is made, so the expiry timer can wake earlier.
     grants_changed: Arc<tokio::sync::Notify>,
 }
@@ -104,6 +110,8 @@ impl Engine {
             clock,
             policy: RwLock::new(policy),
             changes: Arc::new(Mutex::new(())),
+            grant_queue: Mutex::new(()),
+            firewall: Mutex::new(()),
             grants_changed: Arc::new(tokio::sync::Notify::new()),
         }
     }
@@ -189,12 +197,16 @@ impl Engine {
     }
 
     /// Brings every whitelist to the union of the live grants' addresses
-    /// (or removes it when none is left), auditing each change.
+    /// (or removes it when none is left), auditing each change. Every
+    /// change of the live grants is followed by one of these, each reading
+    /// the grants under the firewall lock, so the last one wins with the
+    /// current set. Callers do not hold the change lock.
     async fn converge_whitelist(
         &self,
         caller: &Caller,
         non_fatals: &mut Vec<String>,
     ) -> WhitelistOutcome {
+        let _firewall = self.firewall.lock().await;
         let live = match self.store.live_grants().await {
             Ok(l) => l,
             Err(e) => {
@@ -251,9 +263,8 @@ impl Engine {
         Ok(self.store.live_grants().await?.len())
     }
 
-    /// Converges the whitelist to the live grants, under the change lock.
+    /// Converges the whitelist to the live grants.
     pub async fn whitelist_converge(&self, caller: &Caller) -> WhitelistOutcome {
-        let _serial = self.changes.lock().await;
         let mut non_fatals = Vec::new();
         self.converge_whitelist(caller, &mut non_fatals).await
     }

@@ -25,7 +25,7 @@ pub struct ReconcileReport {
 impl Engine {
     /// One reconciliation pass.
     pub async fn reconcile(&self) -> Result<ReconcileReport, EngineError> {
-        let _serial = self.changes.lock().await;
+        let serial = self.changes.lock().await;
         let live = self.store.live_grants().await?;
         let seen = self.observe(&live).await?;
         let repairs = planner::plan_reconcile(&live, &seen);
@@ -55,6 +55,7 @@ impl Engine {
                 }
             }
         }
+        drop(serial);
         let mut non_fatals = Vec::new();
         let wl = self.converge_whitelist(&caller, &mut non_fatals).await;
         report.errors.extend(wl.errors);

@@ -65,7 +65,7 @@ impl Engine {
         server: Option<ServerNum>,
         user: &Username,
     ) -> Result<Revoked, EngineError> {
-        let _serial = self.changes.lock().await;
+        let serial = self.changes.lock().await;
         let rows = self
             .store
             .list_live(Some(ticket), server, Some(user))
@@ -112,6 +112,7 @@ impl Engine {
                 "No keys for ticket {ticket}{which} were found for the user “{user}”; nothing was revoked."
             )));
         }
+        drop(serial);
         out.whitelist = self.converge_whitelist(caller, &mut out.non_fatals).await;
         Ok(out)
     }
@@ -123,7 +124,7 @@ impl Engine {
         reason: EndReason,
         only: &(dyn Fn(&GrantRow) -> bool + Sync),
     ) -> Result<Revoked, EngineError> {
-        let _serial = self.changes.lock().await;
+        let serial = self.changes.lock().await;
         let rows = self.store.live_grants().await?;
         let mut out = Revoked::default();
         for row in rows
@@ -132,6 +133,7 @@ impl Engine {
         {
             self.end_grant(caller, row, reason, &mut out).await;
         }
+        drop(serial);
         if !out.grants.is_empty() {
             out.whitelist = self.converge_whitelist(caller, &mut out.non_fatals).await;
         }

@@ -39,7 +39,7 @@ impl Engine {
         {
             return Ok(0);
         }
-        let _serial = self.changes.lock().await;
+        let serial = self.changes.lock().await;
         let caller = Caller::System;
         let live = self.store.live_grants().await?;
         let moving: Vec<_> = live
@@ -56,7 +56,10 @@ impl Engine {
         union.sort();
         union.dedup();
         let fw = self.host.firewall.clone();
-        let opened = tokio::task::block_in_place(|| fw.ensure(&union));
+        let opened = {
+            let _firewall = self.firewall.lock().await;
+            tokio::task::block_in_place(|| fw.ensure(&union))
+        };
         let mut nf = Vec::new();
         self.audit_whitelist_changes(&caller, &opened, &mut nf)
             .await;
@@ -84,6 +87,7 @@ impl Engine {
             moved += 1;
         }
         // 3. Close what no grant needs any more.
+        drop(serial);
         self.converge_whitelist(&caller, &mut nf).await;
         Ok(moved)
     }

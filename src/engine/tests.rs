@@ -990,3 +990,86 @@ async fn a_new_shorter_grant_wakes_the_expiry_timer() {
         .contains("8282_server"));
     task.abort();
 }
+
+/// An `sshd -T` that waits until the test lets it go.
+struct HeldSshd {
+    inner: Arc<dyn crate::system::sshd::SshdProbe>,
+    entered: std::sync::mpsc::SyncSender<()>,
+    release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl crate::system::sshd::SshdProbe for HeldSshd {
+    fn effective(
+        &self,
+        user: &Username,
+        from: std::net::IpAddr,
+    ) -> Result<crate::sshd_config::SshdEffective, crate::system::sshd::SshdError> {
+        let _ = self.entered.try_send(());
+        let _ = self
+            .release
+            .lock()
+            .unwrap()
+            .recv_timeout(std::time::Duration::from_secs(60));
+        self.inner.effective(user, from)
+    }
+}
+
+/// Issue 15: the kill switch never waits behind a slow grant. A grant
+/// stuck in `sshd -T` holds no lock a revoke needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kill_switch_does_not_wait_for_a_slow_grant() {
+    let Some(mut rig) = rig("PermitRootLogin prohibit-password").await else {
+        return;
+    };
+    let caller = Caller::LocalRoot { uid: 0 };
+    rig.engine
+        .grant(&caller, request(&rig, "9393"))
+        .await
+        .unwrap();
+    let (entered_tx, entered_rx) = std::sync::mpsc::sync_channel(1);
+    let (release_tx, release_rx) = std::sync::mpsc::channel();
+    rig.engine.host.sshd = Arc::new(HeldSshd {
+        inner: rig.engine.host.sshd.clone(),
+        entered: entered_tx,
+        release: std::sync::Mutex::new(release_rx),
+    });
+    let Rig {
+        scratch,
+        engine,
+        key,
+        ..
+    } = rig;
+    let engine = Arc::new(engine);
+    let slow = {
+        let engine = Arc::clone(&engine);
+        tokio::spawn(async move {
+            engine
+                .grant(
+                    &Caller::LocalRoot { uid: 0 },
+                    request_with_key(&key, "9494"),
+                )
+                .await
+        })
+    };
+    tokio::task::spawn_blocking(move || {
+        entered_rx.recv_timeout(std::time::Duration::from_secs(30))
+    })
+    .await
+    .unwrap()
+    .expect("the slow grant reached sshd -T");
+    // Bounded so a regression fails instead of hanging; the grant waits
+    // for its release for up to a minute.
+    let killed = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        engine.revoke_where(&caller, super::revoke::EndReason::RevokeAll, &|_| true),
+    )
+    .await
+    .expect("the kill switch waited for a grant stuck in sshd -T")
+    .unwrap();
+    assert_eq!(killed.grants.len(), 1);
+    assert!(!scratch
+        .read("root/.ssh/authorized_keys")
+        .contains("9393_server"));
+    release_tx.send(()).unwrap();
+    slow.await.unwrap().unwrap();
+}
