@@ -32,6 +32,7 @@ pub mod system;
 #[cfg(test)]
 pub mod testing;
 pub mod types;
+pub mod web;
 
 /// For tests that cannot run on this machine (not root, a tool missing, no
 /// namespaces): prints one loud `SKIPPED: …` line. When

@@ -62,6 +62,10 @@ e2e_test!(s4_ttl_backstop_with_daemon_down => scenarios::access::ttl_backstop_wi
 e2e_test!(s5_crash_external_kill_during_burst => scenarios::mix::crash_external_kill_during_burst);
 e2e_test!(s6_firewall_default_drop => scenarios::firewall::firewall_default_drop);
 e2e_test!(s7_parallel_mixed_operations => scenarios::mix::parallel_mixed_operations);
+e2e_test!(
+    /// A full disk under the audit log: no change goes unrecorded.
+    s8_full_audit_disk => scenarios::disk::full_audit_disk
+);
 
 /// Scenario 5: one test per fault point of the daemon (`SUPPORTAUTH_FAULT`).
 macro_rules! crash_tests {

@@ -5,12 +5,14 @@
 //! params: &Params) -> ApiResult` and add one line to [`FUNCTIONS`]:
 //! `Function { name: "f", acl: Acl::..., handler: handler!(module::f) }`.
 
+pub mod audit_log;
 pub mod auth;
 pub mod caller;
 pub mod dispatch;
 pub mod envelope;
 pub mod portal;
 pub mod portal_grant;
+pub mod portal_status;
 pub mod ticket_list;
 pub mod tickets;
 pub mod tokens;
@@ -101,5 +103,21 @@ pub static FUNCTIONS: &[Function] = &[
         name: "ticket_ssh_test_start",
         acl: Acl::TicketsGrant,
         handler: handler!(portal::ticket_ssh_test_start),
+    },
+    // The web page's reads (src/web): audit records, audit verify, portal box.
+    Function {
+        name: "audit_log_read",
+        acl: Acl::AuditRead,
+        handler: handler!(audit_log::audit_log_read),
+    },
+    Function {
+        name: "audit_log_verify",
+        acl: Acl::AuditRead,
+        handler: handler!(audit_log::audit_log_verify),
+    },
+    Function {
+        name: "ticket_portal_status",
+        acl: Acl::TicketsList,
+        handler: handler!(portal_status::ticket_portal_status),
     },
 ];

@@ -34,6 +34,9 @@ pub const SSH_TEST: &str = "ssh_test";
 pub const DAEMON_START: &str = "daemon_start";
 pub const DAEMON_STOP: &str = "daemon_stop";
 pub const AUDIT_TAIL_MISSING: &str = "audit_tail_missing";
+/// Records whose append failed were kept and this many more dropped (the
+/// backlog was full); details: count, kept_at_most.
+pub const AUDIT_RECORDS_DROPPED: &str = "audit_records_dropped";
 /// A torn or damaged end of the live file was cut and saved aside
 /// (details `file`, `offset`, `length`, `sha256`, `saved_to`).
 pub const AUDIT_TAIL_DAMAGED: &str = "audit_tail_damaged";
@@ -42,7 +45,7 @@ pub const AUDIT_TAIL_DAMAGED: &str = "audit_tail_damaged";
 pub const ENDING: [&str; 5] = [REVOKE, EXPIRE, REVOKE_CLOSED, REVOKE_ALL, GRANT_ROLLED_BACK];
 
 /// Every event name schema v1 defines.
-pub const ALL: [&str; 26] = [
+pub const ALL: [&str; 27] = [
     GRANT,
     REVOKE,
     EXPIRE,
@@ -69,6 +72,7 @@ pub const ALL: [&str; 26] = [
     DAEMON_STOP,
     AUDIT_TAIL_MISSING,
     AUDIT_TAIL_DAMAGED,
+    AUDIT_RECORDS_DROPPED,
 ];
 
 /// Whether `event` ends access for its (ticket_id, server_num).

@@ -32,7 +32,9 @@ pub enum Outcome {
 }
 
 /// What a caller asks to record; the writer adds seq, time and the chain.
-#[derive(Debug, Clone, PartialEq)]
+/// (Serialised only to keep it in the store while the log cannot be
+/// written.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEvent {
     /// e.g. grant, revoke, expire, key_added, key_removed, user_created,
     /// user_deleted, sudoers_added, sudoers_removed, whitelist_added,

@@ -94,7 +94,24 @@ struct State {
     open: Option<OpenFile>,
     /// Damaged tails cut from the file whose records are not written yet.
     repairs: Vec<TailRepair>,
+    /// Records whose append failed, oldest first, kept (in the store too)
+    /// until the log can be written again.
+    kept: Vec<Kept>,
+    /// Records dropped because `kept` was full, reported when it drains.
+    dropped: u64,
 }
+
+/// A record waiting for the log; `id` is its row in the store's backlog
+/// (`None` when the store could not take it either).
+struct Kept {
+    id: Option<i64>,
+    event: AuditEvent,
+}
+
+/// The most records kept while the log cannot be written: a failing disk
+/// must not make memory grow without bound. Past it, records are counted
+/// and the count is recorded when the log works again.
+pub const MAX_KEPT: usize = 10_000;
 
 pub struct AuditLog {
     path: PathBuf,
@@ -105,6 +122,10 @@ pub struct AuditLog {
     tail_missing: Option<TailMissing>,
     /// The newest head seq known to be in the store.
     saved_seq: AtomicU64,
+    /// How many records wait in `State::kept` (read without the lock).
+    kept_len: AtomicU64,
+    /// Notified when records start to wait, for whoever retries them.
+    kept_notify: Arc<tokio::sync::Notify>,
     state: Mutex<State>,
 }
 
@@ -204,7 +225,8 @@ impl AuditLog {
                 );
             }
         }
-        let pending_repairs = !checked.repairs.is_empty();
+        let kept = load_kept(&store).await;
+        let pending = !checked.repairs.is_empty() || !kept.is_empty();
         let log = AuditLog {
             path: path.to_path_buf(),
             store,
@@ -213,14 +235,22 @@ impl AuditLog {
             journald,
             tail_missing,
             saved_seq: AtomicU64::new(stored.map_or(0, |h| h.seq)),
+            kept_len: AtomicU64::new(kept.len() as u64),
+            kept_notify: Arc::new(tokio::sync::Notify::new()),
             state: Mutex::new(State {
                 head,
                 open: Some(open),
                 repairs: checked.repairs,
+                kept,
+                dropped: 0,
             }),
         };
-        if pending_repairs {
-            log.append_batch(&[], true).await?;
+        // A log that cannot be written yet (a full disk) must not keep the
+        // daemon from starting: revokes go on, and these wait.
+        if pending {
+            if let Err(e) = log.flush_kept().await {
+                tracing::error!(error = %e, "audit records wait for the log to be writable");
+            }
         }
         Ok(log)
     }
@@ -282,6 +312,23 @@ impl AuditLog {
         Ok(head.filter(|_| self.format == AuditFormat::Json))
     }
 
+    /// How many records wait for the log (see [`MAX_KEPT`]).
+    pub fn kept(&self) -> u64 {
+        self.kept_len.load(Ordering::SeqCst)
+    }
+
+    /// Notified whenever an append fails and its records start to wait.
+    pub fn kept_notify(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.kept_notify)
+    }
+
+    /// Appends the records that wait (a repair of a torn tail, records
+    /// whose append failed) now; returns how many still wait.
+    pub async fn flush_kept(&self) -> Result<u64, AuditError> {
+        self.append_batch(&[], true).await?;
+        Ok(self.kept())
+    }
+
     /// Tells the writer the store now holds `head` (from
     /// [`Self::append_closing`]), so the next append need not save it.
     pub async fn head_committed(&self, head: &ChainHead) {
@@ -291,27 +338,101 @@ impl AuditLog {
     /// One batch (at most [`MAX_BATCH`] records; none just writes pending
     /// repair records), after saving an unsaved head; its own head saved
     /// too when `save`. Returns the seqs and the new head.
+    /// When the append fails, `events` are kept (see [`Self::keep`]) and
+    /// the error returned: the caller decides whether to go on.
     async fn append_batch(
         &self,
         events: &[AuditEvent],
         save: bool,
     ) -> Result<(Vec<u64>, Option<ChainHead>), AuditError> {
         let mut state = self.state.lock().await;
+        let mut durable = false;
+        let written = self
+            .append_locked(&mut state, events, save, &mut durable)
+            .await;
+        // Records already in the file (only their head's save failed) are
+        // not kept: the next append saves that head.
+        if written.is_err() && !durable && !events.is_empty() {
+            self.keep(&mut state, events).await;
+            self.kept_notify.notify_one();
+        }
+        self.kept_len
+            .store(state.kept.len() as u64, Ordering::SeqCst);
+        written
+    }
+
+    /// Sets `durable` once `events` are in the file.
+    async fn append_locked(
+        &self,
+        state: &mut State,
+        events: &[AuditEvent],
+        save: bool,
+        durable: &mut bool,
+    ) -> Result<(Vec<u64>, Option<ChainHead>), AuditError> {
         // The bound: nothing is written while the log is past the store.
-        self.save_pending(&state).await?;
-        self.reopen_if_moved(&mut state).await?;
+        self.save_pending(state).await?;
+        self.reopen_if_moved(state).await?;
         while !state.repairs.is_empty() {
             let n = state.repairs.len().min(MAX_BATCH);
             let records: Vec<AuditEvent> = state.repairs[..n].iter().map(|r| r.event()).collect();
-            self.write_batch(&mut state, &records).await?;
+            self.write_batch(state, &records).await?;
             state.repairs.drain(..n);
-            self.save_pending(&state).await?;
+            self.save_pending(state).await?;
         }
-        let written = self.write_batch(&mut state, events).await?;
+        // What waited goes first, so the log keeps the order of events.
+        while !state.kept.is_empty() {
+            let n = state.kept.len().min(MAX_BATCH);
+            let records: Vec<AuditEvent> =
+                state.kept[..n].iter().map(|k| k.event.clone()).collect();
+            self.write_batch(state, &records).await?;
+            let ids: Vec<i64> = state.kept.drain(..n).filter_map(|k| k.id).collect();
+            // Should this fail, a restart appends them again: twice in the
+            // log is better than never.
+            if let Err(e) = self.store.forget_audit_records(&ids).await {
+                tracing::error!(error = %e, "cannot forget audit records now in the log");
+            }
+            self.save_pending(state).await?;
+        }
+        if state.dropped > 0 {
+            let overflow = AuditEvent::new(super::events::AUDIT_RECORDS_DROPPED, "system")
+                .outcome(super::Outcome::Failed)
+                .details(serde_json::json!({"count": state.dropped, "kept_at_most": MAX_KEPT}));
+            self.write_batch(state, &[overflow]).await?;
+            state.dropped = 0;
+            self.save_pending(state).await?;
+        }
+        let written = self.write_batch(state, events).await?;
+        *durable = true;
         if save {
-            self.save_pending(&state).await?;
+            self.save_pending(state).await?;
         }
         Ok(written)
+    }
+
+    /// Keeps records whose append failed, in the store and in memory, with
+    /// the time they were made (`delayed_since`): they are appended before
+    /// anything else once the log can be written, so no change goes
+    /// unrecorded.
+    async fn keep(&self, state: &mut State, events: &[AuditEvent]) {
+        let since = rfc3339(self.clock.now());
+        for ev in events {
+            if state.kept.len() >= MAX_KEPT {
+                state.dropped += 1;
+                continue;
+            }
+            let mut ev = ev.clone();
+            if let serde_json::Value::Object(details) = &mut ev.details {
+                details.insert("delayed_since".into(), since.clone().into());
+            }
+            let id = match serde_json::to_string(&ev) {
+                Ok(json) => self.store.keep_audit_record(&json).await,
+                Err(e) => Err(crate::store::StoreError::Corrupt(e.to_string())),
+            };
+            let id = id
+                .map_err(|e| tracing::error!(error = %e, event = %ev.event, "audit record kept in memory only"))
+                .ok();
+            state.kept.push(Kept { id, event: ev });
+        }
     }
 
     /// Saves the in-memory head unless the store is known to hold it.
@@ -436,6 +557,30 @@ fn io_err(path: &Path, message: impl Into<String>) -> AuditError {
         path: path.to_path_buf(),
         message: message.into(),
     }
+}
+
+/// The records a failing log left in the store's backlog, oldest first
+/// (an unreadable one is logged and left there).
+async fn load_kept(store: &Store) -> Vec<Kept> {
+    let rows = match store.kept_audit_records().await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the audit backlog");
+            return Vec::new();
+        }
+    };
+    rows.into_iter()
+        .filter_map(|(id, json)| match serde_json::from_str(&json) {
+            Ok(event) => Some(Kept {
+                id: Some(id),
+                event,
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, id, "unreadable record in the audit backlog");
+                None
+            }
+        })
+        .collect()
 }
 
 /// The chain head the store holds (None before the first record).
@@ -919,21 +1064,33 @@ mod tests {
         assert!(log.append_all(&events(&["e", "f"])).await.is_err());
         assert_eq!(std::fs::read(&path).unwrap(), before, "file unchanged");
         assert_eq!(stored_seq(&store).await, 1);
+        // The refused records wait in the store: "b" is in the file, the
+        // others are kept, in order.
+        assert_eq!(log.kept(), 4);
         drop(log);
 
-        // A restart adopts the record (one past the head), never reusing its seq.
+        // A restart adopts the record (one past the head), never reusing
+        // its seq, and appends what waited, in order.
         refuse_head_writes(&store, false).await;
         let log = AuditLog::open(&path, store.clone(), clock()).await.unwrap();
-        assert_eq!(log.append(AuditEvent::new("c", "system")).await.unwrap(), 3);
+        assert_eq!(log.kept(), 0);
+        assert_eq!(log.append(AuditEvent::new("g", "system")).await.unwrap(), 7);
         // Or, the store back in order, the pending head is saved first.
         refuse_head_writes(&store, true).await;
-        let head = log.append_closing(&events(&["d"])).await.unwrap().unwrap();
-        assert!(log.append(AuditEvent::new("e", "system")).await.is_err());
+        let head = log.append_closing(&events(&["h"])).await.unwrap().unwrap();
+        assert!(log.append(AuditEvent::new("i", "system")).await.is_err());
         refuse_head_writes(&store, false).await;
-        assert_eq!(log.append(AuditEvent::new("e", "system")).await.unwrap(), 5);
-        assert_eq!(head.seq, 4);
-        let names: Vec<String> = lines(&path).into_iter().map(|r| r.event).collect();
-        assert_eq!(names, ["a", "b", "c", "d", "e"]);
+        assert_eq!(log.flush_kept().await.unwrap(), 0);
+        assert_eq!(head.seq, 8);
+        let recs = lines(&path);
+        let names: Vec<&str> = recs.iter().map(|r| r.event.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c", "d", "e", "f", "g", "h", "i"]);
+        assert!(
+            recs[2].details.get("delayed_since").is_some(),
+            "{:?}",
+            recs[2]
+        );
+        assert!(store.kept_audit_records().await.unwrap().is_empty());
         assert_verifies(std::slice::from_ref(&path), &store).await;
     }
 

@@ -101,6 +101,9 @@ pub enum Command {
     RevokeAll,
     /// Read and verify the audit log.
     Audit(AuditArgs),
+    /// The web page inside WHM: one CGI request, forwarded to the daemon
+    /// (installed as WHM's index.cgi; see whm/).
+    WhmCgi,
 }
 
 #[derive(Debug, Subcommand)]
@@ -193,6 +196,7 @@ pub fn main() -> ExitCode {
             validate(path.as_deref().or(cli.config.as_deref()))
         }
         Command::Audit(a) => audit(&cli, a),
+        Command::WhmCgi => crate::web::cgi::main(cli.config.as_deref()),
         _ => match call_command(&cli) {
             Ok(code) => code,
             Err(e) => {
@@ -407,7 +411,7 @@ fn to_call(cmd: &Command) -> Result<PlannedCall, String> {
         }
         Command::RemoveClosed => ("ticket_remove_closed", Render::Revoked),
         Command::RevokeAll => ("ticket_revoke_all", Render::Revoked),
-        Command::Daemon | Command::Config(_) | Command::Audit(_) => {
+        Command::Daemon | Command::Config(_) | Command::Audit(_) | Command::WhmCgi => {
             return Err("not an API command".into())
         }
     };

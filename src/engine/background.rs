@@ -8,6 +8,9 @@ use tokio::sync::watch;
 
 use super::Engine;
 
+/// How often records that wait for the audit log are retried.
+const KEPT_RETRY: Duration = Duration::from_secs(5);
+
 /// Runs until `shutdown` turns true. Wakes at the next expiry (or after
 /// `reconcile_every`, whichever is sooner), and recomputes that whenever a
 /// grant is made: no busy polling, and no grant outlives its end by more
@@ -19,14 +22,21 @@ pub async fn run(
 ) {
     let mut next_reconcile = engine.now() + reconcile_every.as_secs() as i64;
     let granted = engine.grants_changed();
+    let kept = engine.audit().kept_notify();
     loop {
         let now = engine.now();
         let next_expiry = engine.store().next_expiry().await.ok().flatten();
         let wake_at = next_expiry.map_or(next_reconcile, |t| t.min(next_reconcile));
-        let wait = Duration::from_secs(wake_at.saturating_sub(now).clamp(0, 3600) as u64);
+        let mut wait = Duration::from_secs(wake_at.saturating_sub(now).clamp(0, 3600) as u64);
+        // Audit records wait for a log that could not be written (a full
+        // disk): try again every few seconds until they are in.
+        if engine.audit().kept() > 0 {
+            wait = wait.min(KEPT_RETRY);
+        }
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = granted.notified() => continue,
+            _ = kept.notified() => continue,
             changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow() {
                     return;
@@ -36,6 +46,17 @@ pub async fn run(
         }
         if *shutdown.borrow() {
             return;
+        }
+        if engine.audit().kept() > 0 {
+            match engine.audit().flush_kept().await {
+                Ok(0) => {
+                    tracing::info!("the audit log is writable again: waiting records appended")
+                }
+                Ok(n) => tracing::warn!(waiting = n, "audit records still wait for the log"),
+                Err(e) => {
+                    tracing::warn!(error = %e, waiting = engine.audit().kept(), "the audit log still cannot be written")
+                }
+            }
         }
         match engine.expire_due().await {
             Ok(0) => {}

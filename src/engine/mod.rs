@@ -139,6 +139,10 @@ impl Engine {
         &self.store
     }
 
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
     pub fn host(&self) -> &Host {
         &self.host
     }

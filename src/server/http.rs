@@ -33,6 +33,7 @@ pub fn router(app: Arc<App>) -> Router {
             "/json-api/{function}",
             get(api_call).post(api_call).head(method_not_allowed),
         )
+        .merge(crate::web::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(app)

@@ -4,6 +4,7 @@
 //! `daemon.lock`). The directory is 0700 and the database 0600; WAL and a
 //! busy timeout let the CLI's read-only commands run beside the daemon.
 
+pub mod audit_backlog;
 pub mod grants;
 pub mod portal_session;
 pub mod token_table;

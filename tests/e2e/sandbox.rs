@@ -147,6 +147,14 @@ fn mount(fstype: &str, opts: &str, source: &str, target: &Path) {
     cmd::run_ok(&mount, &args);
 }
 
+/// A tmpfs of `bytes` at `at` (inside the sandbox's mount namespace): a
+/// disk that really fills up.
+pub fn mount_small_tmpfs(at: &Path, bytes: u64) {
+    std::fs::create_dir_all(at).expect("mount point");
+    let opts = format!("mode=0700,size={bytes}");
+    mount("tmpfs", &opts, "e2e-small", at);
+}
+
 fn mount_tmpfs(at: &Path, mode: &str) {
     let opts = format!("mode={mode}");
     mount("tmpfs", &opts, "e2e", at);

@@ -3,5 +3,6 @@
 
 pub mod access;
 pub mod crash;
+pub mod disk;
 pub mod firewall;
 pub mod mix;

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Form, Path, State};
+use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -90,6 +90,7 @@ impl Stub {
             received: Vec::new(),
         }));
         let app = Router::new()
+            .route("/api/oauth2/authorize", get(authorize))
             .route("/api/oauth2/token", post(token))
             .route("/api/support/access_ips", get(access_ips))
             .route("/api/support/info", get(info))
@@ -211,6 +212,29 @@ async fn guard(s: &S, h: &HeaderMap, what: String, body: String) -> Option<Respo
         );
     }
     failure(mode).await
+}
+
+/// The portal's authorization window, as after the administrator signed
+/// in: an "Allow Access" link back to `redirect_uri` with [`GOOD_CODE`].
+async fn authorize(State(s): State<S>, Query(q): Query<BTreeMap<String, String>>) -> Response {
+    let redirect = q.get("redirect_uri").cloned().unwrap_or_default();
+    record(&s, "GET /oauth2/authorize".into(), redirect.clone());
+    let escape = |t: &str| {
+        t.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let sep = if redirect.contains('?') { '&' } else { '?' };
+    let target = escape(&format!("{redirect}{sep}code={GOOD_CODE}"));
+    (
+        [("content-type", "text/html; charset=utf-8")],
+        format!(
+            "<!doctype html><title>cPanel Authorization Request</title>\
+             <h1>cPanel Authorization Request</h1><a id=\"allow\" href=\"{target}\">Allow Access</a>"
+        ),
+    )
+        .into_response()
 }
 
 async fn token(State(s): State<S>, Form(f): Form<BTreeMap<String, String>>) -> Response {
