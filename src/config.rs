@@ -286,7 +286,7 @@ impl Default for ListenConfig {
             tls_cert: None,
             tls_key: None,
             max_connections: 64,
-            max_connections_per_source: 8,
+            max_connections_per_source: 16,
             max_body_bytes: 64 * 1024,
             header_timeout_secs: 10,
             request_timeout_secs: 60,
