@@ -66,8 +66,14 @@ pub struct ListenConfig {
     /// PEM certificate chain and key for TLS on the TCP listeners.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
-    /// Connections served at once; further ones wait in the kernel backlog.
+    /// TCP connections (and non-root Unix-socket connections) served at
+    /// once; further ones wait. Root's Unix-socket connections have a
+    /// budget of their own of the same size, so they are never crowded out.
     pub max_connections: usize,
+    /// Connections one source may hold at once: an address (IPv6 by /64,
+    /// all of loopback counting as one) or a local uid. Beyond it a
+    /// connection is answered 503 and closed.
+    pub max_connections_per_source: usize,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
     /// Time allowed to send the request headers.
@@ -163,6 +169,10 @@ pub struct AuthConfig {
     pub failure_window_secs: u64,
     /// Longest delay imposed on a repeatedly failing address.
     pub max_delay_ms: u64,
+    /// Failed authentications audited one by one per window, from all
+    /// sources together; the rest are counted in one summary record per
+    /// window (count, sources, first and last time).
+    pub audit_records_per_window: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -276,6 +286,7 @@ impl Default for ListenConfig {
             tls_cert: None,
             tls_key: None,
             max_connections: 64,
+            max_connections_per_source: 16,
             max_body_bytes: 64 * 1024,
             header_timeout_secs: 10,
             request_timeout_secs: 60,
@@ -352,6 +363,7 @@ impl Default for AuthConfig {
             failures_before_delay: 5,
             failure_window_secs: 300,
             max_delay_ms: 5000,
+            audit_records_per_window: 20,
         }
     }
 }
@@ -503,6 +515,12 @@ impl Config {
         if self.listen.max_connections == 0 {
             return Err(bad("listen.max_connections", "must be at least 1".into()));
         }
+        if self.listen.max_connections_per_source == 0 {
+            return Err(bad(
+                "listen.max_connections_per_source",
+                "must be at least 1".into(),
+            ));
+        }
         if self.listen.max_body_bytes < 1024 {
             return Err(bad("listen.max_body_bytes", "must be at least 1024".into()));
         }
@@ -513,6 +531,9 @@ impl Config {
             ));
         }
         let a = &self.access;
+        if let Err(e) = crate::types::check_support_ips(&a.support_ips) {
+            return Err(bad("access.support_ips", e.0));
+        }
         if a.default_ttl_secs == 0 {
             return Err(bad(
                 "access.default_ttl_secs",

@@ -66,15 +66,51 @@ fn parse_positive_id(
     Ok(value)
 }
 
+/// Whether `c` must not reach a terminal or a reader as itself: control
+/// characters, Unicode format characters (general category Cf: bidi
+/// overrides such as U+202E, zero-width characters, the BOM, tags) and the
+/// line and paragraph separators. They can reorder or hide what an auditor
+/// reads.
+pub fn is_hidden_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{00AD}'
+            | '\u{0600}'..='\u{0605}'
+            | '\u{061C}'
+            | '\u{06DD}'
+            | '\u{070F}'
+            | '\u{0890}'..='\u{0891}'
+            | '\u{08E2}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0001}'
+            | '\u{E0020}'..='\u{E007F}')
+}
+
+/// Writes `c` escaped (`\n`, `\u{202e}`) when it is hidden, else as is.
+pub fn push_visible(out: &mut String, c: char) {
+    if is_hidden_char(c) {
+        out.extend(c.escape_default());
+    } else {
+        out.push(c);
+    }
+}
+
 /// Renders untrusted text safely for a reason string or a log line.
 pub fn printable(s: &str) -> String {
     let mut out = String::new();
     for c in s.chars().take(80) {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
+        push_visible(&mut out, c);
     }
     if s.chars().count() > 80 {
         out.push('…');
@@ -281,7 +317,7 @@ impl Cidr {
                     net.trunc()
                 )));
             }
-            net
+            unmap(net)
         } else {
             let ip = IpAddr::from_str(s).map_err(|_| {
                 InputError::new(format!(
@@ -306,6 +342,23 @@ impl Cidr {
         matches!(self.0, IpNet::V4(_))
     }
 }
+
+/// An IPv4-mapped IPv6 range (`::ffff:a.b.c.d/N`, N >= 96) as the IPv4
+/// range it is: one spelling per range, so width rules, whitelists and the
+/// firewall (which lists such rules as IPv4) all see the same thing.
+fn unmap(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => IpNet::new(IpAddr::V4(v4), v6.prefix_len() - 96).unwrap_or(net),
+            None => net,
+        },
+        other => other,
+    }
+}
+
+/// The first address of the IPv4-mapped block `::ffff:0:0/96`: after
+/// [`unmap`], an IPv6 range containing it contains the whole block.
+const MAPPED_START: IpAddr = IpAddr::V6(std::net::Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0));
 
 /// Maps IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`, as a dual-stack socket
 /// reports them) to plain IPv4 so whitelists match either form.
@@ -368,6 +421,14 @@ impl SupportIp {
                 "“{cidr}” is too wide to open to support: ranges must be /{min} or narrower."
             )));
         }
+        // An IPv6 range that still covers IPv4-mapped space after
+        // normalisation (e.g. `::/80`) would open IPv4 addresses through a
+        // rule no IPv4 tool shows.
+        if !cidr.is_ipv4() && net.contains(&MAPPED_START) {
+            return Err(InputError::new(format!(
+                "“{cidr}” covers the IPv4-mapped range ::ffff:0:0/96; give the IPv4 addresses instead."
+            )));
+        }
         let addr = net.addr();
         if addr.is_unspecified() || addr.is_multicast() {
             return Err(InputError::new(format!(
@@ -389,6 +450,45 @@ impl SupportIp {
     pub fn is_ipv4(&self) -> bool {
         self.0.is_ipv4()
     }
+}
+
+/// Most support addresses or ranges one grant (or the configured default
+/// list) may open: each costs firewall rules on every backend.
+pub const MAX_SUPPORT_IPS: usize = 16;
+/// Most IPv4 addresses one grant may open in total (four /24s).
+pub const MAX_SUPPORT_V4_ADDRESSES: u64 = 4 * 256;
+/// Most IPv6 space one grant may open in total, in /64 networks (four
+/// /48s).
+pub const MAX_SUPPORT_V6_NETS: u128 = 4 * (1 << 16);
+
+/// Checks a grant's list of support addresses against the caps above, so
+/// one grant cannot make the firewall work for minutes (nor open a
+/// continent through many narrow ranges).
+pub fn check_support_ips(ips: &[SupportIp]) -> Result<(), InputError> {
+    if ips.len() > MAX_SUPPORT_IPS {
+        return Err(InputError::new(format!(
+            "Too many support addresses: {} given, at most {MAX_SUPPORT_IPS} per grant.",
+            ips.len()
+        )));
+    }
+    let (mut v4, mut v6) = (0u64, 0u128);
+    for ip in ips {
+        match ip.cidr().net() {
+            IpNet::V4(n) => v4 += 1u64 << (32 - n.prefix_len()),
+            IpNet::V6(n) => v6 += 1u128 << 64u8.saturating_sub(n.prefix_len()),
+        }
+    }
+    if v4 > MAX_SUPPORT_V4_ADDRESSES {
+        return Err(InputError::new(format!(
+            "The support addresses cover {v4} IPv4 addresses; at most {MAX_SUPPORT_V4_ADDRESSES} (four /24s) per grant."
+        )));
+    }
+    if v6 > MAX_SUPPORT_V6_NETS {
+        return Err(InputError::new(format!(
+            "The support addresses cover {v6} IPv6 /64 networks; at most {MAX_SUPPORT_V6_NETS} (four /48s) per grant."
+        )));
+    }
+    Ok(())
 }
 
 impl fmt::Display for SupportIp {
@@ -490,5 +590,57 @@ mod tests {
         assert!(SupportIp::parse("255.255.255.255").is_err());
         assert!(SupportIp::parse("224.0.0.1").is_err());
         assert!(SupportIp::parse("2001:db8::/64").is_ok());
+    }
+
+    #[test]
+    fn mapped_ranges_are_ipv4_or_refused() {
+        let m = SupportIp::parse("::ffff:203.0.113.10/128").unwrap();
+        assert!(m.is_ipv4());
+        assert_eq!(m.to_string(), "203.0.113.10");
+        assert_eq!(
+            SupportIp::parse("::ffff:203.0.113.0/120")
+                .unwrap()
+                .to_string(),
+            "203.0.113.0/24"
+        );
+        // All of IPv4 spelled as IPv6 meets the IPv4 width rule.
+        assert!(SupportIp::parse("::ffff:0.0.0.0/96").is_err());
+        assert!(SupportIp::parse("::ffff:10.0.0.0/104").is_err());
+        // IPv6 ranges that contain the mapped block.
+        assert!(SupportIp::parse("::/80").is_err());
+        assert!(SupportIp::parse("::/64").is_err());
+        assert!(Cidr::parse("::ffff:192.0.2.0/120")
+            .unwrap()
+            .contains("192.0.2.5".parse().unwrap()));
+    }
+
+    #[test]
+    fn support_lists_are_capped() {
+        let ips = |n: u32, prefix: u8| -> Vec<SupportIp> {
+            (0..n)
+                .map(|i| {
+                    SupportIp::parse(&format!("10.{}.{}.0/{prefix}", i / 256, i % 256)).unwrap()
+                })
+                .collect()
+        };
+        assert!(check_support_ips(&ips(4, 24)).is_ok());
+        assert!(check_support_ips(&ips(5, 24)).is_err(), "five /24s");
+        assert!(check_support_ips(&ips(512, 24)).is_err());
+        assert!(check_support_ips(&ips(16, 28)).is_ok());
+        assert!(check_support_ips(&ips(17, 32)).is_err(), "too many entries");
+        let v6: Vec<SupportIp> = (0..5)
+            .map(|i| SupportIp::parse(&format!("2001:db8:{i}::/48")).unwrap())
+            .collect();
+        assert!(check_support_ips(&v6[..4]).is_ok());
+        assert!(check_support_ips(&v6).is_err());
+    }
+
+    #[test]
+    fn hidden_characters_are_escaped() {
+        assert_eq!(
+            printable("a\u{202E}b\u{200B}c\n"),
+            "a\\u{202e}b\\u{200b}c\\n"
+        );
+        assert_eq!(printable("ticket ✓"), "ticket ✓");
     }
 }

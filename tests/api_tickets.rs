@@ -517,3 +517,53 @@ fn a_daemon_killed_mid_revoke_finishes_the_revoke_on_restart() {
         assert!(pass, "{fault}: {out}");
     }
 }
+
+/// Issue 15, finding 8: a login user whose passwd home is not its own
+/// (`/root`, `/`) gets no key and no `~/.ssh` there.
+#[test]
+fn a_grant_into_a_home_the_user_does_not_own_is_refused() {
+    let Some(rig) = rig("PermitRootLogin no") else {
+        return;
+    };
+    let root = rig.root();
+    // Two login users that may use sudo, with homes owned by root.
+    let mut passwd = rig.read("etc/passwd");
+    passwd.push_str("helper:x:4242:4242::/root:/bin/bash\nslash:x:4243:4243::/:/bin/bash\n");
+    std::fs::write(root.join("etc/passwd"), passwd).unwrap();
+    let group: String = rig
+        .read("etc/group")
+        .lines()
+        .map(|l| {
+            if l.starts_with("sudo:") {
+                let sep = if l.ends_with(':') { "" } else { "," };
+                format!("{l}{sep}helper,slash\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect::<String>()
+        + "helper:x:4242:\nslash:x:4243:\n";
+    std::fs::write(root.join("etc/group"), group).unwrap();
+    let before = rig.snapshot();
+    for (i, user) in ["helper", "slash"].iter().enumerate() {
+        let ticket = format!("{}", 5550 + i);
+        let v = rig.call(
+            "ticket_grant",
+            &[
+                ("ticket_id", &ticket),
+                ("server_num", "1"),
+                ("ssh_key", &rig.key),
+                ("ssh_username", user),
+            ],
+        );
+        assert_eq!(v["metadata"]["result"], 0, "{user}: {v}");
+        let reason = v["metadata"]["reason"].as_str().unwrap();
+        assert!(reason.contains("owned by"), "{user}: {reason}");
+    }
+    assert!(
+        !path_exists(&root.join("root/.ssh")),
+        "~/.ssh made in /root"
+    );
+    assert!(!path_exists(&root.join(".ssh")), "~/.ssh made in /");
+    assert_eq!(rig.snapshot(), before, "the host changed");
+}

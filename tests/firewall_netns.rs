@@ -640,3 +640,57 @@ fn partial_state_after_a_crash_converges() {
     drop(lab);
     assert_eq!(host_rules(), host_before, "the host's ruleset changed");
 }
+
+/// Issue 15, finding 5: an IPv4-mapped IPv6 support address
+/// (`::ffff:10.x.0.2/128`) is the IPv4 address it maps: the rule lands in
+/// the IPv4 ruleset, and repeated reconcile passes change nothing (on the
+/// release daemon ip6tables rules grew on every pass and the check stayed
+/// NEED_SETUP).
+#[test]
+fn mapped_ipv6_support_address_is_ipv4_and_stable_across_passes() {
+    let host_before = host_rules();
+    let Some(lab) = Lab::new("mapped address test") else {
+        return;
+    };
+    let mapped = format!("::ffff:{}/128", lab.addr(2));
+    let ips = vec![SupportIp::parse(&mapped).unwrap()];
+    assert_eq!(ips[0].to_string(), lab.addr(2).to_string());
+    let (v4, v6) = ("/usr/sbin/iptables", "/usr/sbin/ip6tables");
+    for backend in ["iptables", "nftables"] {
+        let first = ensure_in(&lab, backend, ips.clone());
+        assert!(first.errors.is_empty(), "{backend}: {:?}", first.errors);
+        let snapshot = || {
+            (
+                run_in(&lab.srv, v4, &["-S"], None),
+                run_in(&lab.srv, v6, &["-S"], None),
+                // Stateless (-s): no packet counters, which move on their own.
+                run_in(&lab.srv, "/usr/sbin/nft", &["-s", "list", "ruleset"], None),
+            )
+        };
+        let after_first = snapshot();
+        assert!(!after_first.1.contains("::ffff:"), "{}", after_first.1);
+        assert!(!after_first.2.contains("::ffff:"), "{}", after_first.2);
+        for pass in 2..=4 {
+            let r = ensure_in(&lab, backend, ips.clone());
+            assert!(r.errors.is_empty(), "{backend} pass {pass}: {:?}", r.errors);
+            assert!(
+                r.changes.is_empty(),
+                "{backend} pass {pass}: {:?}",
+                r.changes
+            );
+            assert_eq!(
+                snapshot(),
+                after_first,
+                "{backend}: pass {pass} changed the firewall"
+            );
+            assert_eq!(
+                check_in(&lab, backend, ips.clone()),
+                Problem::No,
+                "{backend}"
+            );
+        }
+        assert!(clear_in(&lab, backend).errors.is_empty());
+    }
+    drop(lab);
+    assert_eq!(host_rules(), host_before, "the host's ruleset changed");
+}

@@ -115,7 +115,7 @@ pub fn run(rt: &tokio::runtime::Runtime, report: &mut Report) {
         "3. API overhead: {clients} keep-alive clients on TCP loopback, 2 x {secs} s per route, alternated (A B C, C B A)"
     ));
     let mut d = Daemon::start_with(
-        "max_connections = 1024\n",
+        "max_connections = 1024\nmax_connections_per_source = 1024\n",
         "[access]\nreconcile_interval_secs = 86400\n",
     );
     rt.block_on(crate::bench_scale::insert_ghost_grants(

@@ -100,8 +100,15 @@ fn well_formed_token(token: &str) -> bool {
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
 }
 
-/// Why a request was not authenticated. `reason` goes to the client and the
-/// log; it never contains the token.
+/// The one answer every authentication failure gets: a probe learns
+/// nothing about whether a token exists, what it is called, whether it
+/// expired or which addresses it allows. The detail goes to the audit
+/// record and the daemon log ([`AuthFailure::reason`]).
+pub const DENIED: &str = "Access denied: authentication failed. Send “Authorization: whm root:TOKEN” with a valid API token allowed from this address (or call over the Unix socket as root).";
+
+/// Why a request was not authenticated. `reason` goes to the log and the
+/// audit record, never to the client (it gets [`DENIED`]); it never
+/// contains the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthFailure {
     /// 401 (500 is reserved for internal failures; the token table is in
@@ -119,22 +126,39 @@ impl AuthFailure {
     }
 }
 
-/// Decides who the caller is. `header` is the raw Authorization header.
+/// What the request carried in `Authorization`: nothing, one header, or
+/// more than one (refused: which one counts would be a guess, and a proxy
+/// and the daemon might guess differently).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthHeader<'a> {
+    None,
+    One(&'a [u8]),
+    Several,
+}
+
+/// Decides who the caller is.
 pub async fn authenticate(
     app: &App,
     peer: &Peer,
-    header: Option<&[u8]>,
+    header: AuthHeader<'_>,
 ) -> Result<Caller, AuthFailure> {
+    let header = match header {
+        AuthHeader::None => None,
+        AuthHeader::One(h) => Some(h),
+        AuthHeader::Several => {
+            return Err(AuthFailure::denied("more than one Authorization header"))
+        }
+    };
     let header = match (header, peer) {
         (None, Peer::Unix { uid: 0, .. }) => return Ok(Caller::LocalRoot { uid: 0 }),
         (None, Peer::Unix { uid, .. }) => {
             return Err(AuthFailure::denied(format!(
-                "Access denied: local user uid {uid} is not root; send “Authorization: whm root:TOKEN”."
+                "local user uid {uid} is not root; send “Authorization: whm root:TOKEN”."
             )))
         }
         (None, Peer::Tcp { .. }) => {
             return Err(AuthFailure::denied(
-                "Access denied: send the header “Authorization: whm root:TOKEN”.",
+                "send the header “Authorization: whm root:TOKEN”.",
             ))
         }
         (Some(h), _) => h,
@@ -142,13 +166,13 @@ pub async fn authenticate(
     let (user, token) = parse_header(header)?;
     if user != "root" {
         return Err(AuthFailure::denied(format!(
-            "Access denied: only root API tokens are supported, not user “{}”.",
+            "only root API tokens are supported, not user “{}”.",
             printable(user)
         )));
     }
     if !well_formed_token(token) {
         return Err(AuthFailure::denied(
-            "Access denied: an API token is 32 characters of A-Z and 0-9.",
+            "an API token is 32 characters of A-Z and 0-9.",
         ));
     }
     let presented = hash_token(token);
@@ -161,20 +185,20 @@ pub async fn authenticate(
         Some(entry) if bool::from(entry.hash[..].ct_eq(&presented[..])) => entry,
         _ => {
             return Err(AuthFailure::denied(
-                "Access denied: the API token is not valid (unknown or revoked).",
+                "the API token is not valid (unknown or revoked).",
             ))
         }
     };
     let rec: &TokenRecord = &entry.record;
     if rec.owner != user {
         return Err(AuthFailure::denied(
-            "Access denied: the API token is not valid (unknown or revoked).",
+            "the API token is not valid (unknown or revoked).",
         ));
     }
     let now = app.clock.now();
     if rec.is_expired(now) {
         return Err(AuthFailure::denied(format!(
-            "Access denied: the API token “{}” has expired.",
+            "the API token “{}” has expired",
             rec.name
         )));
     }
@@ -190,7 +214,7 @@ pub async fn authenticate(
         };
         if !allowed {
             return Err(AuthFailure::denied(format!(
-                "Access denied: the API token “{}” may not be used from {from}.",
+                "the API token “{}” may not be used from {from}",
                 rec.name
             )));
         }
@@ -200,16 +224,17 @@ pub async fn authenticate(
         name: rec.name.clone(),
         acls: rec.acls.clone(),
         remote,
+        limits: crate::api::caller::TokenLimits {
+            expires_at: rec.expires_at,
+            whitelist: rec.whitelist_ips.clone(),
+        },
     })
 }
 
 /// Splits `whm USER:TOKEN` (scheme case-insensitive, as HTTP schemes are).
 fn parse_header(raw: &[u8]) -> Result<(&str, &str), AuthFailure> {
-    let malformed = || {
-        AuthFailure::denied(
-            "Access denied: malformed Authorization header; expected “whm root:TOKEN”.",
-        )
-    };
+    let malformed =
+        || AuthFailure::denied("malformed Authorization header; expected “whm root:TOKEN”.");
     let text = std::str::from_utf8(raw).map_err(|_| malformed())?.trim();
     let (scheme, rest) = text.split_once(' ').ok_or_else(malformed)?;
     if !scheme.eq_ignore_ascii_case("whm") {
@@ -222,10 +247,13 @@ fn parse_header(raw: &[u8]) -> Result<(&str, &str), AuthFailure> {
     Ok((user, token))
 }
 
-/// Whom failures are counted against: an address (IPv6 by /64, since one
-/// host usually owns a whole /64) or a local uid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Whom failures and connections are counted against: an address (IPv6
+/// by /64, since one host usually owns a whole /64), a local uid, or
+/// loopback as a whole (any local user can send from any 127.x.y.z, so
+/// those addresses are one source, not sixteen million).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LimitKey {
+    Loopback,
     Ip(IpAddr),
     Uid(u32),
 }
@@ -233,6 +261,7 @@ pub enum LimitKey {
 impl LimitKey {
     pub fn for_peer(peer: &Peer) -> LimitKey {
         match (peer, peer.ip()) {
+            (_, Some(ip)) if ip.is_loopback() => LimitKey::Loopback,
             (_, Some(IpAddr::V6(v6))) => {
                 let bits = u128::from(v6) & !((1u128 << 64) - 1);
                 LimitKey::Ip(IpAddr::V6(Ipv6Addr::from(bits)))
@@ -257,27 +286,143 @@ struct Window {
     failures: u32,
 }
 
-/// Counts authentication failures per [`LimitKey`] within a window.
+/// Counts authentication failures per [`LimitKey`] within a window, and
+/// keeps the global budget of failure audit records.
 #[derive(Debug, Default)]
 pub struct FailureLimiter {
     windows: Mutex<HashMap<LimitKey, Window>>,
+    audit: Mutex<AuditWindow>,
+}
+
+/// Most distinct sources a summary names; the rest are only counted.
+pub const SUMMARY_SOURCES: usize = 32;
+
+/// Failures not audited one by one in a window, for its summary record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FailureSummary {
+    /// Failures in the window that have no record of their own.
+    pub count: u64,
+    /// Up to [`SUMMARY_SOURCES`] sources and their failures.
+    pub sources: std::collections::BTreeMap<String, u64>,
+    /// Distinct sources, named or not.
+    pub sources_total: u64,
+    /// Unix times of the first and last counted failure.
+    pub first: i64,
+    pub last: i64,
+}
+
+impl FailureSummary {
+    fn add(&mut self, source: &str, at: i64) {
+        if self.count == 0 {
+            self.first = at;
+        }
+        self.count += 1;
+        self.last = at;
+        if let Some(n) = self.sources.get_mut(source) {
+            *n += 1;
+        } else {
+            // Sources beyond the named ones are counted as distinct only
+            // approximately (each first sighting past the cap counts): the
+            // record stays bounded whatever the flood.
+            self.sources_total += 1;
+            if self.sources.len() < SUMMARY_SOURCES {
+                self.sources.insert(source.to_string(), 1);
+            }
+        }
+    }
+}
+
+/// The global window of failure audit records.
+#[derive(Debug, Default)]
+struct AuditWindow {
+    start: Option<Instant>,
+    recorded: u32,
+    pending: FailureSummary,
+}
+
+impl AuditWindow {
+    /// Ends the window when it is over; returns its summary if any
+    /// failure went unrecorded in it.
+    fn roll(&mut self, now: Instant, window: Duration) -> Option<FailureSummary> {
+        let over = self
+            .start
+            .is_some_and(|s| now.saturating_duration_since(s) >= window);
+        if !over {
+            return None;
+        }
+        self.start = None;
+        self.recorded = 0;
+        let done = std::mem::take(&mut self.pending);
+        (done.count > 0).then_some(done)
+    }
 }
 
 /// What [`FailureLimiter::record`] decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Penalty {
     /// Failures from this key in the current window, this one included.
     pub failures: u32,
     /// How long to hold the answer back.
     pub delay: Duration,
-    /// Whether this failure should be audited: the first of a window and
-    /// the one where slowing down starts (so a flood writes two records,
-    /// not thousands).
+    /// Whether this failure gets an audit record of its own: the first of
+    /// a source's window and the one where slowing down starts, while the
+    /// global budget (`auth.audit_records_per_window`) lasts. Every other
+    /// failure is counted in the window's [`FailureSummary`].
     pub audit: bool,
+    /// A finished window's summary, to be written now.
+    pub summary: Option<FailureSummary>,
 }
 
 impl FailureLimiter {
-    pub fn record(&self, key: LimitKey, now: Instant, cfg: &AuthConfig) -> Penalty {
+    /// Counts one failure of `key` (`source` names it for the summary,
+    /// `at` is the wall-clock time).
+    pub fn record(
+        &self,
+        key: LimitKey,
+        source: &str,
+        now: Instant,
+        at: i64,
+        cfg: &AuthConfig,
+    ) -> Penalty {
+        let mut p = self.count(key, now, cfg);
+        let window = Duration::from_secs(cfg.failure_window_secs);
+        let mut a = match self.audit.lock() {
+            Ok(g) => g,
+            Err(e) => e.into_inner(),
+        };
+        p.summary = a.roll(now, window);
+        a.start.get_or_insert(now);
+        if p.audit && a.recorded < cfg.audit_records_per_window {
+            a.recorded += 1;
+        } else {
+            p.audit = false;
+            a.pending.add(source, at);
+        }
+        p
+    }
+
+    /// The summary of a window that is over (`force`: of the current one
+    /// too, at shutdown), so a flood's tail is written without waiting
+    /// for the next failure.
+    pub fn take_summary(
+        &self,
+        now: Instant,
+        cfg: &AuthConfig,
+        force: bool,
+    ) -> Option<FailureSummary> {
+        let mut a = match self.audit.lock() {
+            Ok(g) => g,
+            Err(e) => e.into_inner(),
+        };
+        let window = if force {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(cfg.failure_window_secs)
+        };
+        a.roll(now, window)
+    }
+
+    fn count(&self, key: LimitKey, now: Instant, cfg: &AuthConfig) -> Penalty {
         let window = Duration::from_secs(cfg.failure_window_secs);
         let mut map = match self.windows.lock() {
             Ok(g) => g,
@@ -314,6 +459,7 @@ impl FailureLimiter {
             failures,
             delay,
             audit: failures == 1 || failures == threshold,
+            summary: None,
         }
     }
 
@@ -356,21 +502,27 @@ mod tests {
         }
     }
 
-    #[test]
-    fn failures_are_slowed_then_capped_and_windows_reset() {
-        let cfg = AuthConfig {
+    /// Three failures before slowing down, a 60 s window.
+    fn auth_cfg(max_delay_ms: u64, audit_records_per_window: u32) -> AuthConfig {
+        AuthConfig {
             failures_before_delay: 3,
             failure_window_secs: 60,
-            max_delay_ms: 1000,
-        };
+            max_delay_ms,
+            audit_records_per_window,
+        }
+    }
+
+    #[test]
+    fn failures_are_slowed_then_capped_and_windows_reset() {
+        let cfg = auth_cfg(1000, 100);
         let l = FailureLimiter::default();
         let k = LimitKey::Ip("192.0.2.1".parse().unwrap());
         let t0 = Instant::now();
         let delays: Vec<u64> = (0..8)
-            .map(|_| l.record(k, t0, &cfg).delay.as_millis() as u64)
+            .map(|_| l.record(k, "192.0.2.1", t0, 0, &cfg).delay.as_millis() as u64)
             .collect();
         assert_eq!(delays, vec![0, 0, 250, 500, 1000, 1000, 1000, 1000]);
-        let p = l.record(k, t0 + Duration::from_secs(61), &cfg);
+        let p = l.record(k, "192.0.2.1", t0 + Duration::from_secs(61), 61, &cfg);
         assert_eq!((p.failures, p.delay, p.audit), (1, Duration::ZERO, true));
     }
 
@@ -383,7 +535,9 @@ mod tests {
             let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
             l.record(
                 LimitKey::Ip(ip),
+                "x",
                 t0 + Duration::from_millis(u64::from(i)),
+                0,
                 &cfg,
             );
         }
@@ -406,5 +560,51 @@ mod tests {
             LimitKey::for_peer(&m),
             LimitKey::Ip("192.0.2.1".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn all_of_loopback_is_one_source() {
+        for a in [
+            "127.0.0.1:1",
+            "127.9.8.7:2",
+            "[::1]:3",
+            "[::ffff:127.3.3.3]:4",
+        ] {
+            let p = Peer::Tcp {
+                addr: a.parse().unwrap(),
+            };
+            assert_eq!(LimitKey::for_peer(&p), LimitKey::Loopback, "{a}");
+        }
+    }
+
+    /// A flood from many sources gets a bounded number of records, and the
+    /// records plus the summaries still count every failure.
+    #[test]
+    fn failure_records_are_budgeted_and_summaries_count_the_rest() {
+        let cfg = auth_cfg(1, 5);
+        let l = FailureLimiter::default();
+        let t0 = Instant::now();
+        let (mut records, mut summarised, mut summaries) = (0u64, 0u64, 0u64);
+        for i in 0..1000u32 {
+            let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
+            // Two windows' worth: the first 500 in one, the rest in the next.
+            let t = t0 + Duration::from_secs(if i < 500 { 1 } else { 70 });
+            let p = l.record(LimitKey::Ip(ip), &ip.to_string(), t, i64::from(i), &cfg);
+            records += u64::from(p.audit);
+            if let Some(s) = p.summary {
+                summaries += 1;
+                summarised += s.count;
+                assert_eq!(s.sources.len(), SUMMARY_SOURCES);
+                assert_eq!((s.first, s.last), (5, 499));
+            }
+        }
+        let last = l.take_summary(t0, &cfg, true).unwrap();
+        summaries += 1;
+        summarised += last.count;
+        assert_eq!(last.sources_total, 495);
+        assert_eq!(records, 10);
+        assert_eq!(summaries, 2);
+        assert_eq!(records + summarised, 1000);
+        assert_eq!(l.take_summary(t0, &cfg, true), None);
     }
 }

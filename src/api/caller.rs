@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::TokenName;
+use crate::types::{Cidr, TokenName};
 
 /// Per-token permissions. `All` implies every other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -61,6 +61,16 @@ impl Acl {
     }
 }
 
+/// The limits of the token a caller authenticated with: what token
+/// administration may not loosen (see `api::tokens`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenLimits {
+    /// None: never expires.
+    pub expires_at: Option<i64>,
+    /// None: any source address.
+    pub whitelist: Option<Vec<Cidr>>,
+}
+
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
@@ -72,6 +82,7 @@ pub enum Caller {
         name: TokenName,
         acls: Vec<Acl>,
         remote: Option<IpAddr>,
+        limits: TokenLimits,
     },
     /// The daemon itself (expiry, reconciliation, portal polling).
     System,
@@ -82,6 +93,26 @@ impl Caller {
         match self {
             Caller::LocalRoot { .. } | Caller::System => true,
             Caller::Token { acls, .. } => acls.contains(&Acl::All) || acls.contains(&needed),
+        }
+    }
+
+    /// Whether this caller holds every right in `acls` (so it may create,
+    /// change or revoke a token with them).
+    pub fn holds_all(&self, acls: &[Acl]) -> bool {
+        acls.iter().all(|a| match a {
+            Acl::All => match self {
+                Caller::Token { acls: mine, .. } => mine.contains(&Acl::All),
+                Caller::LocalRoot { .. } | Caller::System => true,
+            },
+            other => self.allows(*other),
+        })
+    }
+
+    /// The caller's own token limits; None for root and the daemon.
+    pub fn limits(&self) -> Option<&TokenLimits> {
+        match self {
+            Caller::Token { limits, .. } => Some(limits),
+            Caller::LocalRoot { .. } | Caller::System => None,
         }
     }
 
@@ -139,6 +170,7 @@ mod tests {
             name: TokenName::parse("t").unwrap(),
             acls: vec![Acl::All],
             remote: None,
+            limits: TokenLimits::default(),
         };
         assert!(c.allows(Acl::TokensAdmin));
         let c = Caller::Token {
@@ -146,6 +178,7 @@ mod tests {
             name: TokenName::parse("t").unwrap(),
             acls: vec![Acl::TicketsList],
             remote: None,
+            limits: TokenLimits::default(),
         };
         assert!(c.allows(Acl::TicketsList));
         assert!(!c.allows(Acl::TicketsGrant));

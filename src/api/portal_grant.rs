@@ -125,7 +125,13 @@ pub async fn grant(app: &Arc<App>, caller: &Caller, base: GrantBase) -> ApiResul
         base.access_ips
     } else {
         match app.portal.support_ips().await {
-            Ok(ips) => ips,
+            // The portal is a remote party: its list gets the same caps.
+            Ok(ips) => {
+                crate::types::check_support_ips(&ips).map_err(|e| {
+                    ApiError::new(format!("The ticket system's support addresses: {e}"))
+                })?;
+                ips
+            }
             Err(e) => {
                 // Empty: the engine falls back to access.support_ips.
                 tracing::warn!(error = %e, "cannot get support IPs from the portal; using access.support_ips");

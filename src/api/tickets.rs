@@ -70,6 +70,7 @@ pub async fn ticket_grant(app: &Arc<App>, caller: &Caller, params: &Params) -> A
         .into_iter()
         .map(SupportIp::parse)
         .collect::<Result<Vec<_>, _>>()?;
+    crate::types::check_support_ips(&access_ips)?;
     let Some(raw_key) = params.get("ssh_key") else {
         // No key given: the ticket system provides it (reference §3).
         let base = GrantBase {

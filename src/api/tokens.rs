@@ -1,8 +1,14 @@
 //! `api_token_create`, `api_token_list`, `api_token_revoke`,
 //! `api_token_update` (reference §2).
 //!
-//! A caller can only hand out ACLs it holds itself, so a `tokens-admin`
-//! token cannot mint an `all` token.
+//! Token administration never loosens a token beyond the caller's own
+//! rights (root over the socket has them all):
+//! - a caller may create, change or revoke only tokens whose ACLs it holds
+//!   itself (so a `tokens-admin` token cannot touch an `all` token, nor
+//!   mint one);
+//! - it may not give a token a later expiry or a wider IP whitelist than
+//!   its own (a new token without them inherits the caller's), so a token
+//!   cannot lift its own limits either.
 
 use std::sync::Arc;
 
@@ -76,11 +82,7 @@ fn parse_acls(caller: &Caller, params: &Params) -> Result<Vec<Acl>, ApiError> {
     }
     acls.sort();
     for acl in &acls {
-        let held = match caller {
-            Caller::Token { acls: mine, .. } => mine.contains(&Acl::All) || mine.contains(acl),
-            Caller::LocalRoot { .. } | Caller::System => true,
-        };
-        if !held {
+        if !caller.holds_all(&[*acl]) {
             return Err(ApiError::new(format!(
                 "You cannot give a token the ACL “{}” because your own token does not have it.",
                 acl.name()
@@ -124,6 +126,51 @@ fn parse_whitelist(params: &Params) -> Result<Option<Vec<Cidr>>, ApiError> {
     Ok(if out.is_empty() { None } else { Some(out) })
 }
 
+/// A token the caller may not act on: it holds rights the caller lacks.
+/// The same answer as for a token that does not exist, so a weaker token
+/// cannot even learn which stronger tokens there are.
+fn check_target(caller: &Caller, rec: &TokenRecord) -> Result<(), ApiError> {
+    if caller.holds_all(&rec.acls) {
+        Ok(())
+    } else {
+        Err(store_error(TokenStoreError::NotFound(rec.name.clone())))
+    }
+}
+
+/// An expiry no later than the caller's own.
+fn check_expiry(caller: &Caller, expires_at: Option<i64>) -> Result<(), ApiError> {
+    let Some(mine) = caller.limits().and_then(|l| l.expires_at) else {
+        return Ok(());
+    };
+    match expires_at {
+        Some(t) if t <= mine => Ok(()),
+        _ => Err(ApiError::new(format!(
+            "A token you manage cannot outlive your own: “expires_at” must be at most {mine} (your token's expiry)."
+        ))),
+    }
+}
+
+/// A whitelist no wider than the caller's own: every range inside one of
+/// the caller's.
+fn check_whitelist(caller: &Caller, list: Option<&[Cidr]>) -> Result<(), ApiError> {
+    let Some(mine) = caller.limits().and_then(|l| l.whitelist.as_deref()) else {
+        return Ok(());
+    };
+    let wider = || {
+        ApiError::new(format!(
+            "A token you manage cannot be usable from more addresses than your own: “whitelist_ip” must lie within {}.",
+            mine.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
+        ))
+    };
+    let list = list.ok_or_else(wider)?;
+    for c in list {
+        if !mine.iter().any(|m| m.net().contains(&c.net())) {
+            return Err(wider());
+        }
+    }
+    Ok(())
+}
+
 fn acl_map(acls: &[Acl]) -> Value {
     let mut m = Map::new();
     for a in Acl::ALL {
@@ -147,13 +194,25 @@ pub async fn create(app: &Arc<App>, caller: &Caller, params: &Params) -> ApiResu
     refuse_unknown(params, &["token_name", "acl", "expires_at", "whitelist_ip"])?;
     let name = TokenName::parse(params.require("token_name")?)?;
     let now = app.clock.now();
+    // Not given: the caller's own limits, not none.
+    let own = caller.limits().cloned().unwrap_or_default();
+    let expires_at = match params.get("expires_at") {
+        Some(_) => parse_expiry(params, now)?,
+        None => own.expires_at,
+    };
+    let whitelist_ips = match parse_whitelist(params)? {
+        Some(l) => Some(l),
+        None => own.whitelist,
+    };
+    check_expiry(caller, expires_at)?;
+    check_whitelist(caller, whitelist_ips.as_deref())?;
     let rec = TokenRecord {
         name,
         owner: "root".into(),
         create_time: now,
-        expires_at: parse_expiry(params, now)?,
+        expires_at,
         acls: parse_acls(caller, params)?,
-        whitelist_ips: parse_whitelist(params)?,
+        whitelist_ips,
     };
     let token = crate::api::auth::generate_token().map_err(|e| {
         tracing::error!(error = %e, "OS random number generator failed");
@@ -206,13 +265,15 @@ pub async fn revoke(app: &Arc<App>, caller: &Caller, params: &Params) -> ApiResu
         .into_iter()
         .map(TokenName::parse)
         .collect::<Result<Vec<_>, _>>()?;
-    // Check them all first so a typo in one revokes none.
+    // Check them all first so a typo (or a token stronger than the
+    // caller) in one revokes none.
     for n in &names {
-        let exists = tokens::get(app.store.pool(), n)
+        match tokens::get(app.store.pool(), n)
             .await
-            .map_err(|e| store_error(e.into()))?;
-        if exists.is_none() {
-            return Err(store_error(TokenStoreError::NotFound(n.clone())));
+            .map_err(|e| store_error(e.into()))?
+        {
+            Some(rec) => check_target(caller, &rec)?,
+            None => return Err(store_error(TokenStoreError::NotFound(n.clone()))),
         }
     }
     let mut revoked = Vec::new();
@@ -259,6 +320,7 @@ pub async fn update(app: &Arc<App>, caller: &Caller, params: &Params) -> ApiResu
     else {
         return Err(store_error(TokenStoreError::NotFound(name)));
     };
+    check_target(caller, &rec)?;
     let old = rec.clone();
     if let Some(new) = params.get("new_name") {
         rec.name = TokenName::parse(new)?;
@@ -268,10 +330,12 @@ pub async fn update(app: &Arc<App>, caller: &Caller, params: &Params) -> ApiResu
     }
     if params.has("expires_at") {
         rec.expires_at = parse_expiry(params, app.clock.now())?;
+        check_expiry(caller, rec.expires_at)?;
     }
     if params.has_list("whitelist_ip") {
         // An explicitly blank whitelist_ip clears the list.
         rec.whitelist_ips = parse_whitelist(params)?;
+        check_whitelist(caller, rec.whitelist_ips.as_deref())?;
     }
     app.store
         .update_token(&name, &rec)
@@ -316,6 +380,7 @@ mod tests {
             name: TokenName::parse("t").unwrap(),
             acls: vec![Acl::TokensAdmin, Acl::TicketsList],
             remote: None,
+            limits: Default::default(),
         };
         assert!(parse_acls(&admin, &p(&[])).is_err());
         assert_eq!(
@@ -324,6 +389,82 @@ mod tests {
         );
         assert!(parse_acls(&admin, &p(&[("acl-0", "tickets-grant")])).is_err());
         assert!(parse_acls(&root, &p(&[("acl-0", "root")])).is_err());
+    }
+
+    fn token(acls: &[Acl], expires_at: Option<i64>, whitelist: &[&str]) -> Caller {
+        Caller::Token {
+            user: "root".into(),
+            name: TokenName::parse("me").unwrap(),
+            acls: acls.to_vec(),
+            remote: None,
+            limits: crate::api::caller::TokenLimits {
+                expires_at,
+                whitelist: (!whitelist.is_empty())
+                    .then(|| whitelist.iter().map(|c| Cidr::parse(c).unwrap()).collect()),
+            },
+        }
+    }
+
+    fn rec(acls: &[Acl]) -> TokenRecord {
+        TokenRecord {
+            name: TokenName::parse("target").unwrap(),
+            owner: "root".into(),
+            create_time: 0,
+            expires_at: None,
+            acls: acls.to_vec(),
+            whitelist_ips: None,
+        }
+    }
+
+    /// Who may act on whom: the caller must hold every ACL of the target.
+    #[test]
+    fn acl_matrix_of_token_administration() {
+        use Acl::*;
+        let root = Caller::LocalRoot { uid: 0 };
+        let all = token(&[All, TokensAdmin], None, &[]);
+        let admin = token(&[TokensAdmin], None, &[]);
+        let admin_list = token(&[TokensAdmin, TicketsList], None, &[]);
+        let targets: [&[Acl]; 5] = [
+            &[All],
+            &[TokensAdmin],
+            &[TicketsList],
+            &[TokensAdmin, TicketsList],
+            &[TicketsGrant],
+        ];
+        let expect = [
+            (&root, [true, true, true, true, true]),
+            (&all, [true, true, true, true, true]),
+            (&admin, [false, true, false, false, false]),
+            (&admin_list, [false, true, true, true, false]),
+        ];
+        for (caller, row) in expect {
+            for (t, ok) in targets.iter().zip(row) {
+                assert_eq!(
+                    check_target(caller, &rec(t)).is_ok(),
+                    ok,
+                    "{caller} on {t:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn limits_cannot_be_loosened() {
+        let fenced = token(&[Acl::TokensAdmin], Some(1000), &["192.0.2.0/24"]);
+        assert!(check_expiry(&fenced, Some(999)).is_ok());
+        assert!(check_expiry(&fenced, Some(1000)).is_ok());
+        assert!(check_expiry(&fenced, Some(1001)).is_err());
+        assert!(check_expiry(&fenced, None).is_err(), "never expiring");
+        let c = |s: &str| Cidr::parse(s).unwrap();
+        assert!(check_whitelist(&fenced, Some(&[c("192.0.2.7"), c("192.0.2.128/25")])).is_ok());
+        assert!(check_whitelist(&fenced, Some(&[c("192.0.0.0/16")])).is_err());
+        assert!(check_whitelist(&fenced, Some(&[c("198.51.100.1")])).is_err());
+        assert!(check_whitelist(&fenced, None).is_err(), "cleared");
+        let free = token(&[Acl::TokensAdmin], None, &[]);
+        assert!(check_expiry(&free, None).is_ok());
+        assert!(check_whitelist(&free, None).is_ok());
+        let root = Caller::LocalRoot { uid: 0 };
+        assert!(check_expiry(&root, None).is_ok());
     }
 
     #[test]

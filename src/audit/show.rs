@@ -86,6 +86,34 @@ pub struct ShowStats {
     pub bad_lines: u64,
 }
 
+/// A JSON line with every hidden character (Unicode format characters
+/// such as U+202E, line separators) written as a `\uXXXX` escape: the same
+/// JSON value, but nothing that reorders or hides text on a terminal.
+/// (serde_json already escapes control characters.)
+fn visible_json(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    for c in line.chars() {
+        if crate::types::is_hidden_char(c) && !c.is_control() {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A text line with hidden characters escaped (`\u{202e}`).
+fn visible_text(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    for c in line.chars() {
+        crate::types::push_visible(&mut out, c);
+    }
+    out
+}
+
 /// Writes the matching records of `files` (put in chain order) to `out`;
 /// lines that are not valid records are reported to `warn` and skipped.
 pub fn show(
@@ -111,14 +139,36 @@ pub fn show(
         match format {
             ShowFormat::Json => {
                 let (line, _) = rec.seal().map_err(io::Error::other)?;
-                out.write_all(line.as_bytes())?;
+                out.write_all(visible_json(&line).as_bytes())?;
             }
             ShowFormat::Cpanel => match render_cpanel(&rec) {
-                Some(line) => writeln!(out, "{line}")?,
+                Some(line) => writeln!(out, "{}", visible_text(&line))?,
                 None => continue,
             },
         }
         stats.shown += 1;
     }
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hidden_characters_are_escaped_and_json_stays_the_same_value() {
+        let line = serde_json::json!({"function": "x\u{202E}gpj.exe\u{2028}", "ok": "ticket ✓"})
+            .to_string();
+        assert!(line.contains('\u{202E}'), "serde_json leaves it raw");
+        let shown = visible_json(&line);
+        assert!(
+            !shown.contains('\u{202E}') && !shown.contains('\u{2028}'),
+            "{shown}"
+        );
+        assert!(shown.contains("\\u202e") && shown.contains("✓"), "{shown}");
+        let a: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let b: serde_json::Value = serde_json::from_str(&shown).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(visible_text("a\u{202E}b\tc"), "a\\u{202e}b\\tc");
+    }
 }

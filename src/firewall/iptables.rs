@@ -1,7 +1,14 @@
 //! iptables / ip6tables: our own chain (`cPanel-support-access`) with
 //! `-s IP -j ACCEPT` and `-d IP -j ACCEPT` per address, jumped to from
-//! position 1 of INPUT and OUTPUT. Converges by diff: missing rules are
-//! appended before stale ones are deleted, so support is never locked out.
+//! position 1 of INPUT and OUTPUT (all ports, as cPanel's own chain does:
+//! see the README's Security model).
+//!
+//! Converging costs one read (`iptables -S`) and, when something differs,
+//! one write per family: an `iptables-restore --noflush` batch that
+//! declares our chain (which empties it), fills it with the wanted rules
+//! and adds missing jumps, committed as one transaction. So support is
+//! never locked out half-way and a grant costs one tool run per family,
+//! not one per address.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -110,12 +117,27 @@ impl Family {
     /// the full `-S` listing: iptables-nft 1.8.9 answers `-S <missing chain>`
     /// with a misleading "incompatible" error instead of "No chain".
     fn list_chain(&self, chain: &str) -> Result<Option<Vec<ChainRule>>, FwError> {
+        Ok(self.listing(chain)?.rules)
+    }
+
+    /// One `-S` read: our chain's rules and the jumps to it.
+    fn listing(&self, chain: &str) -> Result<Listing, FwError> {
         let text = self.run(&["-S"])?;
         let declared = format!("-N {chain}");
-        if !text.lines().any(|l| l.trim() == declared) {
-            return Ok(None);
-        }
-        Ok(Some(parse_chain(chain, &text)))
+        let rules = text
+            .lines()
+            .any(|l| l.trim() == declared)
+            .then(|| parse_chain(chain, &text));
+        let jumps = BUILTINS.map(|b| count_jumps(b, chain, &text));
+        Ok(Listing { rules, jumps })
+    }
+
+    /// `iptables-restore` beside `iptables` (`ip6tables-restore` beside
+    /// `ip6tables`, `iptables-nft-restore` beside `iptables-nft`).
+    fn restore_tool(&self) -> PathBuf {
+        let mut name = self.tool.file_name().unwrap_or_default().to_os_string();
+        name.push("-restore");
+        self.tool.with_file_name(name)
     }
 
     fn jumps(&self, builtin: &str, chain: &str) -> Result<usize, FwError> {
@@ -136,31 +158,27 @@ impl Family {
         changes: &mut Vec<WhitelistChange>,
     ) -> Result<(), FwError> {
         let want = self.of_family(want);
-        let have = match self.list_chain(chain)? {
-            Some(rules) => rules,
-            None => {
-                self.run(&["-N", chain])?;
-                Vec::new()
-            }
-        };
+        let listing = self.listing(chain)?;
+        let have = listing.rules.clone().unwrap_or_default();
         let (add, del) = diff(&have, &want);
         let before: BTreeSet<IpNet> = have.iter().filter_map(src_of).collect();
-        for r in &add {
-            let mut a = vec!["-A", chain];
-            let spec = r.spec();
-            a.extend(spec.iter().map(String::as_str));
-            self.run(&a)?;
-        }
-        for b in BUILTINS {
-            if self.jumps(b, chain)? == 0 {
-                self.run(&["-I", b, "1", "-j", chain])?;
-            }
-        }
-        for r in &del {
-            let mut a = vec!["-D", chain];
-            let spec = r.spec();
-            a.extend(spec.iter().map(String::as_str));
-            self.run(&a)?;
+        let jumps_missing: Vec<&str> = BUILTINS
+            .iter()
+            .zip(listing.jumps)
+            .filter(|(_, n)| *n == 0)
+            .map(|(b, _)| *b)
+            .collect();
+        if listing.rules.is_none()
+            || !add.is_empty()
+            || !del.is_empty()
+            || !jumps_missing.is_empty()
+        {
+            let script = restore_script(chain, &want, &jumps_missing);
+            exec::run(
+                &self.restore_tool(),
+                ["-w", "5", "--noflush"],
+                Some(script.as_bytes()),
+            )?;
         }
         for n in want.difference(&before) {
             push_change(changes, "iptables", ChangeAction::Added, n);
@@ -191,17 +209,16 @@ impl Family {
     }
 
     fn observe(&self, chain: &str, obs: &mut Observed) -> Result<(), FwError> {
-        let Some(have) = self.list_chain(chain)? else {
+        let listing = self.listing(chain)?;
+        let Some(have) = listing.rules else {
             obs.plumbing_ok = false;
             return Ok(());
         };
         let srcs: BTreeSet<IpNet> = have.iter().filter_map(src_of).collect();
         let complete = desired_rules(&srcs).iter().all(|r| have.contains(r))
             && !have.iter().any(|r| matches!(r, ChainRule::Other(_)));
-        for b in BUILTINS {
-            if self.jumps(b, chain)? == 0 {
-                obs.plumbing_ok = false;
-            }
+        if listing.jumps.contains(&0) {
+            obs.plumbing_ok = false;
         }
         if !complete {
             obs.plumbing_ok = false;
@@ -209,6 +226,30 @@ impl Family {
         obs.ours.extend(srcs);
         Ok(())
     }
+}
+
+/// What one `iptables -S` shows of ours.
+#[derive(Debug, Clone, Default)]
+struct Listing {
+    /// None: our chain does not exist.
+    rules: Option<Vec<ChainRule>>,
+    /// Jumps to it from INPUT and OUTPUT.
+    jumps: [usize; 2],
+}
+
+/// The `iptables-restore --noflush` batch that makes our chain hold exactly
+/// the rules for `want` (declaring a chain empties it, in the same
+/// transaction) and adds the jumps that are missing.
+pub fn restore_script(chain: &str, want: &BTreeSet<IpNet>, jumps_missing: &[&str]) -> String {
+    let mut s = format!("*filter\n:{chain} - [0:0]\n");
+    for r in desired_rules(want) {
+        s.push_str(&format!("-A {chain} {}\n", r.spec().join(" ")));
+    }
+    for b in jumps_missing {
+        s.push_str(&format!("-I {b} 1 -j {chain}\n"));
+    }
+    s.push_str("COMMIT\n");
+    s
 }
 
 fn src_of(r: &ChainRule) -> Option<IpNet> {
@@ -318,6 +359,20 @@ mod tests {
                 ChainRule::Dst(n("192.0.2.1")),
                 ChainRule::Src(n("192.0.2.2")),
             ]
+        );
+    }
+
+    #[test]
+    fn one_restore_batch_replaces_the_chain() {
+        let want: BTreeSet<IpNet> = [n("192.0.2.2"), n("198.51.100.0/24")].into();
+        assert_eq!(
+            restore_script(CH, &want, &["OUTPUT"]),
+            "*filter\n:cPanel-support-access - [0:0]\n\
+             -A cPanel-support-access -s 192.0.2.2/32 -j ACCEPT\n\
+             -A cPanel-support-access -s 198.51.100.0/24 -j ACCEPT\n\
+             -A cPanel-support-access -d 192.0.2.2/32 -j ACCEPT\n\
+             -A cPanel-support-access -d 198.51.100.0/24 -j ACCEPT\n\
+             -I OUTPUT 1 -j cPanel-support-access\nCOMMIT\n"
         );
     }
 

@@ -17,7 +17,6 @@ use crate::config::Config;
 use crate::system::exec::ExecError;
 use crate::types::SupportIp;
 
-pub mod api;
 mod atomic;
 pub mod cphulk;
 pub mod csf;

@@ -13,12 +13,12 @@ use axum::Router;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
-use crate::api::auth::{self, LimitKey, Peer};
+use crate::api::auth::{self, AuthHeader, FailureSummary, LimitKey, Peer};
 use crate::api::dispatch::{self, refusal};
 use crate::api::envelope::Params;
 use crate::app::App;
 use crate::audit::{events, AuditEvent, Outcome};
-use crate::server::form;
+use crate::server::{form, Slot};
 use crate::types::printable;
 
 /// How much of an oversized body we still read (and drop) so the client
@@ -27,7 +27,12 @@ const DRAIN_LIMIT: usize = 1024 * 1024;
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
-        .route("/json-api/{function}", get(api_call).post(api_call))
+        // HEAD is refused explicitly: axum would otherwise answer it with
+        // the GET handler, i.e. run the function.
+        .route(
+            "/json-api/{function}",
+            get(api_call).post(api_call).head(method_not_allowed),
+        )
         .merge(crate::web::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -74,6 +79,61 @@ async fn method_not_allowed() -> Response {
     r
 }
 
+/// The body of the 503 a connection over its source's share gets.
+pub(crate) fn busy_body() -> String {
+    refusal(
+        "",
+        "Too many connections from this address (listen.max_connections_per_source); close some and retry.",
+    )
+    .to_string()
+}
+
+/// Audits a window's summary of failed authentications that have no
+/// record of their own: with the individual records, it accounts for
+/// every failure.
+async fn audit_summary(app: &App, s: FailureSummary) {
+    let window = app.config().auth.failure_window_secs;
+    let ev = AuditEvent::new(events::AUTH_FAILURE, "unauthenticated")
+        .outcome(Outcome::Failed)
+        .details(json!({
+            "summary": true,
+            "count": s.count,
+            "sources": s.sources,
+            "sources_total": s.sources_total,
+            "first": s.first,
+            "last": s.last,
+            "window_secs": window,
+        }));
+    if let Err(e) = app.audit.append(ev).await {
+        tracing::error!(error = %e, "cannot audit a summary of authentication failures");
+    }
+}
+
+/// Writes each window's failure summary when the window ends (not only
+/// when the next failure comes), and the current one at shutdown.
+pub(crate) async fn summarise_failures(
+    app: Arc<App>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let every = Duration::from_secs(app.config().auth.failure_window_secs.max(1));
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(every) => false,
+            _ = stop.wait_for(|s| *s) => true,
+        };
+        let cfg = app.config();
+        if let Some(s) = app
+            .limiter
+            .take_summary(Instant::now(), &cfg.auth, stopping)
+        {
+            audit_summary(&app, s).await;
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
 enum BodyError {
     TooLarge,
     Failed(String),
@@ -104,6 +164,70 @@ async fn read_body(body: Body, max: usize) -> Result<Bytes, BodyError> {
     Ok(Bytes::from(buf))
 }
 
+/// The answer to a failed authentication: counted against its source,
+/// audited within the global budget (or counted in the window's summary),
+/// held back by the source's delay without holding a connection slot, and
+/// the same generic reason for every failure; the connection is closed.
+async fn refuse_unauthenticated(
+    app: &App,
+    peer: &Peer,
+    function: &str,
+    fail: auth::AuthFailure,
+    slot: Option<Slot>,
+) -> Response {
+    let cfg = app.config();
+    let mut delay = Duration::ZERO;
+    if fail.status == 401 {
+        let p = app.limiter.record(
+            LimitKey::for_peer(peer),
+            &peer.describe(),
+            Instant::now(),
+            app.clock.now(),
+            &cfg.auth,
+        );
+        delay = p.delay;
+        tracing::warn!(
+            peer = %peer.describe(),
+            function = %printable(function),
+            failures = p.failures,
+            delay_ms = delay.as_millis() as u64,
+            reason = %fail.reason,
+            "authentication failed"
+        );
+        if let Some(s) = p.summary {
+            audit_summary(app, s).await;
+        }
+        if p.audit {
+            let ev = AuditEvent::new(events::AUTH_FAILURE, peer.actor_hint())
+                .remote(Some(peer.describe()))
+                .outcome(Outcome::Failed)
+                .details(json!({
+                    "function": printable(function),
+                    "reason": fail.reason,
+                    "failures": p.failures,
+                }));
+            if let Err(e) = app.audit.append(ev).await {
+                tracing::error!(error = %e, "cannot audit an authentication failure");
+            }
+        }
+    }
+    if let Some(slot) = slot {
+        slot.release();
+    }
+    tokio::time::sleep(delay).await;
+    let status = StatusCode::from_u16(fail.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = refuse(status, function, auth::DENIED);
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("whm realm=\"supportauth\""),
+        );
+    }
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
 async fn api_call(State(app): State<Arc<App>>, req: Request) -> Response {
     let function = req
         .uri()
@@ -121,52 +245,17 @@ async fn api_call(State(app): State<Arc<App>>, req: Request) -> Response {
     let cfg = app.config();
 
     // Authenticate before reading anything else the client sent.
-    let header = req.headers().get(header::AUTHORIZATION).cloned();
-    let caller = match auth::authenticate(&app, &peer, header.as_ref().map(|v| v.as_bytes())).await
-    {
+    let mut headers = req.headers().get_all(header::AUTHORIZATION).iter();
+    let header = match (headers.next(), headers.next()) {
+        (None, _) => AuthHeader::None,
+        (Some(h), None) => AuthHeader::One(h.as_bytes()),
+        (Some(_), Some(_)) => AuthHeader::Several,
+    };
+    let caller = match auth::authenticate(&app, &peer, header).await {
         Ok(c) => c,
         Err(fail) => {
-            let mut delay = Duration::ZERO;
-            if fail.status == 401 {
-                let p = app
-                    .limiter
-                    .record(LimitKey::for_peer(&peer), Instant::now(), &cfg.auth);
-                delay = p.delay;
-                tracing::warn!(
-                    peer = %peer.describe(),
-                    function = %printable(&function),
-                    failures = p.failures,
-                    delay_ms = delay.as_millis() as u64,
-                    reason = %fail.reason,
-                    "authentication failed"
-                );
-                if p.audit {
-                    // Rate-limited: the first failure of a window and the
-                    // one where slowing down starts.
-                    let ev = AuditEvent::new(events::AUTH_FAILURE, peer.actor_hint())
-                        .remote(Some(peer.describe()))
-                        .outcome(Outcome::Failed)
-                        .details(json!({
-                            "function": printable(&function),
-                            "reason": fail.reason,
-                            "failures": p.failures,
-                        }));
-                    if let Err(e) = app.audit.append(ev).await {
-                        tracing::error!(error = %e, "cannot audit an authentication failure");
-                    }
-                }
-            }
-            tokio::time::sleep(delay).await;
-            let status =
-                StatusCode::from_u16(fail.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut r = refuse(status, &function, &fail.reason);
-            if status == StatusCode::UNAUTHORIZED {
-                r.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("whm realm=\"supportauth\""),
-                );
-            }
-            return r;
+            let slot = req.extensions().get::<Slot>().cloned();
+            return refuse_unauthenticated(&app, &peer, &function, fail, slot).await;
         }
     };
 

@@ -1,7 +1,8 @@
 //! Listeners for the control endpoint: the Unix socket and TCP (optionally
-//! TLS), with our own accept loop so we control the connection cap,
-//! header timeouts and graceful shutdown.
+//! TLS), with our own accept loop so we control the connection budgets
+//! (see [`budget`]), header and idle timeouts and graceful shutdown.
 
+mod budget;
 mod form;
 mod http;
 mod tls;
@@ -14,9 +15,10 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
@@ -24,7 +26,10 @@ use crate::api::auth::Peer;
 use crate::app::App;
 use crate::config::Config;
 
+pub use budget::Slot;
 pub use http::router;
+
+use budget::{Budgets, SourceClaim};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -96,7 +101,7 @@ pub fn bind(cfg: &Config) -> Result<Listeners, ServerError> {
 struct Shared {
     app: Arc<App>,
     router: axum::Router,
-    permits: Arc<Semaphore>,
+    budgets: Arc<Budgets>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -105,14 +110,21 @@ struct Shared {
 /// timeout), waits for in-flight calls, and removes the socket.
 pub async fn serve(app: Arc<App>, listeners: Listeners, shutdown: watch::Receiver<bool>) {
     let cfg = app.config();
-    let max = cfg.listen.max_connections.min(Semaphore::MAX_PERMITS);
     let shared = Arc::new(Shared {
         router: router(Arc::clone(&app)),
         app: Arc::clone(&app),
-        permits: Arc::new(Semaphore::new(max)),
+        budgets: Budgets::new(
+            cfg.listen.max_connections,
+            cfg.listen.max_connections_per_source,
+        ),
         shutdown: shutdown.clone(),
     });
     let mut loops = tokio::task::JoinSet::new();
+    {
+        let app = Arc::clone(&app);
+        let stop = shutdown.clone();
+        loops.spawn(async move { http::summarise_failures(app, stop).await });
+    }
     {
         let shared = Arc::clone(&shared);
         let l = listeners.unix;
@@ -143,8 +155,7 @@ pub async fn serve(app: Arc<App>, listeners: Listeners, shutdown: watch::Receive
     while loops.join_next().await.is_some() {}
 
     let grace = Duration::from_secs(cfg.listen.request_timeout_secs);
-    let all = u32::try_from(max).unwrap_or(u32::MAX);
-    if tokio::time::timeout(grace, shared.permits.acquire_many(all))
+    if tokio::time::timeout(grace, shared.budgets.drained())
         .await
         .is_err()
     {
@@ -185,16 +196,26 @@ where
         };
         match accepted {
             Ok((conn, peer)) => {
-                // Past the cap, this connection waits here for a slot and
-                // the ones behind it wait in the kernel's backlog. (Taking
-                // the slot before accept() would let an idle listener sit
-                // on a slot another listener needs.)
-                let permit = tokio::select! {
-                    p = Arc::clone(&shared.permits).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-                    _ = stopped(&mut stop) => return,
+                // A source over its share is turned away at once; the
+                // others wait for a slot in their own task, so a full pool
+                // never stops this loop (root's socket connections are
+                // accepted by the same loop as other local users').
+                let Some(claim) = shared.budgets.admit(&peer) else {
+                    tracing::debug!(peer = %peer.describe(), "too many connections from this source");
+                    tokio::spawn(turn_away(conn));
+                    continue;
                 };
                 let shared = Arc::clone(shared);
-                tokio::spawn(async move { handle(shared, conn, peer, permit).await });
+                tokio::spawn(async move {
+                    let mut stop = shared.shutdown.clone();
+                    let slot = tokio::select! {
+                        s = shared.budgets.slot(&peer) => s,
+                        _ = stopped(&mut stop) => None,
+                    };
+                    if let Some(slot) = slot {
+                        handle(&shared, conn, peer, slot, claim).await;
+                    }
+                });
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -205,14 +226,41 @@ where
     }
 }
 
-async fn handle(shared: Arc<Shared>, conn: Conn, peer: Peer, permit: OwnedSemaphorePermit) {
+/// The answer to a connection over its source's share (plain HTTP only; a
+/// TLS client just sees the connection close).
+async fn turn_away(conn: Conn) {
+    let body = http::busy_body();
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    async fn write<S: AsyncWrite + Unpin>(mut s: S, answer: &[u8]) {
+        let _ = s.write_all(answer).await;
+        let _ = s.shutdown().await;
+    }
+    // Bounded: a client that does not read cannot keep this task.
+    let limit = Duration::from_secs(1);
+    let _ = match conn {
+        Conn::Unix(s) => tokio::time::timeout(limit, write(s, answer.as_bytes())).await,
+        Conn::Tcp(s) => tokio::time::timeout(limit, write(s, answer.as_bytes())).await,
+        Conn::Tls(..) => return,
+    };
+}
+
+async fn handle(
+    shared: &Arc<Shared>,
+    conn: Conn,
+    peer: Peer,
+    slot: Slot,
+    claim: Option<SourceClaim>,
+) {
     let header_timeout = Duration::from_secs(shared.app.config().listen.header_timeout_secs);
     match conn {
-        Conn::Unix(s) => serve_io(&shared, s, peer).await,
-        Conn::Tcp(s) => serve_io(&shared, s, peer).await,
+        Conn::Unix(s) => serve_io(shared, s, peer, &slot).await,
+        Conn::Tcp(s) => serve_io(shared, s, peer, &slot).await,
         Conn::Tls(s, acceptor) => {
             match tokio::time::timeout(header_timeout, acceptor.accept(s)).await {
-                Ok(Ok(tls)) => serve_io(&shared, tls, peer).await,
+                Ok(Ok(tls)) => serve_io(shared, tls, peer, &slot).await,
                 Ok(Err(e)) => {
                     tracing::debug!(peer = %peer.describe(), error = %e, "TLS handshake failed")
                 }
@@ -220,19 +268,25 @@ async fn handle(shared: Arc<Shared>, conn: Conn, peer: Peer, permit: OwnedSemaph
             }
         }
     }
-    drop(permit);
+    slot.release();
+    drop(claim);
 }
 
-async fn serve_io<I>(shared: &Arc<Shared>, io: I, peer: Peer)
+async fn serve_io<I>(shared: &Arc<Shared>, io: I, peer: Peer, slot: &Slot)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let cfg = shared.app.config();
     let router = shared.router.clone();
+    let slot = slot.clone();
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(peer);
+        req.extensions_mut().insert(slot.clone());
         router.clone().oneshot(req)
     });
+    // hyper arms the header timeout as soon as it waits for a request, so
+    // it is also the idle keep-alive timeout: an idle connection gives its
+    // slot back after `header_timeout_secs`.
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())

@@ -286,6 +286,10 @@ impl HostKeys for FileKeyStore {
         let ours = checked_line(acct, line, mark)?;
         let _lock = self.lock()?;
         let home = self.home(acct)?;
+        // A key goes only into a home its user owns (root's for root): a
+        // login user whose passwd home is `/root` or `/` must not get a
+        // `~/.ssh` of its own there (issue 15, finding 8).
+        home.require(DirPolicy::exactly(acct.uid))?;
         let ssh = home.create_child_dir(
             SSH_DIR,
             acct.uid,

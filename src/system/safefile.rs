@@ -265,6 +265,13 @@ impl CheckedDir {
         }
     }
 
+    /// Checks this (already opened) directory against a stricter policy,
+    /// e.g. a home directory reached through root-owned parents that must
+    /// itself belong to its user.
+    pub fn require(&self, policy: DirPolicy) -> Result<()> {
+        self.verify(policy)
+    }
+
     fn verify(&self, policy: DirPolicy) -> Result<()> {
         let st = fstat(&self.fd).map_err(|e| io_err(&self.path, "fstat", e))?;
         check_dir_stat(&st, &self.path, policy)

@@ -248,6 +248,33 @@ impl Daemon {
     }
 }
 
+/// Sets a token's expiry in the past, directly in the database. Only the
+/// daemon may write its store while it runs (it keeps the tokens in
+/// memory), so it is stopped for the edit and started again.
+pub fn expire_in_db(d: &mut Daemon, name: &str) {
+    d.stop();
+    let db = d.database();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        let r = sqlx::query("UPDATE api_tokens SET expires_at = ? WHERE name = ?")
+            .bind(1_000_i64)
+            .bind(name)
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert_eq!(r.rows_affected(), 1);
+        pool.close().await;
+    });
+    let child = d.spawn();
+    d.adopt(child);
+}
+
 pub fn wait_with_patience(child: &mut Child) -> std::process::ExitStatus {
     let start = Instant::now();
     loop {
