@@ -115,6 +115,8 @@ pub struct NewGrant {
     pub ssh_username: Username,
     pub temp_user: bool,
     pub sudoers_dropin: bool,
+    /// The install creates the account's `~/.ssh` (it has none).
+    pub ssh_dir_created: bool,
     pub ssh_key: String,
     pub key_fingerprint: String,
     pub key_comment: String,
@@ -143,6 +145,7 @@ impl NewGrant {
             ssh_username: self.ssh_username.clone(),
             temp_user: self.temp_user,
             sudoers_dropin: self.sudoers_dropin,
+            ssh_dir_created: self.ssh_dir_created,
             ssh_key: self.ssh_key.clone(),
             key_fingerprint: self.key_fingerprint.clone(),
             key_comment: self.key_comment.clone(),
@@ -172,6 +175,8 @@ pub struct GrantRow {
     pub ssh_username: Username,
     pub temp_user: bool,
     pub sudoers_dropin: bool,
+    /// The grant's install created the account's `~/.ssh`.
+    pub ssh_dir_created: bool,
     pub ssh_key: String,
     pub key_fingerprint: String,
     pub key_comment: String,

@@ -550,6 +550,7 @@ mod tests {
             ssh_username: Username::parse(user).unwrap(),
             temp_user: temp,
             sudoers_dropin: temp,
+            ssh_dir_created: false,
             ssh_key: "ssh-ed25519 AAAA".into(),
             key_fingerprint: String::new(),
             key_comment: format!("{ticket}_server_1@cpanel.net_1"),

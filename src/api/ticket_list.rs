@@ -316,6 +316,7 @@ mod tests {
             ssh_username: Username::parse("cp12345.ssh").unwrap(),
             temp_user: true,
             sudoers_dropin: false,
+            ssh_dir_created: false,
             ssh_key: "ssh-ed25519 AAAA".into(),
             key_fingerprint: "SHA256:abc\"def".into(),
             key_comment: "12345_server_2@cpanel.net_1".into(),

@@ -237,8 +237,15 @@ impl Engine {
         }
         // A key of ours for this ticket and server already on the host
         // (left by someone else's hand) is refused rather than doubled.
+        let mut ssh_dir_created = false;
         if let Some(acct) = &account {
             let keys = self.host.keys.clone();
+            // An account without ~/.ssh gets one from the install; its
+            // revoke takes it away again (a temporary user's goes with it).
+            ssh_dir_created = !temp_user
+                && !tokio::task::block_in_place(|| keys.has_ssh_dir(acct)).map_err(|e| {
+                    GrantError::Refused(format!("Cannot read {user}'s ~/.ssh: {e}"))
+                })?;
             let present = tokio::task::block_in_place(|| keys.list_ours(acct)).map_err(|e| {
                 GrantError::Refused(format!("Cannot read {user}'s authorized_keys: {e}"))
             })?;
@@ -267,6 +274,7 @@ impl Engine {
             ssh_username: user,
             temp_user,
             sudoers_dropin,
+            ssh_dir_created,
             ssh_key: req.key.openssh(),
             key_fingerprint: req.key.fingerprint(),
             key_comment: mark.comment(),
@@ -411,6 +419,9 @@ impl Engine {
                     let r = tokio::task::block_in_place(|| {
                         keys.remove(&acct, &|m: &KeyMark| m.same_slot(&mark))
                     });
+                    if r.is_ok() {
+                        self.tidy_ssh_dir(row, &acct);
+                    }
                     ("key_removed", r.map(|_| ()).map_err(|e| e.to_string()))
                 }
                 Done::SudoersInstalled(ticket) => {

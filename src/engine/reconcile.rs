@@ -275,8 +275,9 @@ impl Engine {
                         &mut out.non_fatals,
                     )
                     .await;
+                    self.tidy_ssh_dir(row, &acct);
                 }
-                Ok(_) => {}
+                Ok(_) => self.tidy_ssh_dir(row, &acct),
                 Err(e) => out.errors.push(format!("removing the key: {e}")),
             }
         }

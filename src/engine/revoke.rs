@@ -200,6 +200,7 @@ impl Engine {
                     Ok(n) => {
                         out.revoked_keys += n as u64;
                         removed = Some(n);
+                        self.tidy_ssh_dir(row, &acct);
                     }
                     Err(e) => {
                         failed = true;
@@ -366,6 +367,22 @@ impl Engine {
             }
         }
         ok
+    }
+
+    /// Removes the `~/.ssh` a grant's install created, once nothing but
+    /// an empty authorized_keys is left in it (best effort: a leftover
+    /// empty directory grants nothing).
+    pub(super) fn tidy_ssh_dir(&self, row: &GrantRow, acct: &crate::system::keystore::KeyAccount) {
+        if !row.ssh_dir_created {
+            return;
+        }
+        let keys = self.host.keys.clone();
+        match tokio::task::block_in_place(|| keys.remove_empty_ssh_dir(acct)) {
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(user = %acct.user, error = %e, "cannot remove the ~/.ssh a grant created")
+            }
+        }
     }
 
     fn key_removed_event(caller: &Caller, row: &GrantRow, n: usize) -> AuditEvent {

@@ -378,6 +378,7 @@ async fn reconcile_rolls_back_interrupted_grants_and_sweeps_orphans() {
             ssh_username: Username::root(),
             temp_user: false,
             sudoers_dropin: false,
+            ssh_dir_created: false,
             ssh_key: req.key.openssh(),
             key_fingerprint: req.key.fingerprint(),
             key_comment: format!("3232_server_1@cpanel.net_{T0}"),
@@ -1072,4 +1073,45 @@ async fn the_kill_switch_does_not_wait_for_a_slow_grant() {
         .contains("9393_server"));
     release_tx.send(()).unwrap();
     slow.await.unwrap().unwrap();
+}
+
+/// Issue 15, finding 8: a grant to an account without `~/.ssh` creates
+/// one; its revoke takes it away again, leaving the host as it was. One
+/// the user put something into meanwhile stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ssh_dir_a_grant_created_goes_with_its_revoke() {
+    let Some(rig) = rig("PermitRootLogin prohibit-password").await else {
+        return;
+    };
+    assert!(!rig.scratch.path("root/.ssh").exists());
+    let caller = Caller::LocalRoot { uid: 0 };
+    let root = Username::root();
+    let before = rig.scratch.snapshot();
+    rig.engine
+        .grant(&caller, request(&rig, "9595"))
+        .await
+        .unwrap();
+    assert!(rig.scratch.path("root/.ssh/authorized_keys").exists());
+    let t = TicketId::parse("9595").unwrap();
+    let out = rig.engine.revoke(&caller, t, None, &root).await.unwrap();
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    let diff = before.diff(&rig.scratch.snapshot());
+    assert!(
+        diff.iter()
+            .all(|d| d.contains("audit.log") || d.contains("state")),
+        "{diff:?}"
+    );
+    assert!(!rig.scratch.path("root/.ssh").exists());
+
+    rig.engine
+        .grant(&caller, request(&rig, "9696"))
+        .await
+        .unwrap();
+    std::fs::write(rig.scratch.path("root/.ssh/known_hosts"), b"mine\n").unwrap();
+    let t = TicketId::parse("9696").unwrap();
+    rig.engine.revoke(&caller, t, None, &root).await.unwrap();
+    assert_eq!(
+        std::fs::read(rig.scratch.path("root/.ssh/known_hosts")).unwrap(),
+        b"mine\n"
+    );
 }

@@ -17,7 +17,7 @@ macro_rules! select_grants {
     ($tail:literal) => {
         concat!(
             "SELECT id, ticket_id, server_num, state, source, ssh_username, temp_user, ",
-            "sudoers_dropin, ssh_key, key_fingerprint, key_comment, access_ips, server_name, ",
+            "sudoers_dropin, ssh_dir_created, ssh_key, key_fingerprint, key_comment, access_ips, server_name, ",
             "ticket_subject, ssh_ip, ssh_port, whm_ip, ticket_status, created_at, expires_at, ",
             "ended_at, end_reason, granted_by FROM grants ",
             $tail
@@ -57,6 +57,7 @@ fn row_to_grant(r: &SqliteRow) -> Result<GrantRow, StoreError> {
         ssh_username: Username::parse(&r.try_get::<String, _>("ssh_username")?).map_err(corrupt)?,
         temp_user: r.try_get::<i64, _>("temp_user")? != 0,
         sudoers_dropin: r.try_get::<i64, _>("sudoers_dropin")? != 0,
+        ssh_dir_created: r.try_get::<i64, _>("ssh_dir_created")? != 0,
         ssh_key: r.try_get("ssh_key")?,
         key_fingerprint: r.try_get("key_fingerprint")?,
         key_comment: r.try_get("key_comment")?,
@@ -114,8 +115,9 @@ impl Store {
         let res = sqlx::query(
             "INSERT INTO grants (ticket_id, server_num, state, source, ssh_username, temp_user, \
              sudoers_dropin, ssh_key, key_fingerprint, key_comment, access_ips, server_name, \
-             ticket_subject, ssh_ip, ssh_port, whm_ip, created_at, expires_at, granted_by) \
-             VALUES (?1, ?2, 'granting', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+             ticket_subject, ssh_ip, ssh_port, whm_ip, created_at, expires_at, granted_by, \
+             ssh_dir_created) \
+             VALUES (?1, ?2, 'granting', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
         )
         .bind(g.ticket.as_i64())
         .bind(g.server.as_i64())
@@ -135,6 +137,7 @@ impl Store {
         .bind(g.created_at)
         .bind(g.expires_at)
         .bind(&g.granted_by)
+        .bind(g.ssh_dir_created as i64)
         .execute(self.pool())
         .await;
         match res {
@@ -358,6 +361,7 @@ pub(crate) mod tests {
             ssh_username: Username::root(),
             temp_user: false,
             sudoers_dropin: false,
+            ssh_dir_created: false,
             ssh_key: "ssh-ed25519 AAAA".into(),
             key_fingerprint: "SHA256:x".into(),
             key_comment: format!("{ticket}_server_{server}@cpanel.net_1"),

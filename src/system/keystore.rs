@@ -87,6 +87,12 @@ pub trait HostKeys: Send + Sync {
     /// Deletes temp files an edit killed half-way left in `~/.ssh` (they
     /// may hold a support key); returns how many.
     fn sweep_staged(&self, acct: &KeyAccount) -> Result<usize>;
+    /// Whether the account has a `~/.ssh` (checked like any other).
+    fn has_ssh_dir(&self, acct: &KeyAccount) -> Result<bool>;
+    /// Removes `~/.ssh` when it holds nothing but an empty authorized_keys
+    /// (what a grant that created it leaves once its key is gone);
+    /// returns whether it did.
+    fn remove_empty_ssh_dir(&self, acct: &KeyAccount) -> Result<bool>;
 }
 
 fn bad_line(acct: &KeyAccount, reason: &str) -> KeyStoreError {
@@ -398,6 +404,27 @@ impl HostKeys for FileKeyStore {
             return Ok(0);
         };
         Ok(ssh.sweep_staged()?)
+    }
+
+    fn has_ssh_dir(&self, acct: &KeyAccount) -> Result<bool> {
+        Ok(self.existing_ssh_dir(acct)?.is_some())
+    }
+
+    fn remove_empty_ssh_dir(&self, acct: &KeyAccount) -> Result<bool> {
+        let _lock = self.lock()?;
+        let Some(ssh) = self.existing_ssh_dir(acct)? else {
+            return Ok(false);
+        };
+        let entries = ssh.entries()?;
+        if entries.iter().any(|e| e != AUTHORIZED_KEYS) {
+            return Ok(false);
+        }
+        if Self::read_keys(&ssh, acct)?.is_some_and(|bytes| !bytes.is_empty()) {
+            return Ok(false);
+        }
+        ssh.remove_file(AUTHORIZED_KEYS)?;
+        let home = self.home(acct)?;
+        Ok(home.remove_empty_dir(SSH_DIR)?)
     }
 }
 

@@ -553,6 +553,20 @@ impl CheckedDir {
         }
     }
 
+    /// Removes the directory `name` if it is empty (never following a
+    /// symlink), durably; false when it is missing or not empty.
+    pub fn remove_empty_dir(&self, name: &str) -> Result<bool> {
+        check_name(name)?;
+        let path = self.path.join(name);
+        match unlinkat(&self.fd, name, UnlinkatFlags::RemoveDir) {
+            Ok(()) => {}
+            Err(Errno::ENOENT | Errno::ENOTEMPTY | Errno::EEXIST) => return Ok(false),
+            Err(e) => return Err(io_err(&path, "rmdir", e)),
+        }
+        self.sync()?;
+        Ok(true)
+    }
+
     /// Makes the directory's entries (renames, removals) durable.
     pub fn sync(&self) -> Result<()> {
         fsync(&self.fd).map_err(|e| io_err(&self.path, "fsync", e))
