@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::api::caller::Caller;
 use crate::api::envelope::{ApiError, ApiResult, Params};
 use crate::api::tickets::reject_unknown;
 use crate::app::App;
 use crate::audit::files::{chain_order, discover, Records};
 use crate::audit::show::{parse_time, Filter};
+use crate::domain::caller::Caller;
 
 /// Records returned when `limit` is not given, and the most ever.
 const DEFAULT_LIMIT: usize = 100;

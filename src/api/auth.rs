@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::api::caller::Caller;
 use crate::app::App;
 use crate::config::AuthConfig;
+use crate::domain::caller::Caller;
 use crate::store::tokens::TokenRecord;
 use crate::types::{canonical_ip, printable};
 
@@ -224,7 +224,7 @@ pub async fn authenticate(
         name: rec.name.clone(),
         acls: rec.acls.clone(),
         remote,
-        limits: crate::api::caller::TokenLimits {
+        limits: crate::domain::caller::TokenLimits {
             expires_at: rec.expires_at,
             whitelist: rec.whitelist_ips.clone(),
         },

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use serde_json::{json, Value};
 
-use crate::api::caller::{Acl, Caller};
 use crate::api::envelope::{envelope_bytes, ApiError, DataResult, Params};
 use crate::app::App;
+use crate::domain::caller::{Acl, Caller};
 use crate::types::printable;
 
 pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = DataResult> + Send + 'a>>;
@@ -39,7 +39,7 @@ macro_rules! handler {
     ($f:path) => {{
         fn boxed<'a>(
             app: &'a ::std::sync::Arc<$crate::app::App>,
-            caller: &'a $crate::api::caller::Caller,
+            caller: &'a $crate::domain::caller::Caller,
             params: &'a $crate::api::envelope::Params,
         ) -> $crate::api::dispatch::HandlerFuture<'a> {
             ::std::boxed::Box::pin(async move {

@@ -7,7 +7,6 @@
 
 pub mod audit_log;
 pub mod auth;
-pub mod caller;
 pub mod dispatch;
 pub mod envelope;
 pub mod portal;
@@ -18,8 +17,8 @@ pub mod tickets;
 pub mod tokens;
 pub mod whitelist;
 
-use crate::api::caller::Acl;
 use crate::api::dispatch::Function;
+use crate::domain::caller::Acl;
 use crate::handler;
 
 /// Every API function, the ACL a token needs for it, and its handler.

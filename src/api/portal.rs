@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::api::caller::Caller;
 use crate::api::envelope::{ApiError, ApiResult, Params};
 use crate::api::tickets::reject_unknown;
 use crate::app::App;
 use crate::audit::{AuditEvent, Outcome};
+use crate::domain::caller::Caller;
 use crate::store::grants::GrantRow;
 use crate::types::{ServerNum, TicketId};
 

@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::api::caller::Caller;
 use crate::api::envelope::{ApiError, ApiResult};
 use crate::api::tickets::{granted_data, GrantBase};
 use crate::app::App;
+use crate::domain::caller::Caller;
 use crate::engine::grant::{GrantError, GrantRequest};
 use crate::portal::wire::{LoginDetails, PortalError, ServerDetails};
 use crate::sshkey::SupportKey;

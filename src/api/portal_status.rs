@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::api::caller::Caller;
 use crate::api::envelope::{ApiResult, Params};
 use crate::api::tickets::reject_unknown;
 use crate::app::App;
+use crate::domain::caller::Caller;
 
 pub async fn ticket_portal_status(app: &Arc<App>, _caller: &Caller, params: &Params) -> ApiResult {
     reject_unknown(params, &[])?;

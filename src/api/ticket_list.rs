@@ -14,10 +14,10 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use serde::Serialize;
 
-use crate::api::caller::Caller;
 use crate::api::envelope::{ApiError, Data, DataResult, Params};
 use crate::api::tickets::reject_unknown;
 use crate::app::App;
+use crate::domain::caller::Caller;
 use crate::domain::{GrantSource, TicketStatus};
 use crate::portal::wire::{OpenTicket, ServerEntry};
 use crate::store::grants::{GrantRow, GrantState};

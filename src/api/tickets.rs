@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use crate::api::caller::Caller;
 use crate::api::envelope::{ApiError, ApiResult, Params};
 use crate::app::App;
+use crate::domain::caller::Caller;
 use crate::engine::grant::{GrantError, GrantRequest, Granted};
 use crate::engine::revoke::{EndReason, Revoked};
 use crate::sshkey::SupportKey;

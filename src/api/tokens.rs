@@ -14,10 +14,10 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use crate::api::caller::{Acl, Caller};
 use crate::api::envelope::{ApiError, ApiResult, Params};
 use crate::app::App;
 use crate::audit::{events, AuditEvent};
+use crate::domain::caller::{Acl, Caller};
 use crate::store::tokens::{self, TokenRecord, TokenStoreError};
 use crate::types::{printable, Cidr, TokenName};
 
@@ -397,7 +397,7 @@ mod tests {
             name: TokenName::parse("me").unwrap(),
             acls: acls.to_vec(),
             remote: None,
-            limits: crate::api::caller::TokenLimits {
+            limits: crate::domain::caller::TokenLimits {
                 expires_at,
                 whitelist: (!whitelist.is_empty())
                     .then(|| whitelist.iter().map(|c| Cidr::parse(c).unwrap()).collect()),

@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::api::caller::Caller;
 use crate::api::envelope::{ApiError, ApiResult, Params};
 use crate::app::App;
+use crate::domain::caller::Caller;
 
 fn no_params(params: &Params) -> Result<(), ApiError> {
     let unknown = params.unknown(&[]);

@@ -16,9 +16,9 @@ use std::net::IpAddr;
 use serde_json::json;
 
 use super::Engine;
-use crate::api::caller::Caller;
 use crate::audit::{AuditEvent, Outcome};
 use crate::authorized_keys::{render_line, KeyMark};
+use crate::domain::caller::Caller;
 use crate::domain::GrantSource;
 use crate::engine::WhitelistOutcome;
 use crate::planner::{self, LoginFacts, LoginPlan, LoginRequest};

@@ -24,10 +24,10 @@ use std::sync::{Arc, RwLock};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::api::caller::Caller;
 use crate::audit::{AuditEvent, AuditLog, Outcome};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::domain::caller::Caller;
 use crate::planner::TtlPolicy;
 use crate::store::grants::GrantRow;
 use crate::store::Store;

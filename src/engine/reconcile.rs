@@ -8,9 +8,9 @@ use serde_json::json;
 
 use super::revoke::{EndReason, Revoked};
 use super::{Engine, EngineError};
-use crate::api::caller::Caller;
 use crate::audit::{AuditEvent, Outcome};
 use crate::authorized_keys::KeyMark;
+use crate::domain::caller::Caller;
 use crate::planner::{self, Observation, ObservedKey, Repair};
 use crate::store::grants::{GrantRow, GrantState};
 use crate::types::Username;

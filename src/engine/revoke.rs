@@ -6,9 +6,9 @@
 use serde_json::json;
 
 use super::{Engine, EngineError, WhitelistOutcome};
-use crate::api::caller::Caller;
 use crate::audit::{AuditEvent, Outcome};
 use crate::authorized_keys::KeyMark;
+use crate::domain::caller::Caller;
 use crate::planner;
 use crate::store::grants::{GrantRow, GrantState};
 use crate::types::{ServerNum, TicketId, Username};

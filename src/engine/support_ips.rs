@@ -11,9 +11,9 @@ use std::collections::BTreeSet;
 use serde_json::json;
 
 use super::{Engine, EngineError};
-use crate::api::caller::Caller;
 use crate::audit::Outcome;
 use crate::authorized_keys::{render_line, KeyMark};
+use crate::domain::caller::Caller;
 use crate::sshkey::SupportKey;
 use crate::store::grants::GrantState;
 use crate::types::SupportIp;

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use super::grant::{GrantError, GrantRequest};
 use super::*;
-use crate::api::caller::Caller;
 use crate::audit::record::open_line;
 use crate::clock::ManualClock;
+use crate::domain::caller::Caller;
 use crate::sshkey::SupportKey;
 use crate::store::grants::GrantState;
 use crate::testing::{cannot_run_host_tools, fresh_key, ScratchRoot};

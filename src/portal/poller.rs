@@ -11,8 +11,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::wire::PortalError;
-use crate::api::caller::Caller;
 use crate::app::App;
+use crate::domain::caller::Caller;
 use crate::domain::{GrantSource, TicketStatus};
 use crate::engine::revoke::{EndReason, Revoked};
 use crate::store::grants::{GrantRow, GrantState};

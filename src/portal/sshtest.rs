@@ -10,9 +10,9 @@ use serde_json::json;
 
 use super::preflight;
 use super::wire::{PortalError, SshTestResult};
-use crate::api::caller::Caller;
 use crate::app::App;
 use crate::audit::{AuditEvent, Outcome};
+use crate::domain::caller::Caller;
 use crate::store::grants::GrantRow;
 
 /// What the test found.

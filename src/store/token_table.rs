@@ -175,7 +175,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::caller::Acl;
+    use crate::domain::caller::Acl;
     use crate::types::Cidr;
 
     fn rec(name: &str) -> TokenRecord {

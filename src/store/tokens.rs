@@ -3,7 +3,7 @@
 
 use sqlx::{Row, SqlitePool};
 
-use crate::api::caller::Acl;
+use crate::domain::caller::Acl;
 use crate::store::StoreError;
 use crate::types::{Cidr, TokenName};
 

@@ -1,7 +1,10 @@
 //! The facts every layer shares: what a grant is, where it came from, the
-//! state of its ticket. The store persists them, the planner decides on
+//! state of its ticket, and who is asking ([`caller`]: the caller and its
+//! rights). The store persists them, the planner decides on
 //! them, the engine acts on them, the API shows them; none of those owns
 //! them. Pure data, no I/O.
+
+pub mod caller;
 
 use serde::Serialize;
 
