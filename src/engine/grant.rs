@@ -92,6 +92,8 @@ struct Planned {
     ips: Vec<SupportIp>,
     plan: LoginPlan,
     ssh_endpoint: Option<std::net::SocketAddr>,
+    /// Time spent asking sshd and sudo.
+    facts_us: u64,
 }
 
 /// What the grant decided before touching anything.
@@ -110,7 +112,9 @@ impl Engine {
         // behind a queue of grants; and what takes time (`sshd -T` for
         // every support address) runs before the change lock is taken.
         let _queued = self.grant_queue.lock().await;
+        let started = std::time::Instant::now();
         let planned = self.plan_grant(&req)?;
+        let facts_us = planned.facts_us;
         let serial = self.changes.lock().await;
         let (new, decided) = self.decide_grant(caller, &req, planned).await?;
         // 1. The intent.
@@ -148,6 +152,14 @@ impl Engine {
         let mut non_fatals = Vec::new();
         let whitelist = self.converge_whitelist(caller, &mut non_fatals).await;
         self.grants_changed.notify_one();
+        // Time in external tools (sshd -T) apart from our own work, so the
+        // benchmark can compare the rest with the durable-write floor.
+        tracing::debug!(
+            ticket = %row.ticket,
+            facts_us,
+            total_us = started.elapsed().as_micros() as u64,
+            "grant timing"
+        );
         Ok(Granted {
             row,
             password,
@@ -168,8 +180,10 @@ impl Engine {
             .map_err(|e| GrantError::Refused(e.0))?;
         let request = planner::classify_request(req.ticket, req.ssh_username.as_ref())
             .map_err(|e| GrantError::Refused(e.0))?;
+        let facts_started = std::time::Instant::now();
         let facts = tokio::task::block_in_place(|| self.login_facts(&request, req.ticket, &ips))
             .map_err(GrantError::Refused)?;
+        let facts_us = facts_started.elapsed().as_micros() as u64;
         let plan = planner::decide_login(req.ticket, &request, &facts)
             .map_err(|e| GrantError::Refused(e.0))?;
         Ok(Planned {
@@ -178,6 +192,7 @@ impl Engine {
             ips,
             plan,
             ssh_endpoint: facts.ssh_endpoint,
+            facts_us,
         })
     }
 
@@ -195,6 +210,7 @@ impl Engine {
             ips,
             plan,
             ssh_endpoint,
+            ..
         } = planned;
         // A local grant reports (and its SSH test checks) where sshd really
         // listens; a portal grant keeps the portal's values.
