@@ -2,7 +2,7 @@
 //! TLS), with our own accept loop so we control the connection cap,
 //! header timeouts and graceful shutdown.
 
-mod form;
+pub mod form;
 mod http;
 mod tls;
 mod unix;
