@@ -119,7 +119,11 @@ fuzz_target!(|data: &[u8]| {
     if let Some(f) = &report.failure {
         let _ = f.to_string();
     }
-    assert_eq!(report, verify_files(&paths, head()), "verify is not deterministic");
+    assert_eq!(
+        report,
+        verify_files(&paths, head()),
+        "verify is not deterministic"
+    );
     if report.is_ok() {
         let lines: u64 = input.lines.iter().sum();
         assert_eq!(report.records, lines, "a passing log must count every line");

@@ -116,7 +116,11 @@ fuzz_target!(|data: &[u8]| {
     let line = render_line(key, &g.ips, g.expiry, &g.mark).expect("a rendered line");
     let added = add_line(data, &line).expect("our line is one line");
     let found = list_ours(&added);
-    assert_eq!(found.len(), ours_before.len() + 1, "our line was not found: {line}");
+    assert_eq!(
+        found.len(),
+        ours_before.len() + 1,
+        "our line was not found: {line}"
+    );
     assert_eq!(found[0].mark, g.mark);
     assert_eq!(found[0].line, line);
     assert_eq!(found[0].key, key.openssh());

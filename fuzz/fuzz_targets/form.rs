@@ -18,14 +18,23 @@ fn round_trip(pairs: &[(String, String)]) {
     let back = form::parse(encoded.as_bytes()).expect("form_encode output parses");
     // Pairs with an empty name and value encode to "=", which parses to
     // ("", ""); nothing is lost.
-    assert_eq!(back, pairs, "encode then parse changed the pairs: {encoded}");
+    assert_eq!(
+        back, pairs,
+        "encode then parse changed the pairs: {encoded}"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(pairs) = form::parse(data) {
         round_trip(&pairs);
         let params = Params::new(pairs);
-        for name in ["ticket_id", "server_num", "acl", "whitelist_ip", "api.version"] {
+        for name in [
+            "ticket_id",
+            "server_num",
+            "acl",
+            "whitelist_ip",
+            "api.version",
+        ] {
             let _ = params.get(name);
             let _ = params.has(name);
             let _ = params.list(name);

@@ -14,7 +14,11 @@ fuzz_target!(|data: &[u8]| {
     // The daemon reads sshd's stdout as lossy UTF-8.
     let text = String::from_utf8_lossy(data);
     let first = SshdEffective::parse(&text);
-    assert_eq!(first, SshdEffective::parse(&text), "parse is not deterministic");
+    assert_eq!(
+        first,
+        SshdEffective::parse(&text),
+        "parse is not deterministic"
+    );
     let Ok(eff) = first else { return };
     let users = [Username::root(), Username::parse("cp12345.ssh").unwrap()];
     let groups = ["wheel".to_string(), "cp12345.ssh".to_string()];

@@ -234,7 +234,12 @@ mod tests {
     /// `float_roundtrip` parses exactly.
     #[test]
     fn sealed_floats_reopen() {
-        for text in ["118446744073709551615", "1.1844674407370955e+20", "0.1", "-2.5e-300"] {
+        for text in [
+            "118446744073709551615",
+            "1.1844674407370955e+20",
+            "0.1",
+            "-2.5e-300",
+        ] {
             let number: Value = serde_json::from_str(text).unwrap();
             let rec = Record::from_event(
                 &ev().details(json!({"nested": [number]})),
