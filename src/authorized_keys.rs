@@ -47,6 +47,10 @@ impl KeyMark {
     /// Parses a comment written by [`KeyMark::comment`]. Only the canonical
     /// form matches (no leading zeros, no extra text), so a look-alike
     /// comment on an admin's key is never mistaken for ours.
+    ///
+    /// The ticket is read as the number the comment holds, not re-checked
+    /// as API input: `ticket_id=012` is ticket 12 (leading zeros are
+    /// stripped), whose comment `12_server_…` must be found again.
     pub fn parse_comment(s: &str) -> Option<KeyMark> {
         let (ticket, rest) = s.split_once(SERVER_SEP)?;
         let (server, epoch) = rest.split_once(DOMAIN_SEP)?;
@@ -55,7 +59,7 @@ impl KeyMark {
             return None;
         }
         let mark = KeyMark {
-            ticket: TicketId::parse(ticket).ok()?,
+            ticket: TicketId::from_stored(ticket.parse().ok()?).ok()?,
             server: ServerNum::parse(server).ok()?,
             epoch: epoch.parse().ok()?,
         };
@@ -289,13 +293,35 @@ mod tests {
             "12345_server_2@cpanel.net_",
             "12345_server_2@cpanel.net_17x",
             "12345_server_2@cpanel.org_1700000000",
-            "12_server_2@cpanel.net_1700000000",
+            "012_server_2@cpanel.net_1700000000",
             "12345_server_0@cpanel.net_1700000000",
             "x12345_server_2@cpanel.net_1700000000",
             "12345_server_2@cpanel.net_-5",
             "",
         ] {
             assert_eq!(KeyMark::parse_comment(bad), None, "{bad}");
+        }
+    }
+
+    /// Found by the `authorized_keys` fuzz target: `ticket_id=060` is
+    /// ticket 60, and its line (`60_server_…`) was not recognised as ours,
+    /// so it could never be listed, revoked or expired.
+    #[test]
+    fn short_ticket_numbers_are_found_again() {
+        for raw in ["060", "001", "099", "100"] {
+            let m = KeyMark::new(
+                TicketId::parse(raw).unwrap(),
+                ServerNum::parse("2").unwrap(),
+                170_020_300,
+            );
+            assert_eq!(KeyMark::parse_comment(&m.comment()), Some(m), "{raw}");
+            let line = ours(RSA2048, &m);
+            let added = add_line(b"# admin\n", &line).unwrap();
+            let found = list_ours(&added);
+            assert_eq!(found.len(), 1, "{raw}: {line}");
+            assert_eq!(found[0].mark, m);
+            let (back, n) = remove_ours(&added, &|k| *k == m);
+            assert_eq!((back.as_slice(), n), (&b"# admin\n"[..], 1));
         }
     }
 

@@ -228,6 +228,34 @@ mod tests {
         assert_eq!(open_line(""), Err(LineError::NoHash));
     }
 
+    /// Found by the `audit_line` fuzz target: a number in `details` that
+    /// only fits a float (here an integer above u64::MAX) was sealed as
+    /// `1.1844674407370955e+20`, which serde_json's default float parser
+    /// read back one bit off, so the genuine line failed the canonical-form
+    /// check (`show` and `replay` refused it). serde_json's
+    /// `float_roundtrip` parses exactly.
+    #[test]
+    fn sealed_floats_reopen() {
+        for text in [
+            "118446744073709551615",
+            "1.1844674407370955e+20",
+            "0.1",
+            "-2.5e-300",
+        ] {
+            let number: Value = serde_json::from_str(text).unwrap();
+            let rec = Record::from_event(
+                &ev().details(json!({"nested": [number]})),
+                9,
+                "2026-11-23T11:28:53Z".into(),
+                GENESIS_HASH,
+            );
+            let (line, hash) = rec.seal().unwrap();
+            let back = open_line(&line).unwrap_or_else(|e| panic!("{text}: {e}: {line}"));
+            assert_eq!(back.hash.as_deref(), Some(hash.as_str()));
+            assert_eq!(back.details, rec.details, "{text}");
+        }
+    }
+
     #[test]
     fn non_canonical_whitespace_is_refused() {
         let rec = Record::from_event(&ev(), 1, "t".into(), GENESIS_HASH);

@@ -3,7 +3,7 @@
 //! (see [`budget`]), header and idle timeouts and graceful shutdown.
 
 mod budget;
-mod form;
+pub mod form;
 mod http;
 mod tls;
 mod unix;
