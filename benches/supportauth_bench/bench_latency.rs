@@ -13,7 +13,19 @@ pub fn run(rt: &tokio::runtime::Runtime, report: &mut Report) {
     report.section(&format!(
         "1. grant/revoke latency (HTTP over the Unix socket, root path, {n} runs)"
     ));
-    let mut d = util::root_daemon("", false, |_| {});
+    // As on any real server, root already has a ~/.ssh with the admin's
+    // own key (without it every grant would create the directory and every
+    // revoke remove it again, two more directory fsyncs each).
+    let mut d = util::root_daemon("", false, |root| {
+        use std::os::unix::fs::PermissionsExt;
+        let ssh = root.join("root/.ssh");
+        std::fs::create_dir_all(&ssh).expect("root's ~/.ssh");
+        std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let keys = ssh.join("authorized_keys");
+        std::fs::write(&keys, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl admin@laptop\n")
+            .expect("admin's key");
+        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    });
     // Production logging, plus the engine's one `grant timing` line per
     // grant (debug), which says how long `sshd -T` took.
     util::set_log_level(
