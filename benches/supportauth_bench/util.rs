@@ -368,20 +368,9 @@ impl Floor {
     /// [`replace`](Self::replace), and the time until the temp file is
     /// written and fsynced.
     pub fn replace_parts(&mut self, content: &[u8]) -> (f64, f64) {
-        let tmp = self.dir.join(".authorized_keys.tmp");
-        let dst = self.dir.join("authorized_keys");
         let t = Instant::now();
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .expect("temp file");
-        f.write_all(content).expect("write temp");
-        f.sync_all().expect("fsync temp");
-        drop(f);
+        self.stage_and_rename(".authorized_keys.tmp", "authorized_keys", content);
         let stage = ms(t.elapsed());
-        std::fs::rename(&tmp, &dst).expect("rename");
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .expect("fsync dir");
@@ -391,19 +380,25 @@ impl Floor {
     /// A small file written to a temp name, fsynced and renamed in,
     /// without a directory fsync of its own.
     pub fn small_file(&mut self) -> f64 {
-        let tmp = self.dir.join(".copy.tmp");
         let t = Instant::now();
+        self.stage_and_rename(".copy.tmp", "copy.pub", &[b'k'; 100]);
+        ms(t.elapsed())
+    }
+
+    /// Writes `content` to `tmp` (new, 0600), fsyncs it, renames it to
+    /// `name`; the directory is not fsynced.
+    fn stage_and_rename(&self, tmp: &str, name: &str, content: &[u8]) {
+        let tmp = self.dir.join(tmp);
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&tmp)
             .expect("temp file");
-        f.write_all(&[b'k'; 100]).expect("write temp");
+        f.write_all(content).expect("write temp");
         f.sync_all().expect("fsync temp");
         drop(f);
-        std::fs::rename(&tmp, self.dir.join("copy.pub")).expect("rename");
-        ms(t.elapsed())
+        std::fs::rename(&tmp, self.dir.join(name)).expect("rename");
     }
 
     /// One of each, interleaved with the operation being measured.
