@@ -85,7 +85,21 @@ impl Sandbox {
         if let Some(deb) = std::env::var_os(DEB_ENV) {
             std::fs::copy(&deb, DEB_INSIDE).expect("copy the .deb into the sandbox");
         }
+        // The checkout itself may live under /tmp too (a CI clone): keep it
+        // reachable, read-only, at its own path (the browser test runs its
+        // script from there).
+        let checkout = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let under_tmp = checkout.starts_with("/tmp");
+        let saved = Path::new("/run/e2e-checkout");
+        if under_tmp {
+            mkdir_mode(saved, 0o755);
+            mount("none", "bind,ro", &checkout.display().to_string(), saved);
+        }
         mount_tmpfs(Path::new("/tmp"), "1777");
+        if under_tmp {
+            std::fs::create_dir_all(checkout).expect("the checkout's path in the new /tmp");
+            mount("none", "bind,ro", &saved.display().to_string(), checkout);
+        }
         mkdir_mode("/run/sshd", 0o755);
         let work = PathBuf::from("/run/e2e");
         mkdir_mode(&work, 0o700);
