@@ -6,11 +6,11 @@
 
 use std::sync::{Arc, RwLock};
 
-use crate::api::auth::FailureLimiter;
 use crate::audit::AuditLog;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::limiter::FailureLimiter;
 use crate::portal::Portal;
 use crate::store::Store;
 

@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::api::auth::{LimitKey, Peer};
+use crate::api::auth::Peer;
+use crate::limiter::LimitKey;
 
 pub struct Budgets {
     root: Arc<Semaphore>,

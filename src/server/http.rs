@@ -13,11 +13,12 @@ use axum::Router;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
-use crate::api::auth::{self, AuthHeader, FailureSummary, LimitKey, Peer};
+use crate::api::auth::{self, AuthHeader, Peer};
 use crate::api::dispatch::{self, refusal};
 use crate::api::envelope::Params;
 use crate::app::App;
 use crate::audit::{events, AuditEvent, Outcome};
+use crate::limiter::{FailureSummary, LimitKey};
 use crate::server::{form, Slot};
 use crate::types::printable;
 
