@@ -18,7 +18,7 @@ use crate::api::envelope::{ApiError, ApiResult, Params};
 use crate::app::App;
 use crate::audit::{events, AuditEvent};
 use crate::domain::caller::{Acl, Caller};
-use crate::store::tokens::{self, TokenRecord, TokenStoreError};
+use crate::store::tokens::{TokenRecord, TokenStoreError};
 use crate::types::{printable, Cidr, TokenName};
 
 fn store_error(e: TokenStoreError) -> ApiError {
@@ -243,7 +243,9 @@ pub async fn create(app: &Arc<App>, caller: &Caller, params: &Params) -> ApiResu
 
 pub async fn list(app: &Arc<App>, _caller: &Caller, params: &Params) -> ApiResult {
     refuse_unknown(params, &[])?;
-    let all = tokens::list(app.store.pool())
+    let all = app
+        .store
+        .list_tokens()
         .await
         .map_err(|e| store_error(e.into()))?;
     let mut m = Map::new();
@@ -268,7 +270,9 @@ pub async fn revoke(app: &Arc<App>, caller: &Caller, params: &Params) -> ApiResu
     // Check them all first so a typo (or a token stronger than the
     // caller) in one revokes none.
     for n in &names {
-        match tokens::get(app.store.pool(), n)
+        match app
+            .store
+            .token(n)
             .await
             .map_err(|e| store_error(e.into()))?
         {
@@ -314,7 +318,9 @@ pub async fn update(app: &Arc<App>, caller: &Caller, params: &Params) -> ApiResu
         ],
     )?;
     let name = TokenName::parse(params.require("token_name")?)?;
-    let Some(mut rec) = tokens::get(app.store.pool(), &name)
+    let Some(mut rec) = app
+        .store
+        .token(&name)
         .await
         .map_err(|e| store_error(e.into()))?
     else {

@@ -142,6 +142,9 @@ impl Store {
         Ok(Store { pool, tokens })
     }
 
+    /// The raw pool, for tests and benchmarks that must reach under the
+    /// named methods (to break a table on purpose, say). The daemon's own
+    /// code outside `store/` never uses it.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }

@@ -147,6 +147,16 @@ impl Store {
         self.tokens().find(hash)
     }
 
+    /// The token named `name`, from the table (the source of truth).
+    pub async fn token(&self, name: &TokenName) -> Result<Option<TokenRecord>, StoreError> {
+        super::tokens::get(self.pool(), name).await
+    }
+
+    /// Every token, ordered by name.
+    pub async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        super::tokens::list(self.pool()).await
+    }
+
     /// Stores a new token; a name in use is [`TokenStoreError::Duplicate`].
     pub async fn insert_token(
         &self,

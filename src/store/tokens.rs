@@ -134,7 +134,10 @@ pub async fn all_with_hashes(pool: &SqlitePool) -> Result<Vec<(TokenRecord, Vec<
         .collect()
 }
 
-pub async fn get(pool: &SqlitePool, name: &TokenName) -> Result<Option<TokenRecord>, StoreError> {
+pub(super) async fn get(
+    pool: &SqlitePool,
+    name: &TokenName,
+) -> Result<Option<TokenRecord>, StoreError> {
     let row = sqlx::query(
         "SELECT name, owner, create_time, expires_at, acls, whitelist_ips \
          FROM api_tokens WHERE name = ?",
@@ -146,7 +149,7 @@ pub async fn get(pool: &SqlitePool, name: &TokenName) -> Result<Option<TokenReco
 }
 
 /// Every token, ordered by name.
-pub async fn list(pool: &SqlitePool) -> Result<Vec<TokenRecord>, StoreError> {
+pub(super) async fn list(pool: &SqlitePool) -> Result<Vec<TokenRecord>, StoreError> {
     let rows = sqlx::query(
         "SELECT name, owner, create_time, expires_at, acls, whitelist_ips \
          FROM api_tokens ORDER BY name",
