@@ -47,6 +47,13 @@ impl ApiError {
     }
 }
 
+/// One wording for a failed store, wherever it surfaces.
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::new(crate::engine::EngineError::Store(e).to_string())
+    }
+}
+
 impl From<crate::types::InputError> for ApiError {
     fn from(e: crate::types::InputError) -> Self {
         ApiError::new(e.0)

@@ -67,7 +67,7 @@ async fn live_grant(app: &App, params: &Params) -> Result<GrantRow, ApiError> {
         .store()
         .list_live(Some(ticket), Some(server), None)
         .await
-        .map_err(|e| ApiError::new(format!("The state database failed: {e}")))?
+        .map_err(ApiError::from)?
         .into_iter()
         .next()
         .ok_or_else(|| {

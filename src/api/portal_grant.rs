@@ -17,7 +17,7 @@ use crate::api::envelope::{ApiError, ApiResult};
 use crate::api::tickets::{granted_data, GrantBase};
 use crate::app::App;
 use crate::domain::caller::Caller;
-use crate::engine::grant::{GrantError, GrantRequest};
+use crate::engine::grant::GrantRequest;
 use crate::portal::wire::{LoginDetails, PortalError, ServerDetails};
 use crate::sshkey::SupportKey;
 
@@ -170,9 +170,7 @@ pub async fn grant(app: &Arc<App>, caller: &Caller, base: GrantBase) -> ApiResul
     };
     let mut g = match app.engine.grant(caller, req).await {
         Ok(g) => g,
-        Err(GrantError::Refused(r)) | Err(GrantError::RolledBack(r)) => {
-            return Err(ApiError::new(r))
-        }
+        Err(e) => return Err(ApiError::new(e.to_string())),
     };
     let user = g.row.ssh_username.as_str().to_string();
     let method = if g.row.ssh_username.is_root() {

@@ -201,7 +201,7 @@ pub async fn ticket_list(app: &Arc<App>, _caller: &Caller, params: &Params) -> D
         .store()
         .live_snapshot()
         .await
-        .map_err(|e| ApiError::new(format!("The state database failed: {e}")))?;
+        .map_err(ApiError::from)?;
     let ctx = Ctx {
         now: app.engine.now(),
         local: crate::system::net::local_addresses_cached(),

@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 use crate::api::envelope::{ApiError, ApiResult, Params};
 use crate::app::App;
 use crate::domain::caller::Caller;
-use crate::engine::grant::{GrantError, GrantRequest, Granted};
+use crate::engine::grant::{GrantRequest, Granted};
 use crate::engine::revoke::{EndReason, Revoked};
 use crate::sshkey::SupportKey;
 use crate::store::grants::GrantRow;
@@ -100,9 +100,7 @@ pub async fn ticket_grant(app: &Arc<App>, caller: &Caller, params: &Params) -> A
     };
     match app.engine.grant(caller, req).await {
         Ok(g) => Ok(Value::Object(granted_data(&g))),
-        Err(GrantError::Refused(reason)) | Err(GrantError::RolledBack(reason)) => {
-            Err(ApiError::new(reason))
-        }
+        Err(e) => Err(ApiError::new(e.to_string())),
     }
 }
 

@@ -62,16 +62,38 @@ pub struct Granted {
 
 #[derive(Debug, thiserror::Error)]
 pub enum GrantError {
-    /// Refused before anything was touched; the host is unchanged.
+    /// Against policy, or sshd/sudo would not let the login in; nothing
+    /// was touched.
     #[error("{0}")]
     Refused(String),
+    /// The ticket and server already have a key (in the store, or on the
+    /// host by someone else's hand); nothing was touched.
+    #[error(
+        "A key for ticket {ticket} server {server} is already present{place}. Revoke it first."
+    )]
+    AlreadyPresent {
+        ticket: TicketId,
+        server: ServerNum,
+        /// Where it was found, for the message (may be empty).
+        place: String,
+    },
+    /// The store or the host could not be read to decide; nothing was
+    /// touched.
+    #[error(transparent)]
+    Engine(#[from] super::EngineError),
     /// Something failed part-way; everything done was rolled back.
-    #[error("{0}")]
-    RolledBack(String),
+    #[error("The grant for ticket {ticket} server {server} failed and was rolled back: {why}")]
+    RolledBack {
+        ticket: TicketId,
+        server: ServerNum,
+        why: String,
+    },
 }
 
-fn store_failed(e: impl std::fmt::Display) -> GrantError {
-    GrantError::Refused(format!("The state database failed: {e}"))
+impl From<crate::store::StoreError> for GrantError {
+    fn from(e: crate::store::StoreError) -> Self {
+        GrantError::Engine(e.into())
+    }
 }
 
 fn audit_failed(e: impl std::fmt::Display) -> String {
@@ -121,12 +143,13 @@ impl Engine {
         let row = match self.store.insert_granting(&new).await {
             Ok(row) => row,
             Err(InsertError::AlreadyLive(e)) => {
-                return Err(GrantError::Refused(format!(
-                    "A key for ticket {} server {} is already present. Revoke it first.",
-                    e.ticket, e.server
-                )))
+                return Err(GrantError::AlreadyPresent {
+                    ticket: e.ticket,
+                    server: e.server,
+                    place: String::new(),
+                })
             }
-            Err(InsertError::Store(e)) => return Err(store_failed(e)),
+            Err(InsertError::Store(e)) => return Err(e.into()),
         };
         super::fault::point("after_intent");
         // 2-4. The host, the closing records, the done mark.
@@ -137,10 +160,11 @@ impl Engine {
             .await
         {
             self.roll_back(caller, &row, done, &why).await;
-            return Err(GrantError::RolledBack(format!(
-                "The grant for ticket {} server {} failed and was rolled back: {why}",
-                row.ticket, row.server
-            )));
+            return Err(GrantError::RolledBack {
+                ticket: row.ticket,
+                server: row.server,
+                why,
+            });
         }
         drop(serial);
         let row = GrantRow {
@@ -218,15 +242,16 @@ impl Engine {
             (GrantSource::Local, Some(at)) => (at.ip().to_string(), at.port()),
             _ => (req.ssh_ip.clone(), req.ssh_port),
         };
-        let live = self.store.live_grants().await.map_err(store_failed)?;
+        let live = self.store.live_grants().await?;
         if let Some(existing) = live
             .iter()
             .find(|g| g.ticket == req.ticket && g.server == req.server)
         {
-            return Err(GrantError::Refused(format!(
-                "A key for ticket {} server {} is already present (as “{}”). Revoke it first.",
-                req.ticket, req.server, existing.ssh_username
-            )));
+            return Err(GrantError::AlreadyPresent {
+                ticket: req.ticket,
+                server: req.server,
+                place: format!(" (as “{}”)", existing.ssh_username),
+            });
         }
         let user = plan.user();
         let (temp_user, sudoers_dropin, group) = match &plan {
@@ -243,7 +268,7 @@ impl Engine {
         let account = self
             .host
             .key_account_of(&user)
-            .map_err(GrantError::Refused)?;
+            .map_err(super::EngineError::Host)?;
         if temp_user && !shared_user && account.is_some() {
             return Err(GrantError::Refused(format!(
                 "The temporary user {user} exists but no live grant uses it; supportauth removes \
@@ -260,26 +285,23 @@ impl Engine {
             // revoke takes it away again (a temporary user's goes with it).
             ssh_dir_created = !temp_user
                 && !tokio::task::block_in_place(|| keys.has_ssh_dir(acct)).map_err(|e| {
-                    GrantError::Refused(format!("Cannot read {user}'s ~/.ssh: {e}"))
+                    super::EngineError::Host(format!("Cannot read {user}'s ~/.ssh: {e}"))
                 })?;
             let present = tokio::task::block_in_place(|| keys.list_ours(acct)).map_err(|e| {
-                GrantError::Refused(format!("Cannot read {user}'s authorized_keys: {e}"))
+                super::EngineError::Host(format!("Cannot read {user}'s authorized_keys: {e}"))
             })?;
             if present
                 .iter()
                 .any(|k| k.mark.ticket == req.ticket && k.mark.server == req.server)
             {
-                return Err(GrantError::Refused(format!(
-                    "A key for ticket {} server {} is already present in {user}'s authorized_keys. Revoke it first.",
-                    req.ticket, req.server
-                )));
+                return Err(GrantError::AlreadyPresent {
+                    ticket: req.ticket,
+                    server: req.server,
+                    place: format!(" in {user}'s authorized_keys"),
+                });
             }
         }
-        let earlier = self
-            .store
-            .key_comments(req.ticket, req.server)
-            .await
-            .map_err(store_failed)?;
+        let earlier = self.store.key_comments(req.ticket, req.server).await?;
         let mark = KeyMark::new(req.ticket, req.server, planner::key_epoch(now, &earlier));
         let line = render_line(&req.key, &ips, expires_at, &mark)
             .map_err(|e| GrantError::Refused(e.to_string()))?;

@@ -134,7 +134,7 @@ async fn root_grant_and_revoke_leave_the_admins_file_byte_identical() {
         .grant(&Caller::LocalRoot { uid: 0 }, request(&rig, "4242"))
         .await;
     assert!(
-        matches!(dup, Err(GrantError::Refused(ref r)) if r.contains("already present")),
+        matches!(dup, Err(GrantError::AlreadyPresent { .. })),
         "{dup:?}"
     );
 
@@ -730,7 +730,7 @@ async fn done_marks_are_stored_at_the_answer_and_a_taken_slot_is_refused() {
     let before = rig.scratch.snapshot();
     let err = rig.engine.grant(&caller, request(&rig, "4343")).await;
     assert!(
-        matches!(err, Err(GrantError::Refused(ref r)) if r.contains("already present")),
+        matches!(err, Err(GrantError::AlreadyPresent { .. })),
         "{err:?}"
     );
     assert_eq!(
