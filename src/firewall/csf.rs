@@ -14,7 +14,7 @@ use crate::system::exec;
 pub struct Csf {
     pub tool: PathBuf,
     /// `<csf_dir>/csf.allow` under the root prefix.
-    pub allow_file: PathBuf,
+    pub allow_file: atomic::HostFile,
 }
 
 /// Who holds an address in csf.allow.
@@ -87,9 +87,9 @@ pub fn plan(held: &BTreeMap<IpNet, Holders>, want: &BTreeSet<IpNet>) -> Plan {
 
 impl Csf {
     fn read(&self) -> Result<BTreeMap<IpNet, Holders>, FwError> {
-        let bytes = atomic::read(&self.allow_file)?.ok_or_else(|| {
+        let bytes = self.allow_file.read()?.ok_or_else(|| {
             FwError::unexpected(
-                self.allow_file.display().to_string(),
+                self.allow_file.path().display().to_string(),
                 "does not exist; is CSF installed?",
             )
         })?;
@@ -118,7 +118,7 @@ impl Csf {
         if !after.add.is_empty() || !after.remove.is_empty() {
             let list = |v: &[IpNet]| v.iter().map(show_net).collect::<Vec<_>>().join(", ");
             return Err(FwError::unexpected(
-                self.allow_file.display().to_string(),
+                self.allow_file.path().display().to_string(),
                 format!(
                     "after running csf, still missing [{}] and still present [{}]",
                     list(&after.add),

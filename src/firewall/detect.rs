@@ -118,7 +118,7 @@ pub(crate) fn backends(cfg: &Config) -> Vec<Box<dyn Backend>> {
     if (auto && csf_on) || wants("csf") {
         out.push(Box::new(Csf {
             tool: cfg.tools.csf.clone(),
-            allow_file: csf_allow_path(cfg),
+            allow_file: super::atomic::HostFile::new(&cfg.root, csf_allow_path(cfg)),
         }));
     }
     if (auto && exists(&cfg.host_path(&cfg.paths.cphulk_marker))) || wants("cphulk") {
@@ -129,7 +129,9 @@ pub(crate) fn backends(cfg: &Config) -> Vec<Box<dyn Backend>> {
     let allow = cfg.host_path(&cfg.paths.hosts_allow);
     let deny = cfg.host_path(&cfg.paths.hosts_deny);
     if (auto && (exists(&allow) || exists(&deny))) || wants("hosts_allow") {
-        out.push(Box::new(HostsAllow { path: allow }));
+        out.push(Box::new(HostsAllow {
+            file: super::atomic::HostFile::new(&cfg.root, allow),
+        }));
     }
     out
 }

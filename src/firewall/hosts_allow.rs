@@ -3,7 +3,6 @@
 //! two lines are ever rewritten; every other byte is kept as it was.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
 use ipnet::IpNet;
 
@@ -15,7 +14,7 @@ pub const MARKER: &str =
     "# supportauth: cPanel-support-access (managed by supportauth; do not edit the next line)";
 
 pub struct HostsAllow {
-    pub path: PathBuf,
+    pub file: atomic::HostFile,
 }
 
 /// An address in tcp_wrappers syntax: IPv6 in brackets, IPv4 prefixes as a
@@ -171,7 +170,7 @@ impl HostsAllow {
     ) -> Result<(), FwError> {
         let mut before = BTreeSet::new();
         let mut admins = BTreeSet::new();
-        atomic::replace_with(&self.path, |old| {
+        self.file.replace_with(|old| {
             let old = old.unwrap_or(b"");
             let (ours, rest) = parse(old);
             before = ours;
@@ -211,7 +210,7 @@ impl Backend for HostsAllow {
         self.converge(want, changes)
     }
     fn observe(&self) -> Result<Observed, FwError> {
-        let text = atomic::read(&self.path)?.unwrap_or_default();
+        let text = self.file.read()?.unwrap_or_default();
         let (ours, rest) = parse(&text);
         // Our rule must be the very first line to win over the admin's.
         let first_ok =
