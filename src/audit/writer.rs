@@ -25,7 +25,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -597,16 +597,11 @@ async fn save_head(store: &Store, head: &ChainHead) -> Result<(), AuditError> {
 /// Opens the log for appending, creating its directory (0700) and the file
 /// (0600) when missing; refuses symlinks and non-regular files.
 fn open_for_append(path: &Path) -> Result<OpenFile, AuditError> {
-    if let Some(dir) = path.parent() {
-        if !dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|e| io_err(path, format!("cannot create directory: {e}")))?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| io_err(path, format!("cannot set directory mode: {e}")))?;
-        }
+    // The directory is ours alone (created 0700 when missing): nobody else
+    // may be able to swap the log for something else.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::system::safefile::ensure_private_dir(dir)
+            .map_err(|e| io_err(path, format!("its directory: {e}")))?;
     }
     let file = OpenOptions::new()
         .append(true)

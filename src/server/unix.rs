@@ -1,7 +1,6 @@
 //! The Unix control socket: careful creation and peer credentials.
 
-use std::fs::DirBuilder;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
@@ -10,7 +9,8 @@ use tokio::net::{UnixListener, UnixStream};
 use crate::api::auth::Peer;
 use crate::server::ServerError;
 
-/// Binds `path`: creates a missing parent directory 0755, replaces a stale
+/// Binds `path`: creates a missing parent directory 0755 (and refuses one
+/// that is not ours or is writable by others), replaces a stale
 /// socket but refuses any other kind of file (or a socket someone still
 /// answers on), then sets `mode` and, when given, the group.
 pub fn bind(path: &Path, mode: u32, group: &str) -> Result<UnixListener, ServerError> {
@@ -18,14 +18,11 @@ pub fn bind(path: &Path, mode: u32, group: &str) -> Result<UnixListener, ServerE
         path: path.to_path_buf(),
         message,
     };
-    if let Some(dir) = path.parent() {
-        if !dir.exists() {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(dir)
-                .map_err(|e| err(format!("cannot create its directory: {e}")))?;
-        }
+    // The directory is ours and writable by no one else, so nobody can
+    // put something of theirs where clients look for the socket.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::system::safefile::ensure_own_dir(dir, 0o755)
+            .map_err(|e| err(format!("its directory: {e}")))?;
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {

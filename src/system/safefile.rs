@@ -164,20 +164,26 @@ fn is_type(st: &FileStat, kind: SFlag) -> bool {
 /// Creates `path` (and missing parents) as a directory private to this
 /// process's user (0700) if it does not exist, then refuses it unless it
 /// is a real directory (not a symlink), owned by us and writable by no one
-/// else. For the daemon's own directories (state, audit log, socket).
+/// else. For the daemon's own directories (state, audit log).
 pub fn ensure_private_dir(path: &Path) -> Result<()> {
+    ensure_own_dir(path, 0o700)
+}
+
+/// Like [`ensure_private_dir`], but a directory it creates gets `mode`
+/// (0755 for the control socket's, which local clients must traverse).
+pub fn ensure_own_dir(path: &Path, mode: u32) -> Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     match std::fs::symlink_metadata(path) {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::DirBuilder::new()
                 .recursive(true)
-                .mode(0o700)
+                .mode(mode)
                 .create(path)
                 .map_err(|e| io_err(path, "create directory", e))?;
             // The mode of the last component is subject to the umask.
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| io_err(path, "chmod 0700", e))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| io_err(path, "chmod", e))?;
         }
         Err(e) => return Err(io_err(path, "stat", e)),
     }
