@@ -124,8 +124,8 @@ fn init_logging(cfg: &Config) -> Result<Logging, DaemonError> {
                 )))
             }
         };
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| DaemonError::Logging(format!("cannot create {}: {e}", dir.display())))?;
+        crate::system::safefile::ensure_own_dir(&dir, 0o700)
+            .map_err(|e| DaemonError::Logging(format!("log directory: {e}")))?;
         let appender = tracing_appender::rolling::daily(dir, name);
         let (writer, g) = tracing_appender::non_blocking(appender);
         guard = Some(g);

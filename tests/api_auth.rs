@@ -1,5 +1,7 @@
 //! Every authentication failure path, with its exact HTTP status and no
 //! `data` in the answer.
+// Tests build scratch roots with plain std::fs (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

@@ -1,6 +1,8 @@
 //! Real third-party clients against the daemon: the seed's Perl
 //! (HTTP::Tiny + JSON) style, curl (what the PHP example does), and curl
 //! over TLS with a certificate it verifies.
+// Tests build scratch roots with plain std::fs (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

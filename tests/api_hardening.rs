@@ -9,6 +9,8 @@
 //! and the header timeout that would free those slots is 120 s, far beyond
 //! the 30 s a test client waits for any answer. A blocked root therefore
 //! fails the test; a merely slow machine does not.
+// Tests build scratch roots with plain std::fs (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

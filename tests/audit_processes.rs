@@ -1,6 +1,8 @@
 //! Two processes appending to the same audit file never interleave partial
 //! lines: each append holds an exclusive flock and writes its whole line
 //! with one O_APPEND write. The test binary re-runs itself as the writers.
+// Tests build scratch roots with plain std::fs (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
 
 use std::path::PathBuf;
 use std::process::Command;

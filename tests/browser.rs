@@ -8,6 +8,8 @@
 //! Missing chromium, node or `npm ci --prefix tests/browser_js` prints
 //! `SKIPPED browser: <why>`; under SUPPORTAUTH_TESTS_MUST_RUN that fails.
 //! `SUPPORTAUTH_SCREENSHOTS=<dir>` also writes the README's screenshots.
+// Tests build scratch roots with plain std::fs (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
 
 #[allow(dead_code)]
 mod e2e {

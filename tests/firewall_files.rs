@@ -7,6 +7,8 @@
 //! answers in WHM API 1 JSON). They are the external tools, not the code
 //! under test. The chain tools point at paths that do not exist, so nothing
 //! here can touch the host's firewall.
+// Tests build scratch roots with plain std::fs (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

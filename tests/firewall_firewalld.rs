@@ -1,6 +1,8 @@
 //! firewalld backend through the real `firewall-offline-cmd` (Debian
 //! package `firewalld`, daemon not running), pointed at a scratch
 //! `--system-config` directory: the host's /etc/firewalld is never written.
+// Tests build scratch roots with plain std::fs (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -6,6 +6,8 @@
 //!   .3 never whitelisted,
 //!   .4 already allowed by the admin before us (must survive our removal).
 //! The host's `nft list ruleset` / `iptables -S` are compared before and after.
+// Tests build scratch roots with plain std::fs (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
 
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpListener};

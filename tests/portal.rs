@@ -5,6 +5,8 @@
 //! and by the poller, the SSH test (pending, result, timeout) after the
 //! local preflight against a real sshd, and every failure mode the stub
 //! can produce (401, 404, 500, slow, malformed, huge).
+// Tests build scratch roots with plain std::fs (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 mod portal_stub;

@@ -2,6 +2,8 @@
 //! the daemon with the printed config, then grant, list, revoke and verify
 //! with nothing but `SUPPORTAUTH_CONFIG` set, while this host's account
 //! files stay byte-identical. Also the CLI's advice when it cannot connect.
+// Tests build scratch roots with plain std::fs (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

@@ -2,6 +2,8 @@
 //! the packages; `tests/fixtures/store-4c52863`) open under this release.
 //! The migrations run on it, its token still authenticates, its grant is
 //! still managed, and the audit chain continues in the same file.
+// Tests build scratch roots with plain std::fs (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

@@ -8,6 +8,8 @@
 //! a tempdir, and every comparison is a ratio taken in the same run: the
 //! machine is shared and noisy, so absolute numbers mean little. Nothing
 //! here asserts on time; targets are reported as met / NOT met.
+// Tests build scratch roots with plain std::fs (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
 
 #[path = "../../tests/common/mod.rs"]
 mod common;

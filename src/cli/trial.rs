@@ -1,6 +1,11 @@
 //! `supportauth trial DIR`: a scratch root to try supportauth in without
 //! changing the machine.
 //!
+//! It writes only inside the trial's own new scratch directory, never a
+//! host file, so the crate's rule that host files go through `safefile`
+//! does not apply here.
+#![allow(clippy::disallowed_methods)]
+//!
 //! DIR gets copies of the host's account files, sudoers, skel and
 //! sshd_config (with a host key of its own), an empty /home, root's
 //! authorized_keys, a support key pair to grant, and `supportauth.toml`

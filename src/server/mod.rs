@@ -167,9 +167,7 @@ pub async fn serve(app: Arc<App>, listeners: Listeners, shutdown: watch::Receive
     {
         tracing::warn!("some API calls were still running after {grace:?}");
     }
-    if let Err(e) = std::fs::remove_file(&listeners.socket_path) {
-        tracing::debug!(error = %e, "socket removal");
-    }
+    unix::remove(&listeners.socket_path);
 }
 
 /// Resolves once shutdown was requested (or the sender is gone).

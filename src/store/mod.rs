@@ -11,7 +11,7 @@ pub mod token_table;
 pub mod tokens;
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -136,7 +136,7 @@ impl Store {
         for suffix in ["-wal", "-shm"] {
             let mut p = db_path.as_os_str().to_owned();
             p.push(suffix);
-            let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+            let _ = crate::system::safefile::restrict_mode(Path::new(&p), 0o600);
         }
         let tokens = Arc::new(token_table::TokenTable::load(&pool).await?);
         Ok(Store { pool, tokens })

@@ -197,6 +197,19 @@ pub fn ensure_own_dir(path: &Path, mode: u32) -> Result<()> {
     )
 }
 
+/// Sets `path`'s permission bits through an O_NOFOLLOW descriptor (a
+/// symlink is refused, never followed). For files another library created
+/// with the umask's mode (SQLite's `-wal` and `-shm`).
+pub fn restrict_mode(path: &Path, mode: u32) -> Result<()> {
+    let fd = nix::fcntl::open(
+        path,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| CheckedDir::classify_open_error(e, path))?;
+    fchmod(&fd, Mode::from_bits_truncate(mode)).map_err(|e| io_err(path, "fchmod", e))
+}
+
 fn check_dir_stat(st: &FileStat, path: &Path, policy: DirPolicy) -> Result<()> {
     let shown = path.display().to_string();
     if !is_type(st, SFlag::S_IFDIR) {
