@@ -69,8 +69,8 @@ impl TicketStatus {
 /// Lifecycle of a grant row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GrantState {
-    /// Recorded before the host is touched; found at start, rolled back,
-    /// or completed when its closing audit records are durable.
+    /// Recorded before the host is touched; a start that finds it rolls
+    /// it back (the caller never heard "yes").
     Granting,
     /// Applied and audited.
     Active,

@@ -242,7 +242,8 @@ impl Engine {
             (GrantSource::Local, Some(at)) => (at.ip().to_string(), at.port()),
             _ => (req.ssh_ip.clone(), req.ssh_port),
         };
-        let live = self.store.live_grants().await?;
+        let context = self.store.grant_context(req.ticket, req.server).await?;
+        let live = &context.live;
         if let Some(existing) = live
             .iter()
             .find(|g| g.ticket == req.ticket && g.server == req.server)
@@ -301,8 +302,11 @@ impl Engine {
                 });
             }
         }
-        let earlier = self.store.key_comments(req.ticket, req.server).await?;
-        let mark = KeyMark::new(req.ticket, req.server, planner::key_epoch(now, &earlier));
+        let mark = KeyMark::new(
+            req.ticket,
+            req.server,
+            planner::key_epoch(now, &context.slot_comments),
+        );
         let line = render_line(&req.key, &ips, expires_at, &mark)
             .map_err(|e| GrantError::Refused(e.to_string()))?;
         let new = NewGrant {

@@ -30,6 +30,15 @@ const SELECT_LIVE: &str = select_grants!(
     "WHERE state IN ('granting','active','revoking') ORDER BY ticket_id, server_num, id"
 );
 
+/// See [`Store::grant_context`].
+#[derive(Debug, Default)]
+pub struct GrantContext {
+    /// Every live grant (granting, active, revoking).
+    pub live: Vec<GrantRow>,
+    /// The key comments of every grant the ticket and server ever had.
+    pub slot_comments: Vec<String>,
+}
+
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
@@ -284,20 +293,33 @@ impl Store {
             .collect()
     }
 
-    /// The key comments every grant of (ticket, server) ever carried, so a
-    /// new one can be made unique.
-    pub async fn key_comments(
+    /// What a new grant of (ticket, server) is checked against, in one
+    /// read: the live grants, and the key comment of every grant the slot
+    /// ever had (so the new one can be made unique).
+    pub async fn grant_context(
         &self,
         ticket: TicketId,
         server: ServerNum,
-    ) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT key_comment FROM grants WHERE ticket_id = ?1 AND server_num = ?2",
-        )
+    ) -> Result<GrantContext, StoreError> {
+        let rows = sqlx::query(select_grants!(
+            "WHERE state IN ('granting','active','revoking') \
+             OR (ticket_id = ?1 AND server_num = ?2) ORDER BY ticket_id, server_num, id"
+        ))
         .bind(ticket.as_i64())
         .bind(server.as_i64())
         .fetch_all(self.pool())
-        .await?)
+        .await?;
+        let mut ctx = GrantContext::default();
+        for row in rows.iter().map(row_to_grant) {
+            let row = row?;
+            if row.ticket == ticket && row.server == server {
+                ctx.slot_comments.push(row.key_comment.clone());
+            }
+            if row.state.is_live() {
+                ctx.live.push(row);
+            }
+        }
+        Ok(ctx)
     }
 
     /// Live grants, optionally filtered, by ticket and server.
@@ -532,14 +554,26 @@ pub(crate) mod tests {
             (live[0].id, live[0].ticket_status),
             (b, TicketStatus::Closed)
         );
-        let keys = s
-            .key_comments(
+        // A grant of (1001, 1) is checked against the live grants and the
+        // ended grant's key comment; (1001, 2)'s against its live one.
+        let ctx = s
+            .grant_context(
                 TicketId::parse("1001").unwrap(),
                 ServerNum::parse("1").unwrap(),
             )
             .await
             .unwrap();
-        assert_eq!(keys, ["1001_server_1@cpanel.net_1"]);
+        assert_eq!(ctx.live, live);
+        assert_eq!(ctx.slot_comments, ["1001_server_1@cpanel.net_1"]);
+        let ctx = s
+            .grant_context(
+                TicketId::parse("1001").unwrap(),
+                ServerNum::parse("2").unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(ctx.live, live);
+        assert_eq!(ctx.slot_comments, [live[0].key_comment.clone()]);
         s.close().await;
         let reopened = Store::open(&path).await.unwrap();
         assert_eq!(reopened.live_grants().await.unwrap(), live);
