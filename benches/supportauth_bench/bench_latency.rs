@@ -41,11 +41,23 @@ pub fn run(rt: &tokio::runtime::Runtime, report: &mut Report) {
     }
     let keys_path = d.dir.path().join("root/root/.ssh/authorized_keys");
     let (mut g, mut r, mut fl) = (Vec::new(), Vec::new(), Vec::new());
+    // Context switches of the daemon's threads per operation: how many
+    // hand-offs between threads (sqlx's worker, blocking pool) and waits
+    // on the disk each one makes, a count the machine's load does not
+    // change the way it changes times.
+    let pid = d.pid().as_raw();
+    let (mut g_cs, mut r_cs) = (Vec::new(), Vec::new());
     for i in 0..n as u64 {
+        let c0 = util::context_switches(pid);
         g.push(ms(util::grant(&d, &key, 1000 + i)));
+        let c1 = util::context_switches(pid);
         // The floor's replace writes a file the size of the real one.
         let keys = std::fs::read(&keys_path).unwrap_or_default();
+        let c2 = util::context_switches(pid);
         r.push(ms(util::revoke(&d, 1000 + i)));
+        let c3 = util::context_switches(pid);
+        g_cs.push((c1 - c0) as f64);
+        r_cs.push((c3 - c2) as f64);
         fl.push(floor.sample(rt, &keys));
     }
     // The HTTP exchange alone (connect, request, answer, close), with no
@@ -86,6 +98,12 @@ pub fn run(rt: &tokio::runtime::Runtime, report: &mut Report) {
     if let Ok(path) = std::env::var("SA_BENCH_DAEMON_LOG") {
         std::fs::write(path, d.stderr()).expect("write the daemon log copy");
     }
+    report.row(
+        "daemon's voluntary context switches per grant / revoke (all threads)",
+        format!("median {:.0} / {:.0}", median(&g_cs), median(&r_cs)),
+        String::new(),
+        "",
+    );
     let f = util::floor_medians(&fl);
     let (c, a, rep, cp) = (f.commit, f.append, f.replace, f.copy);
     // What this design makes durable before it answers: the intent and the

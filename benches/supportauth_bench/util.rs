@@ -429,6 +429,26 @@ pub fn floor_medians(s: &[FloorSample]) -> FloorSample {
     }
 }
 
+/// Voluntary context switches (a thread waiting: for another thread or
+/// for the disk) of every thread of `pid` so far; threads that ended are
+/// not counted. Involuntary ones are left out: they count the machine's
+/// load, not the code.
+pub fn context_switches(pid: i32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    let mut total = 0;
+    for t in tasks.flatten() {
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        for line in status.lines() {
+            if let Some(v) = line.strip_prefix("voluntary_ctxt_switches:") {
+                total += v.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
 /// VmRSS and VmHWM of a process, in KiB.
 pub fn rss_kib(pid: i32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
