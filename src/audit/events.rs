@@ -11,6 +11,8 @@ pub const EXPIRE: &str = "expire";
 pub const REVOKE_CLOSED: &str = "revoke_closed";
 pub const REVOKE_ALL: &str = "revoke_all";
 pub const GRANT_ROLLED_BACK: &str = "grant_rolled_back";
+// Lifecycle: a grant's end moved (details: previous_expires_at, expires_at).
+pub const GRANT_EXTENDED: &str = "grant_extended";
 
 // Steps: one host change each.
 pub const KEY_ADDED: &str = "key_added";
@@ -30,6 +32,7 @@ pub const API_TOKEN_REVOKE: &str = "api_token_revoke";
 pub const AUTH_FAILURE: &str = "auth_failure";
 pub const CONFIG_RELOAD: &str = "config_reload";
 pub const DRIFT_REPAIRED: &str = "drift_repaired";
+pub const PORTAL_CONNECT: &str = "portal_connect";
 pub const SSH_TEST: &str = "ssh_test";
 pub const DAEMON_START: &str = "daemon_start";
 pub const DAEMON_STOP: &str = "daemon_stop";
@@ -45,8 +48,9 @@ pub const AUDIT_TAIL_DAMAGED: &str = "audit_tail_damaged";
 pub const ENDING: [&str; 5] = [REVOKE, EXPIRE, REVOKE_CLOSED, REVOKE_ALL, GRANT_ROLLED_BACK];
 
 /// Every event name schema v1 defines.
-pub const ALL: [&str; 27] = [
+pub const ALL: [&str; 29] = [
     GRANT,
+    GRANT_EXTENDED,
     REVOKE,
     EXPIRE,
     REVOKE_CLOSED,
@@ -67,6 +71,7 @@ pub const ALL: [&str; 27] = [
     AUTH_FAILURE,
     CONFIG_RELOAD,
     DRIFT_REPAIRED,
+    PORTAL_CONNECT,
     SSH_TEST,
     DAEMON_START,
     DAEMON_STOP,

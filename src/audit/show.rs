@@ -75,6 +75,8 @@ impl Filter {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShowFormat {
+    /// An aligned table for people (the records are gathered first).
+    Table,
     Json,
     /// cPanel's classic lines; records cPanel has no line for are left out.
     Cpanel,
@@ -114,6 +116,80 @@ fn visible_text(line: &str) -> String {
     out
 }
 
+/// Refuses an event name schema v1 does not define, listing those it does
+/// (a misspelt filter would otherwise match nothing, silently).
+pub fn check_event(event: &str) -> Result<(), String> {
+    if super::events::ALL.contains(&event) {
+        return Ok(());
+    }
+    let mut known = super::events::ALL.to_vec();
+    known.sort_unstable();
+    Err(format!(
+        "unknown event {:?}; the events are: {}",
+        visible_text(event),
+        known.join(", ")
+    ))
+}
+
+/// One record as a table row: time, event, outcome, ticket, server, user,
+/// actor, details.
+fn table_row(rec: &Record) -> Vec<String> {
+    let opt = |v: Option<u64>| v.map(|n| n.to_string()).unwrap_or_else(|| "-".into());
+    let details = match rec.details.as_object() {
+        Some(o) if !o.is_empty() => rec.details.to_string(),
+        _ => String::new(),
+    };
+    let outcome = match rec.outcome {
+        super::record::Outcome::Ok => "ok",
+        super::record::Outcome::Failed => "FAILED",
+    };
+    [
+        rec.time.clone(),
+        rec.event.clone(),
+        outcome.to_string(),
+        opt(rec.ticket_id),
+        opt(rec.server_num),
+        rec.ssh_username.clone().unwrap_or_else(|| "-".into()),
+        rec.actor.clone(),
+        details,
+    ]
+    .iter()
+    .map(|c| visible_text(c))
+    .collect()
+}
+
+/// Records as an aligned table (or a line saying there are none).
+pub fn records_table(records: &[Record]) -> String {
+    if records.is_empty() {
+        return "No matching audit records.\n".into();
+    }
+    let rows: Vec<Vec<String>> = records.iter().map(table_row).collect();
+    crate::cli::output::table(
+        &[
+            "TIME", "EVENT", "OUTCOME", "TICKET", "SERVER", "USER", "ACTOR", "DETAILS",
+        ],
+        &rows,
+    )
+}
+
+/// Writes one record in `format` (not [`ShowFormat::Table`], which is
+/// written whole by [`records_table`]); false when the format has no line
+/// for it.
+pub fn write_record(rec: &Record, format: ShowFormat, out: &mut dyn Write) -> io::Result<bool> {
+    match format {
+        ShowFormat::Json => {
+            let (line, _) = rec.seal().map_err(io::Error::other)?;
+            out.write_all(visible_json(&line).as_bytes())?;
+        }
+        ShowFormat::Cpanel => match render_cpanel(rec) {
+            Some(line) => writeln!(out, "{}", visible_text(&line))?,
+            None => return Ok(false),
+        },
+        ShowFormat::Table => return Ok(false),
+    }
+    Ok(true)
+}
+
 /// Writes the matching records of `files` (put in chain order) to `out`;
 /// lines that are not valid records are reported to `warn` and skipped.
 pub fn show(
@@ -124,6 +200,7 @@ pub fn show(
     warn: &mut dyn Write,
 ) -> io::Result<ShowStats> {
     let mut stats = ShowStats::default();
+    let mut table = Vec::new();
     for item in Records::new(&chain_order(files)) {
         let rec = match item {
             Ok(rec) => rec,
@@ -136,17 +213,15 @@ pub fn show(
         if !filter.matches(&rec) {
             continue;
         }
-        match format {
-            ShowFormat::Json => {
-                let (line, _) = rec.seal().map_err(io::Error::other)?;
-                out.write_all(visible_json(&line).as_bytes())?;
-            }
-            ShowFormat::Cpanel => match render_cpanel(&rec) {
-                Some(line) => writeln!(out, "{}", visible_text(&line))?,
-                None => continue,
-            },
+        if format == ShowFormat::Table {
+            table.push(rec);
+        } else if !write_record(&rec, format, out)? {
+            continue;
         }
         stats.shown += 1;
+    }
+    if format == ShowFormat::Table {
+        out.write_all(records_table(&table).as_bytes())?;
     }
     Ok(stats)
 }
@@ -170,5 +245,14 @@ mod tests {
         let b: serde_json::Value = serde_json::from_str(&shown).unwrap();
         assert_eq!(a, b);
         assert_eq!(visible_text("a\u{202E}b\tc"), "a\\u{202e}b\\tc");
+    }
+
+    #[test]
+    fn unknown_events_are_refused_with_the_known_ones() {
+        assert!(check_event("grant").is_ok());
+        assert!(check_event("grant_extended").is_ok());
+        let e = check_event("grnat").unwrap_err();
+        assert!(e.contains("\"grnat\"") && e.contains("revoke_all"), "{e}");
+        assert!(e.contains("grant_extended"), "{e}");
     }
 }

@@ -128,6 +128,56 @@ pub fn granted(data: &Value) -> String {
     out
 }
 
+/// A `ticket_grant_extend` answer.
+pub fn extended(data: &Value) -> String {
+    format!(
+        "Ticket {} server {} ({}): access now ends {} (was {}).\n",
+        text(&data["ticket_id"]),
+        text(&data["server_num"]),
+        text(&data["ssh_username"]),
+        time_or(&data["expires_at"], "never (no expiry)"),
+        time_or(&data["previous_expires_at"], "no expiry"),
+    )
+}
+
+/// The login users of a `ticket_list` answer's grants, each once.
+pub fn grant_users(data: &Value) -> Vec<String> {
+    let mut users: Vec<String> = Vec::new();
+    for t in data["auths"].as_array().into_iter().flatten() {
+        for s in t["servers"].as_array().into_iter().flatten() {
+            if let Some(u) = s["ssh_username"].as_str() {
+                if !users.iter().any(|x| x == u) {
+                    users.push(u.to_string());
+                }
+            }
+        }
+    }
+    users
+}
+
+/// A warning for a token made with every right and no end: a leaked copy
+/// would work forever. `None` for anything narrower.
+pub fn token_warning(function: &str, params: &[(String, String)]) -> Option<String> {
+    if function != "api_token_create" {
+        return None;
+    }
+    let acls: Vec<&str> = params
+        .iter()
+        .filter(|(k, _)| k.starts_with("acl"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let all = acls.is_empty() || acls.contains(&"all");
+    let expires = params
+        .iter()
+        .any(|(k, v)| k == "expires_at" && v != "0" && !v.is_empty());
+    (all && !expires).then(|| {
+        "warning: this token may do everything (ACL all) and never expires; a leaked copy \
+         works until it is revoked. Prefer only the ACLs the client needs (--acl tickets-list, \
+         ...) and an expiry (--expires 30d): `supportauth token update NAME --acl ... --expires 30d`."
+            .to_string()
+    })
+}
+
 /// A `ticket_revoke` / `ticket_remove_closed` / `ticket_revoke_all` answer.
 pub fn revoked(data: &Value) -> String {
     let mut out = format!("Revoked {} key(s).\n", text(&data["revoked_keys"]));
@@ -201,6 +251,22 @@ pub fn data(data: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_token_with_every_right_and_no_end_is_warned_about() {
+        let p = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let create = "api_token_create";
+        assert!(token_warning(create, &p(&[("token_name", "ci")])).is_some());
+        assert!(token_warning(create, &p(&[("acl-0", "all"), ("expires_at", "0")])).is_some());
+        assert!(token_warning(create, &p(&[("acl-0", "tickets-list")])).is_none());
+        assert!(token_warning(create, &p(&[("expires_at", "1800000000")])).is_none());
+        assert!(token_warning("api_token_update", &p(&[])).is_none());
+    }
 
     #[test]
     fn token_table() {
