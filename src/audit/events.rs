@@ -24,6 +24,7 @@ pub const SUDOERS_ADDED: &str = "sudoers_added";
 pub const SUDOERS_REMOVED: &str = "sudoers_removed";
 pub const WHITELIST_ADDED: &str = "whitelist_added";
 pub const WHITELIST_REMOVED: &str = "whitelist_removed";
+pub const WHITELIST_PREEXISTING: &str = "whitelist_preexisting";
 
 // Everything else that changes something or that an auditor must see.
 pub const API_TOKEN_CREATE: &str = "api_token_create";
@@ -48,7 +49,7 @@ pub const AUDIT_TAIL_DAMAGED: &str = "audit_tail_damaged";
 pub const ENDING: [&str; 5] = [REVOKE, EXPIRE, REVOKE_CLOSED, REVOKE_ALL, GRANT_ROLLED_BACK];
 
 /// Every event name schema v1 defines.
-pub const ALL: [&str; 29] = [
+pub const ALL: [&str; 30] = [
     GRANT,
     GRANT_EXTENDED,
     REVOKE,
@@ -65,6 +66,7 @@ pub const ALL: [&str; 29] = [
     SUDOERS_REMOVED,
     WHITELIST_ADDED,
     WHITELIST_REMOVED,
+    WHITELIST_PREEXISTING,
     API_TOKEN_CREATE,
     API_TOKEN_UPDATE,
     API_TOKEN_REVOKE,
