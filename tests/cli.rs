@@ -674,6 +674,13 @@ fn a_daemon_killed_mid_extend_converges_on_restart() {
             Some(supportauth::clock::openssh_expiry(end)),
             "{fault}: the key line follows the store"
         );
+        // The log tells the same end (an undone extension says so).
+        let log = d.read("var/cpanel/logs/supportauth/audit.log");
+        let replayed = supportauth::audit::active_grants(
+            log.lines()
+                .map(|l| supportauth::audit::record::open_line(l).unwrap()),
+        );
+        assert_eq!(replayed[&(6060, 1)].expires_at, Some(end), "{fault}");
         let r = run(&d, &["audit", "verify"]);
         assert!(r.ok, "{fault}: {r}");
     }

@@ -1221,6 +1221,18 @@ async fn extend_moves_the_end_and_the_reconciler_keeps_the_line_to_the_store() {
         Some(crate::clock::openssh_expiry(T0 + 600 + 7200))
     );
     assert!(rig.engine.reconcile().await.unwrap().repairs.is_empty());
+    // The log says the end that stands again (replay agrees with the store).
+    let log = rig.scratch.read("var/cpanel/logs/supportauth/audit.log");
+    let undone = log
+        .lines()
+        .rev()
+        .map(|l| open_line(l).unwrap())
+        .find(|r| r.event == "grant_extended")
+        .unwrap();
+    assert_eq!(undone.outcome, crate::audit::Outcome::Failed);
+    assert_eq!(undone.details["expires_at"], T0 + 600 + 7200);
+    let replayed = crate::audit::replay::active_grants(log.lines().map(|l| open_line(l).unwrap()));
+    assert_eq!(replayed[&(5151, 1)].expires_at, Some(T0 + 600 + 7200));
 
     // The expiry timer follows the new end, not the old one.
     rig.clock.advance(7200 - 1);
