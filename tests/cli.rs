@@ -595,6 +595,29 @@ fn tokens_and_the_audit_commands_over_url() {
     let log = d.read("var/cpanel/logs/supportauth/audit.log");
     assert_eq!(r.stdout.lines().count(), 1, "{r}");
     assert!(log.lines().any(|l| l == r.stdout.trim_end()), "{r}");
+    // extend needs tickets-grant, like grant.
+    let lister = d.create_token("token_name=lister&acl-0=tickets-list");
+    let r = run_with(
+        &cfg,
+        &[("SUPPORTAUTH_TOKEN", lister.as_str())],
+        &[
+            "--url",
+            &url,
+            "extend",
+            "--ticket-id",
+            "5150",
+            "--server-num",
+            "1",
+            "--ttl",
+            "1h",
+        ],
+    );
+    assert_eq!(r.code, 1, "{r}");
+    assert!(
+        r.stderr
+            .contains("lacks the “tickets-grant” ACL needed for “ticket_grant_extend”"),
+        "{r}"
+    );
     // A token without audit-read is told so.
     let r = run_with(
         &cfg,

@@ -79,8 +79,14 @@ fn configured_files(cfg: &Config) -> Result<Vec<PathBuf>, String> {
         found => found,
     }
     .map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+            " (the log is root's: run as root, or read it through the daemon with \
+             --url http://127.0.0.1:2090 and a token with audit-read)"
+        } else {
+            ""
+        };
         format!(
-            "cannot list the audit log directory of {}: {e}",
+            "cannot list the audit log directory of {}: {e}{hint}",
             log.display()
         )
     })
