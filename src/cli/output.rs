@@ -6,6 +6,17 @@ use crate::clock::rfc3339;
 
 /// Left-aligned columns, two spaces apart.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let widths = column_widths(headers, rows);
+    let mut out = table_line(
+        &headers.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+        &widths,
+    );
+    out.push_str(&table_rows(rows, &widths));
+    out
+}
+
+/// The width of each column: its widest cell or header.
+pub fn column_widths(headers: &[&str], rows: &[Vec<String>]) -> Vec<usize> {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -14,24 +25,27 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
             }
         }
     }
-    let line = |cells: Vec<String>| {
-        let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(c);
-            } else {
-                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
-            }
+    widths
+}
+
+/// Rows laid out in `widths` (a wider cell pushes its line to the right).
+pub fn table_rows(rows: &[Vec<String>], widths: &[usize]) -> String {
+    rows.iter().map(|r| table_line(r, widths)).collect()
+}
+
+fn table_line(cells: &[String], widths: &[usize]) -> String {
+    let mut s = String::new();
+    for (i, c) in cells.iter().enumerate() {
+        if i + 1 == cells.len() {
+            s.push_str(c);
+        } else {
+            let w = widths.get(i).copied().unwrap_or(0);
+            s.push_str(&format!("{c:<w$}  "));
         }
-        s.trim_end().to_string()
-    };
-    let mut out = line(headers.iter().map(|h| h.to_string()).collect());
-    out.push('\n');
-    for row in rows {
-        out.push_str(&line(row.clone()));
-        out.push('\n');
     }
-    out
+    let mut s = s.trim_end().to_string();
+    s.push('\n');
+    s
 }
 
 fn time_or(v: &Value, none: &str) -> String {
