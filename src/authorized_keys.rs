@@ -211,6 +211,16 @@ pub fn parse_ours(line: &[u8]) -> Option<OurLine> {
     })
 }
 
+/// The value of a line's `expiry-time` option (`None` without one): what
+/// sshd holds the key to, compared by the reconciler with the store's end.
+pub fn expiry_option(line: &str) -> Option<String> {
+    let parsed = parse_key_line(line)?;
+    let lower = parsed.options.to_ascii_lowercase();
+    let start = lower.find("expiry-time=\"")? + "expiry-time=\"".len();
+    let len = parsed.options[start..].find('"')?;
+    Some(parsed.options[start..start + len].to_string())
+}
+
 /// Every line of ours in the file, in file order.
 pub fn list_ours(bytes: &[u8]) -> Vec<OurLine> {
     split_lines(bytes).filter_map(parse_ours).collect()

@@ -285,6 +285,8 @@ pub struct ObservedKey {
     pub comment: String,
     /// Whether the copy WHM lists is in place with the right content.
     pub copy_intact: bool,
+    /// The line's `expiry-time` value (`YYYYMMDDHHMMSSZ`), if it has one.
+    pub expiry: Option<String>,
 }
 
 /// What the reconciler found on the host.
@@ -314,6 +316,10 @@ pub enum Repair {
     /// An active grant's key is in place but the copy WHM lists is missing
     /// or damaged (someone else's hand): rewrite it (it grants nothing).
     RewriteKeyCopy { grant_id: i64 },
+    /// An active grant's key line carries another `expiry-time` than the
+    /// store's end (an extension interrupted before its done mark, or a
+    /// hand edit): rewrite the line to the store's end, the truth.
+    RewriteKeyExpiry { grant_id: i64 },
     /// An active grant's sudoers drop-in is missing: put it back.
     ReinstallSudoers { grant_id: i64 },
     /// An active grant's temporary user was deleted by someone else: the
@@ -335,6 +341,7 @@ impl Repair {
             Repair::FinishRevoking { .. } => "finish_revoking",
             Repair::EndGrantKeyGone { .. } => "end_grant_key_gone",
             Repair::RewriteKeyCopy { .. } => "rewrite_key_copy",
+            Repair::RewriteKeyExpiry { .. } => "rewrite_key_expiry",
             Repair::ReinstallSudoers { .. } => "reinstall_sudoers",
             Repair::EndGrantUserGone { .. } => "end_grant_user_gone",
             Repair::RemoveOrphanKey { .. } => "remove_orphan_key",
@@ -353,11 +360,11 @@ pub fn plan_reconcile(live: &[GrantRow], seen: &Observation) -> Vec<Repair> {
     let mut owned: BTreeSet<(Username, String)> = BTreeSet::new();
     let mut users_in_use: BTreeSet<Username> = BTreeSet::new();
     let mut sudoers_in_use: BTreeSet<TicketId> = BTreeSet::new();
-    // (user, comment) -> whether the key's WHM copy is intact.
-    let present: BTreeMap<(Username, String), bool> = seen
+    // (user, comment) -> the key as found.
+    let present: BTreeMap<(Username, String), &ObservedKey> = seen
         .keys
         .iter()
-        .map(|k| ((k.user.clone(), k.comment.clone()), k.copy_intact))
+        .map(|k| ((k.user.clone(), k.comment.clone()), k))
         .collect();
 
     for g in live {
@@ -382,8 +389,14 @@ pub fn plan_reconcile(live: &[GrantRow], seen: &Observation) -> Vec<Repair> {
                 if seen.scanned_users.contains(&g.ssh_username) {
                     match present.get(&(g.ssh_username.clone(), g.key_comment.clone())) {
                         None => repairs.push(Repair::EndGrantKeyGone { grant_id: g.id }),
-                        Some(false) => repairs.push(Repair::RewriteKeyCopy { grant_id: g.id }),
-                        Some(true) => {}
+                        Some(k) => {
+                            if k.expiry != g.expires_at.map(crate::clock::openssh_expiry) {
+                                repairs.push(Repair::RewriteKeyExpiry { grant_id: g.id });
+                            }
+                            if !k.copy_intact {
+                                repairs.push(Repair::RewriteKeyCopy { grant_id: g.id });
+                            }
+                        }
                     }
                 }
             }
@@ -576,6 +589,8 @@ mod tests {
             server: ServerNum::parse("1").unwrap(),
             comment: format!("{ticket}_server_1@cpanel.net_1"),
             copy_intact: true,
+            // The rows' end (expires_at 10).
+            expiry: Some(crate::clock::openssh_expiry(10)),
         }
     }
 
@@ -650,6 +665,45 @@ mod tests {
                 Repair::EndGrantKeyGone { grant_id: 6 },
             ]
         );
+    }
+
+    /// The store's end is the truth: a key line whose expiry-time differs
+    /// (an extension interrupted before its done mark) is rewritten; a
+    /// grant without an end wants a line without one.
+    #[test]
+    fn a_key_line_with_another_end_than_the_store_is_rewritten() {
+        let mut unlimited = row(4, "1004", GrantState::Active, "root", false);
+        unlimited.expires_at = None;
+        let live = vec![
+            row(3, "1003", GrantState::Active, "root", false),
+            unlimited,
+            row(5, "1005", GrantState::Active, "root", false),
+        ];
+        let mut moved = key("root", "1003");
+        moved.expiry = Some(crate::clock::openssh_expiry(99_999));
+        let with_end = key("root", "1004");
+        let mut none = key("root", "1005");
+        none.expiry = None;
+        let seen = Observation {
+            scanned_users: [Username::root()].into_iter().collect(),
+            keys: vec![moved, with_end, none],
+            ..Observation::default()
+        };
+        assert_eq!(
+            plan_reconcile(&live, &seen),
+            vec![
+                Repair::RewriteKeyExpiry { grant_id: 3 },
+                Repair::RewriteKeyExpiry { grant_id: 4 },
+                Repair::RewriteKeyExpiry { grant_id: 5 },
+            ]
+        );
+        // In step: nothing to do.
+        let seen = Observation {
+            scanned_users: [Username::root()].into_iter().collect(),
+            keys: vec![key("root", "1003")],
+            ..Observation::default()
+        };
+        assert!(plan_reconcile(&live[..1], &seen).is_empty());
     }
 
     /// Issue 14, finding 5: same-second re-grants of a slot get distinct

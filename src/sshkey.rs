@@ -89,6 +89,11 @@ impl SupportKey {
                 line.len()
             )));
         }
+        if line.contains("PRIVATE KEY") {
+            return Err(refuse(
+                "This is a private key; give the public key instead (the .pub file, one line such as “ssh-ed25519 AAAA… comment”), and keep the private key to yourself.",
+            ));
+        }
         if line.contains(['\n', '\r']) {
             return Err(refuse(
                 "The SSH key spans several lines; paste exactly one OpenSSH public key line.",

@@ -70,6 +70,7 @@ e2e_test!(s3_match_address_forbids_root => scenarios::access::match_address_forb
 e2e_test!(s3_ssh_test_follows_sshds_own_port => scenarios::access::ssh_test_follows_sshds_own_port);
 e2e_test!(s4_ttl_expires_without_api_call => scenarios::access::ttl_expires_without_api_call);
 e2e_test!(s4_ttl_backstop_with_daemon_down => scenarios::access::ttl_backstop_with_daemon_down);
+e2e_test!(s4_extend_moves_sshds_expiry => scenarios::access::extend_moves_sshds_expiry);
 e2e_test!(s5_crash_external_kill_during_burst => scenarios::mix::crash_external_kill_during_burst);
 e2e_test!(s6_firewall_default_drop => scenarios::firewall::firewall_default_drop);
 e2e_test!(s7_parallel_mixed_operations => scenarios::mix::parallel_mixed_operations);

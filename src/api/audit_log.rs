@@ -60,6 +60,9 @@ fn filter_of(params: &Params) -> Result<(Filter, usize), ApiError> {
                 ApiError::new(format!("“limit” must be a number from 1 to {MAX_LIMIT}."))
             })?,
     };
+    if let Some(e) = optional(params, "event") {
+        crate::audit::show::check_event(e).map_err(|e| ApiError::new(format!("“event”: {e}.")))?;
+    }
     let filter = Filter {
         ticket,
         event: optional(params, "event").map(str::to_string),

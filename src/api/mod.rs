@@ -54,6 +54,11 @@ pub static FUNCTIONS: &[Function] = &[
         handler: handler!(tickets::ticket_grant),
     },
     Function {
+        name: "ticket_grant_extend",
+        acl: Acl::TicketsGrant,
+        handler: handler!(tickets::ticket_grant_extend),
+    },
+    Function {
         name: "ticket_revoke",
         acl: Acl::TicketsGrant,
         handler: handler!(tickets::ticket_revoke),

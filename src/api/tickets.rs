@@ -11,6 +11,7 @@ use crate::app::App;
 use crate::domain::caller::Caller;
 use crate::engine::grant::{GrantRequest, Granted};
 use crate::engine::revoke::{EndReason, Revoked};
+use crate::engine::EngineError;
 use crate::sshkey::SupportKey;
 use crate::store::grants::GrantRow;
 use crate::types::{InputError, ServerNum, SupportIp, TicketId, Username};
@@ -104,6 +105,29 @@ pub async fn ticket_grant(app: &Arc<App>, caller: &Caller, params: &Params) -> A
     }
 }
 
+/// `ticket_grant_extend ticket_id server_num ttl`: the grant now ends
+/// `ttl` seconds from now (0: no expiry, where allowed), by the policy of
+/// a grant's ttl; the key line's `expiry-time` follows.
+pub async fn ticket_grant_extend(app: &Arc<App>, caller: &Caller, params: &Params) -> ApiResult {
+    reject_unknown(params, &["ticket_id", "server_num", "ttl"])?;
+    let ticket = TicketId::parse(params.require("ticket_id")?)?;
+    let server = ServerNum::parse(params.require("server_num")?)?;
+    let ttl = parse_ttl(Some(params.require("ttl")?))?.unwrap_or_default();
+    let out = app
+        .engine
+        .extend(caller, ticket, server, ttl)
+        .await
+        .map_err(ApiError::new)?;
+    Ok(json!({
+        "ticket_id": out.row.ticket.get(),
+        "server_num": out.row.server.get(),
+        "ssh_username": out.row.ssh_username.as_str(),
+        "expires_at": out.row.expires_at,
+        "previous_expires_at": out.previous_expires_at,
+        "key_fingerprint": out.row.key_fingerprint,
+    }))
+}
+
 /// The validated inputs of a grant, before the key is known.
 #[derive(Debug)]
 pub struct GrantBase {
@@ -176,11 +200,18 @@ pub async fn ticket_revoke(app: &Arc<App>, caller: &Caller, params: &Params) -> 
     let ticket = TicketId::parse(params.require("ticket_id")?)?;
     let user = Username::parse(params.require("ssh_username")?)?;
     let server = params.get("server_num").map(ServerNum::parse).transpose()?;
-    let mut out = app
-        .engine
-        .revoke(caller, ticket, server, &user)
-        .await
-        .map_err(ApiError::new)?;
+    let mut out = match app.engine.revoke(caller, ticket, server, &user).await {
+        Ok(out) => out,
+        // Nothing found: `result: 0` as in cPanel, marked so a client can
+        // tell it from a failure.
+        Err(EngineError::Refused(reason)) => {
+            return Err(ApiError::with_data(
+                reason,
+                json!({"revoked_keys": 0, "nothing_to_revoke": 1}),
+            ))
+        }
+        Err(e) => return Err(ApiError::new(e)),
+    };
     crate::portal::poller::log_revokes(app, &mut out).await;
     let mut base = Map::new();
     base.insert("ticket_id".into(), json!(ticket.get()));
@@ -210,7 +241,12 @@ pub async fn ticket_remove_closed(app: &Arc<App>, caller: &Caller, params: &Para
         if let Some(e) = &portal_error {
             reason.push_str(&format!(" (The ticket system could not be asked: {e})"));
         }
-        return Err(ApiError::new(reason));
+        // `result: 0` as in cPanel; `nothing_to_remove` lets a client
+        // (the CLI, a cron job) tell this from a failure.
+        return Err(ApiError::with_data(
+            reason,
+            json!({"revoked_keys": 0, "nothing_to_remove": 1}),
+        ));
     }
     let mut base = Map::new();
     base.insert("ticket_system_error".into(), json!(portal_error));

@@ -10,7 +10,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::ConnectOptions;
 
 use super::files::discover;
-use super::show::{parse_time, show as show_records, Filter, ShowFormat};
+use super::show::{show as show_records, Filter, ShowFormat};
 use super::verify::verify_files;
 use super::writer::ChainHead;
 use crate::config::{AuditFormat, Config};
@@ -70,12 +70,23 @@ pub fn read_store_head(db: &Path) -> Result<Option<ChainHead>, String> {
         .map_err(|_| "the head reader thread failed".to_string())?
 }
 
-/// The configured log and its rotated siblings.
+/// The configured log and its rotated siblings (none when its directory
+/// does not exist: nothing was ever logged here).
 fn configured_files(cfg: &Config) -> Result<Vec<PathBuf>, String> {
     let log = cfg.audit_log_path();
-    discover(&log).map_err(|e| {
+    match discover(&log) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        found => found,
+    }
+    .map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+            " (the log is root's: run as root, or read it through the daemon with \
+             --url http://127.0.0.1:2090 and a token with audit-read)"
+        } else {
+            ""
+        };
         format!(
-            "cannot list the audit log directory of {}: {e}",
+            "cannot list the audit log directory of {}: {e}{hint}",
             log.display()
         )
     })
@@ -117,6 +128,24 @@ pub fn verify(cfg: &Config, files: &[PathBuf]) -> ExitCode {
     } else {
         None
     };
+    if files.is_empty() {
+        return match head {
+            // Records were written (the store's chain head says so) and
+            // the log is gone: that is what verify is for.
+            Some(h) => {
+                println!(
+                    "FAIL: {}: no audit log, but the state database says {} record(s) were written; the log was removed or moved",
+                    live.display(),
+                    h.seq
+                );
+                ExitCode::FAILURE
+            }
+            None => {
+                println!("{}", no_log_here(cfg));
+                ExitCode::SUCCESS
+            }
+        };
+    }
     let report = verify_files(&files, head);
     println!("{report}");
     if report.is_ok() {
@@ -126,39 +155,21 @@ pub fn verify(cfg: &Config, files: &[PathBuf]) -> ExitCode {
     }
 }
 
-/// `audit show`: the configured log's records matching the filters, as
-/// JSON lines or (`--format cpanel`) cPanel's classic lines. Exit 0, 1 on
-/// a read error, 2 on a bad argument.
-pub fn show(
-    cfg: &Config,
-    ticket: Option<u64>,
-    event: Option<String>,
-    actor: Option<String>,
-    since: Option<String>,
-    until: Option<String>,
-    cpanel_format: bool,
-) -> ExitCode {
-    let since = match since.as_deref().map(parse_time).transpose() {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: --since: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let until = match until.as_deref().map(parse_time).transpose() {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: --until: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let filter = Filter {
-        ticket,
-        event,
-        actor,
-        since,
-        until,
-    };
+/// What `audit verify`/`show` say when this host has no audit log: not an
+/// alarm, and where else to look.
+fn no_log_here(cfg: &Config) -> String {
+    format!(
+        "No audit log at {} on this host: nothing has been recorded here yet. A daemon \
+         with another configuration is read with --config PATH, a running daemon's log \
+         with --url http://127.0.0.1:2090 (token with audit-read).",
+        cfg.audit_log_path().display()
+    )
+}
+
+/// `audit show`: the configured log's records matching the filter, as a
+/// table, JSON lines or cPanel's classic lines. Exit 0, or 1 on a read
+/// error.
+pub fn show(cfg: &Config, filter: &Filter, format: ShowFormat) -> ExitCode {
     let files = match configured_files(cfg) {
         Ok(f) => f,
         Err(e) => {
@@ -166,16 +177,15 @@ pub fn show(
             return ExitCode::FAILURE;
         }
     };
-    let format = if cpanel_format {
-        ShowFormat::Cpanel
-    } else {
-        ShowFormat::Json
-    };
+    if files.is_empty() {
+        eprintln!("{}", no_log_here(cfg));
+        return ExitCode::SUCCESS;
+    }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let stderr = std::io::stderr();
     let mut warn = stderr.lock();
-    let result = show_records(&files, &filter, format, &mut out, &mut warn).and_then(|s| {
+    let result = show_records(&files, filter, format, &mut out, &mut warn).and_then(|s| {
         out.flush()?;
         Ok(s)
     });

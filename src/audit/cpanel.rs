@@ -16,9 +16,11 @@
 //!
 //! Our mapping from a [`Record`]: remote user = the WHM user of a token actor
 //! (`token:<user>:<name>` gives `<user>`), `root` for `uid:0`, the number for
-//! other `uid:<n>`, `system` for the daemon itself; unix user = `root` (the
-//! daemon always runs as root); remote addr = the record's `remote`; key
-//! file = `details.key_file`. Only `grant` maps to GRANT; `revoke`, `expire`,
+//! other `uid:<n>`, `system` for the daemon itself; unix user = the user
+//! support logs in as (`ssh_username`: `root`, or the temporary user
+//! `cp<ticket>.ssh`), `root` for records without one; remote addr = the
+//! record's `remote`; key file = `details.key_file` (the authorized_keys
+//! the key went into or left). Only `grant` maps to GRANT; `revoke`, `expire`,
 //! `revoke_closed` and `revoke_all` map to REVOKE; `ssh_test` to SSH_TEST.
 
 use serde_json::Value;
@@ -104,11 +106,17 @@ pub fn render_cpanel_line_in(rec: &Record, offset: impl Fn(i64) -> UtcOffset + C
 
 fn prefix_and(rec: &Record, kind: &str, last: &str, offset: impl Fn(i64) -> UtcOffset) -> String {
     let remote = rec.remote.as_deref().unwrap_or("undef");
+    let unix_user = rec
+        .ssh_username
+        .as_deref()
+        .filter(|u| !u.is_empty())
+        .unwrap_or("root");
     let line = format!(
-        "{}:{}:{}:root:{}:{}",
+        "{}:{}:{}:{}:{}:{}",
         localtime(&rec.time, offset),
         kind,
         remote_user(&rec.actor),
+        unix_user.replace(':', "_"),
         if remote.is_empty() { "undef" } else { remote },
         last
     );
@@ -223,6 +231,28 @@ mod tests {
             "Tue Nov  3 09:05:07 2026:SSH_TEST:root:root:203.0.113.9:Test for '12345' server 2 was 'SUCCESS'"
         );
         assert!(render_cpanel_in(&rec("key_added", "system", json!({})), utc).is_none());
+        // A temporary user's grant and revoke carry that user and the key
+        // file, as cPanel's do.
+        let mut tg = rec(
+            "grant",
+            "uid:0",
+            json!({"key_file": "/home/cp12345.ssh/.ssh/authorized_keys"}),
+        );
+        tg.ssh_username = Some("cp12345.ssh".into());
+        assert_eq!(
+            render_cpanel_in(&tg, utc).unwrap(),
+            "Tue Nov  3 09:05:07 2026:GRANT:root:cp12345.ssh:203.0.113.9:/home/cp12345.ssh/.ssh/authorized_keys"
+        );
+        let mut tr = rec(
+            "revoke",
+            "uid:0",
+            json!({"key_file": "/home/cp12345.ssh/.ssh/authorized_keys", "fingerprint": "SHA256:x"}),
+        );
+        tr.ssh_username = Some("cp12345.ssh".into());
+        assert_eq!(
+            render_cpanel_in(&tr, utc).unwrap(),
+            "Tue Nov  3 09:05:07 2026:REVOKE:root:cp12345.ssh:203.0.113.9:/home/cp12345.ssh/.ssh/authorized_keys"
+        );
         let mut failed = g.clone();
         failed.outcome = Outcome::Failed;
         assert!(render_cpanel_in(&failed, utc).is_none());

@@ -11,6 +11,8 @@ pub const EXPIRE: &str = "expire";
 pub const REVOKE_CLOSED: &str = "revoke_closed";
 pub const REVOKE_ALL: &str = "revoke_all";
 pub const GRANT_ROLLED_BACK: &str = "grant_rolled_back";
+// Lifecycle: a grant's end moved (details: previous_expires_at, expires_at).
+pub const GRANT_EXTENDED: &str = "grant_extended";
 
 // Steps: one host change each.
 pub const KEY_ADDED: &str = "key_added";
@@ -22,6 +24,7 @@ pub const SUDOERS_ADDED: &str = "sudoers_added";
 pub const SUDOERS_REMOVED: &str = "sudoers_removed";
 pub const WHITELIST_ADDED: &str = "whitelist_added";
 pub const WHITELIST_REMOVED: &str = "whitelist_removed";
+pub const WHITELIST_PREEXISTING: &str = "whitelist_preexisting";
 
 // Everything else that changes something or that an auditor must see.
 pub const API_TOKEN_CREATE: &str = "api_token_create";
@@ -30,6 +33,7 @@ pub const API_TOKEN_REVOKE: &str = "api_token_revoke";
 pub const AUTH_FAILURE: &str = "auth_failure";
 pub const CONFIG_RELOAD: &str = "config_reload";
 pub const DRIFT_REPAIRED: &str = "drift_repaired";
+pub const PORTAL_CONNECT: &str = "portal_connect";
 pub const SSH_TEST: &str = "ssh_test";
 pub const DAEMON_START: &str = "daemon_start";
 pub const DAEMON_STOP: &str = "daemon_stop";
@@ -45,8 +49,9 @@ pub const AUDIT_TAIL_DAMAGED: &str = "audit_tail_damaged";
 pub const ENDING: [&str; 5] = [REVOKE, EXPIRE, REVOKE_CLOSED, REVOKE_ALL, GRANT_ROLLED_BACK];
 
 /// Every event name schema v1 defines.
-pub const ALL: [&str; 27] = [
+pub const ALL: [&str; 30] = [
     GRANT,
+    GRANT_EXTENDED,
     REVOKE,
     EXPIRE,
     REVOKE_CLOSED,
@@ -61,12 +66,14 @@ pub const ALL: [&str; 27] = [
     SUDOERS_REMOVED,
     WHITELIST_ADDED,
     WHITELIST_REMOVED,
+    WHITELIST_PREEXISTING,
     API_TOKEN_CREATE,
     API_TOKEN_UPDATE,
     API_TOKEN_REVOKE,
     AUTH_FAILURE,
     CONFIG_RELOAD,
     DRIFT_REPAIRED,
+    PORTAL_CONNECT,
     SSH_TEST,
     DAEMON_START,
     DAEMON_STOP,

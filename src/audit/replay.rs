@@ -7,6 +7,9 @@
 //! `server_num` ends every server of its ticket; one without `ticket_id`
 //! (a `revoke_all` of everything) ends all access. Step events (keys,
 //! users, whitelists) are detail and do not change the answer.
+//! `grant_extended` moves an active grant's end to its `details.expires_at`,
+//! whatever its outcome: a failed one (an extension undone) carries the end
+//! that stands again.
 
 use std::collections::BTreeMap;
 
@@ -36,6 +39,14 @@ pub fn active_grants(records: impl Iterator<Item = Record>) -> BTreeMap<(u64, u6
 
 /// Applies one record to the replayed state.
 pub fn apply(active: &mut BTreeMap<(u64, u64), ReplayedGrant>, rec: &Record) {
+    if rec.event == events::GRANT_EXTENDED {
+        if let (Some(t), Some(s)) = (rec.ticket_id, rec.server_num) {
+            if let Some(g) = active.get_mut(&(t, s)) {
+                g.expires_at = rec.details.get("expires_at").and_then(Value::as_i64);
+            }
+        }
+        return;
+    }
     if rec.outcome != Outcome::Ok {
         return;
     }
@@ -111,5 +122,22 @@ mod tests {
             .into_iter(),
         );
         assert!(cleared.is_empty());
+    }
+
+    #[test]
+    fn extensions_move_the_end_and_an_undone_one_moves_it_back() {
+        let mut ext = rec(2, "grant_extended", Some(1), Some(1));
+        ext.details = json!({"previous_expires_at": 100, "expires_at": 500});
+        let mut undone = rec(3, "grant_extended", Some(1), Some(1));
+        undone.outcome = Outcome::Failed;
+        undone.details = json!({"undone": true, "expires_at": 100});
+        // An extension of a pair with no active grant changes nothing.
+        let stray = rec(4, "grant_extended", Some(7), Some(1));
+        let g = rec(1, "grant", Some(1), Some(1));
+        let a = active_grants(vec![g.clone(), ext.clone()].into_iter());
+        assert_eq!(a[&(1, 1)].expires_at, Some(500));
+        let a = active_grants(vec![g, ext, undone, stray].into_iter());
+        assert_eq!(a[&(1, 1)].expires_at, Some(100));
+        assert_eq!(a.len(), 1);
     }
 }

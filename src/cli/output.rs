@@ -6,6 +6,17 @@ use crate::clock::rfc3339;
 
 /// Left-aligned columns, two spaces apart.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let widths = column_widths(headers, rows);
+    let mut out = table_line(
+        &headers.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+        &widths,
+    );
+    out.push_str(&table_rows(rows, &widths));
+    out
+}
+
+/// The width of each column: its widest cell or header.
+pub fn column_widths(headers: &[&str], rows: &[Vec<String>]) -> Vec<usize> {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -14,24 +25,27 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
             }
         }
     }
-    let line = |cells: Vec<String>| {
-        let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(c);
-            } else {
-                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
-            }
+    widths
+}
+
+/// Rows laid out in `widths` (a wider cell pushes its line to the right).
+pub fn table_rows(rows: &[Vec<String>], widths: &[usize]) -> String {
+    rows.iter().map(|r| table_line(r, widths)).collect()
+}
+
+fn table_line(cells: &[String], widths: &[usize]) -> String {
+    let mut s = String::new();
+    for (i, c) in cells.iter().enumerate() {
+        if i + 1 == cells.len() {
+            s.push_str(c);
+        } else {
+            let w = widths.get(i).copied().unwrap_or(0);
+            s.push_str(&format!("{c:<w$}  "));
         }
-        s.trim_end().to_string()
-    };
-    let mut out = line(headers.iter().map(|h| h.to_string()).collect());
-    out.push('\n');
-    for row in rows {
-        out.push_str(&line(row.clone()));
-        out.push('\n');
     }
-    out
+    let mut s = s.trim_end().to_string();
+    s.push('\n');
+    s
 }
 
 fn time_or(v: &Value, none: &str) -> String {
@@ -128,6 +142,56 @@ pub fn granted(data: &Value) -> String {
     out
 }
 
+/// A `ticket_grant_extend` answer.
+pub fn extended(data: &Value) -> String {
+    format!(
+        "Ticket {} server {} ({}): access now ends {} (was {}).\n",
+        text(&data["ticket_id"]),
+        text(&data["server_num"]),
+        text(&data["ssh_username"]),
+        time_or(&data["expires_at"], "never (no expiry)"),
+        time_or(&data["previous_expires_at"], "no expiry"),
+    )
+}
+
+/// The login users of a `ticket_list` answer's grants, each once.
+pub fn grant_users(data: &Value) -> Vec<String> {
+    let mut users: Vec<String> = Vec::new();
+    for t in data["auths"].as_array().into_iter().flatten() {
+        for s in t["servers"].as_array().into_iter().flatten() {
+            if let Some(u) = s["ssh_username"].as_str() {
+                if !users.iter().any(|x| x == u) {
+                    users.push(u.to_string());
+                }
+            }
+        }
+    }
+    users
+}
+
+/// A warning for a token made with every right and no end: a leaked copy
+/// would work forever. `None` for anything narrower.
+pub fn token_warning(function: &str, params: &[(String, String)]) -> Option<String> {
+    if function != "api_token_create" {
+        return None;
+    }
+    let acls: Vec<&str> = params
+        .iter()
+        .filter(|(k, _)| k.starts_with("acl"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let all = acls.is_empty() || acls.contains(&"all");
+    let expires = params
+        .iter()
+        .any(|(k, v)| k == "expires_at" && v != "0" && !v.is_empty());
+    (all && !expires).then(|| {
+        "warning: this token may do everything (ACL all) and never expires; a leaked copy \
+         works until it is revoked. Prefer only the ACLs the client needs (--acl tickets-list, \
+         ...) and an expiry (--expires 30d): `supportauth token update NAME --acl ... --expires 30d`."
+            .to_string()
+    })
+}
+
 /// A `ticket_revoke` / `ticket_remove_closed` / `ticket_revoke_all` answer.
 pub fn revoked(data: &Value) -> String {
     let mut out = format!("Revoked {} key(s).\n", text(&data["revoked_keys"]));
@@ -201,6 +265,22 @@ pub fn data(data: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_token_with_every_right_and_no_end_is_warned_about() {
+        let p = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let create = "api_token_create";
+        assert!(token_warning(create, &p(&[("token_name", "ci")])).is_some());
+        assert!(token_warning(create, &p(&[("acl-0", "all"), ("expires_at", "0")])).is_some());
+        assert!(token_warning(create, &p(&[("acl-0", "tickets-list")])).is_none());
+        assert!(token_warning(create, &p(&[("expires_at", "1800000000")])).is_none());
+        assert!(token_warning("api_token_update", &p(&[])).is_none());
+    }
 
     #[test]
     fn token_table() {

@@ -7,7 +7,8 @@
 //! Steps: after_intent, after_user_created, after_password_set,
 //! after_sudoers_installed, after_key_installed, after_grant_audited,
 //! after_grant_done, revoke_after_intent, revoke_after_key_removed,
-//! revoke_after_user_deleted, revoke_after_audited, and
+//! revoke_after_user_deleted, revoke_after_audited, extend_after_key_rewritten,
+//! extend_after_audited, extend_after_done, and
 //! `repair_<name>` after each reconciler repair's host change.
 
 #[cfg(feature = "fault-injection")]

@@ -28,9 +28,9 @@ pub struct WhitelistChange {
 impl WhitelistChange {
     pub fn event(&self) -> &'static str {
         match self.action {
-            ChangeAction::Added => "whitelist_added",
-            ChangeAction::Removed => "whitelist_removed",
-            ChangeAction::Preexisting => "whitelist_preexisting",
+            ChangeAction::Added => crate::audit::events::WHITELIST_ADDED,
+            ChangeAction::Removed => crate::audit::events::WHITELIST_REMOVED,
+            ChangeAction::Preexisting => crate::audit::events::WHITELIST_PREEXISTING,
         }
     }
 }

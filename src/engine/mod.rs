@@ -12,6 +12,7 @@
 //! [`planner`]: crate::planner
 
 pub mod background;
+pub mod extend;
 pub mod fault;
 pub mod grant;
 pub mod host;

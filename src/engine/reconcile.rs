@@ -104,6 +104,7 @@ impl Engine {
                     comment: k.mark.comment(),
                     // Unreadable counts as damaged: the rewrite then says why.
                     copy_intact: host.keys.copy_intact(&acct, &k).unwrap_or(false),
+                    expiry: crate::authorized_keys::expiry_option(&k.line),
                 }));
             }
             seen.sudoers = host
@@ -170,6 +171,31 @@ impl Engine {
                 // Not an access change (the copy grants nothing): the
                 // pass's `drift_repaired` record is its audit trail.
                 tokio::task::block_in_place(|| write_key_copy(&self.host, &row))
+            }
+            Repair::RewriteKeyExpiry { grant_id } => {
+                let row = find(*grant_id)?;
+                let (line, mark) = super::extend::key_line(&row, row.expires_at)?;
+                let acct = self
+                    .host
+                    .key_account_of(&row.ssh_username)?
+                    .ok_or_else(|| format!("the user {} does not exist", row.ssh_username))?;
+                let keys = self.host.keys.clone();
+                tokio::task::block_in_place(|| keys.install(&acct, &line, &mark))
+                    .map_err(|e| e.to_string())?;
+                // The end that stands again, for the log's readers (and
+                // replay): an extension the store never recorded is undone.
+                let mut nf = Vec::new();
+                self.audit_nonfatal(
+                    caller,
+                    crate::audit::events::GRANT_EXTENDED,
+                    &row,
+                    Outcome::Failed,
+                    json!({"undone": true, "expires_at": row.expires_at,
+                           "reason": "the key line's expiry-time was not the store's end (an interrupted extension, or a hand edit)"}),
+                    &mut nf,
+                )
+                .await;
+                Ok(())
             }
             Repair::ReinstallSudoers { grant_id } => {
                 let row = find(*grant_id)?;

@@ -190,8 +190,15 @@ impl Engine {
         super::fault::point("revoke_after_intent");
         // 2. The key.
         let mut removed = None;
+        // The file the key left, for the record (cPanel's line names it).
+        let mut key_file = None;
         match self.host.key_account_of(user) {
             Ok(Some(acct)) => {
+                key_file = Some(
+                    crate::system::keystore::authorized_keys_path(&acct)
+                        .display()
+                        .to_string(),
+                );
                 let keys = self.host.keys.clone();
                 let mark = KeyMark::parse_comment(&row.key_comment);
                 let (t, s) = (row.ticket, row.server);
@@ -252,12 +259,16 @@ impl Engine {
         }
         // 3. The closing records; an audit failure never stops a revoke.
         if !failed {
+            let mut details = json!({"fingerprint": row.key_fingerprint});
+            if let Some(f) = key_file {
+                details["key_file"] = json!(f);
+            }
             events.push(Self::event_for(
                 caller,
                 reason.as_str(),
                 row,
                 Outcome::Ok,
-                json!({"fingerprint": row.key_fingerprint}),
+                details,
             ));
         }
         let appended = match events.is_empty() {

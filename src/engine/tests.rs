@@ -1115,3 +1115,132 @@ async fn the_ssh_dir_a_grant_created_goes_with_its_revoke() {
         b"mine\n"
     );
 }
+
+/// `extend` moves the store's end and the key line's expiry-time together,
+/// audits old and new end; a key line whose expiry-time differs from the
+/// store (what a crash between the rewrite and the done mark leaves) is
+/// put back to the store's end by the reconciler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extend_moves_the_end_and_the_reconciler_keeps_the_line_to_the_store() {
+    let Some(rig) = rig("PermitRootLogin prohibit-password").await else {
+        return;
+    };
+    let ak = rig.scratch.path("root/.ssh/authorized_keys");
+    std::fs::create_dir_all(ak.parent().unwrap()).unwrap();
+    std::fs::write(&ak, ADMIN_KEYS).unwrap();
+    let caller = Caller::LocalRoot { uid: 0 };
+    let g = rig
+        .engine
+        .grant(&caller, request(&rig, "5151"))
+        .await
+        .unwrap();
+    let (ticket, server) = (g.row.ticket, g.row.server);
+    let expiry_in_file = || {
+        let text = rig.scratch.read("root/.ssh/authorized_keys");
+        assert!(text.ends_with(std::str::from_utf8(ADMIN_KEYS).unwrap()));
+        let ours: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("5151_server_1@"))
+            .collect();
+        assert_eq!(ours.len(), 1, "{text}");
+        crate::authorized_keys::expiry_option(ours[0])
+    };
+    assert_eq!(
+        expiry_in_file(),
+        Some(crate::clock::openssh_expiry(T0 + 72 * 3600))
+    );
+
+    rig.clock.advance(600);
+    let out = rig
+        .engine
+        .extend(&caller, ticket, server, 7200)
+        .await
+        .unwrap();
+    assert_eq!(out.previous_expires_at, Some(T0 + 72 * 3600));
+    assert_eq!(out.row.expires_at, Some(T0 + 600 + 7200));
+    let stored = rig.engine.store().grant(g.row.id).await.unwrap().unwrap();
+    assert_eq!(stored.expires_at, Some(T0 + 600 + 7200));
+    assert_eq!(stored.state, GrantState::Active);
+    assert_eq!(
+        expiry_in_file(),
+        Some(crate::clock::openssh_expiry(T0 + 600 + 7200))
+    );
+    let log = rig.scratch.read("var/cpanel/logs/supportauth/audit.log");
+    let rec = log
+        .lines()
+        .map(|l| open_line(l).unwrap())
+        .find(|r| r.event == "grant_extended")
+        .expect("a grant_extended record");
+    assert_eq!(rec.details["previous_expires_at"], T0 + 72 * 3600);
+    assert_eq!(rec.details["expires_at"], T0 + 600 + 7200);
+    assert_eq!(rec.ticket_id, Some(5151));
+
+    // Beyond the policy: refused, nothing moves.
+    let e = rig
+        .engine
+        .extend(&caller, ticket, server, 10 * 365 * 86_400)
+        .await
+        .unwrap_err();
+    assert!(e.contains("max_ttl_secs"), "{e}");
+    // No grant: refused with a reason.
+    let other = TicketId::parse("999").unwrap();
+    let e = rig
+        .engine
+        .extend(&caller, other, server, 60)
+        .await
+        .unwrap_err();
+    assert!(e.contains("no grant to extend"), "{e}");
+    assert_eq!(
+        expiry_in_file(),
+        Some(crate::clock::openssh_expiry(T0 + 600 + 7200))
+    );
+
+    // A crash after the line was rewritten, before the done mark: the
+    // line says one end, the store another. The reconciler rewrites the
+    // line to the store's.
+    let (line, mark) = super::extend::key_line(&stored, Some(T0 + 999_999)).unwrap();
+    let acct = rig
+        .engine
+        .host()
+        .key_account_of(&Username::root())
+        .unwrap()
+        .unwrap();
+    rig.engine.host().keys.install(&acct, &line, &mark).unwrap();
+    assert_eq!(
+        expiry_in_file(),
+        Some(crate::clock::openssh_expiry(T0 + 999_999))
+    );
+    let report = rig.engine.reconcile().await.unwrap();
+    assert_eq!(
+        report.repairs,
+        vec![format!("RewriteKeyExpiry {{ grant_id: {} }}", g.row.id)],
+        "{report:?}"
+    );
+    assert_eq!(
+        expiry_in_file(),
+        Some(crate::clock::openssh_expiry(T0 + 600 + 7200))
+    );
+    assert!(rig.engine.reconcile().await.unwrap().repairs.is_empty());
+    // The log says the end that stands again (replay agrees with the store).
+    let log = rig.scratch.read("var/cpanel/logs/supportauth/audit.log");
+    let undone = log
+        .lines()
+        .rev()
+        .map(|l| open_line(l).unwrap())
+        .find(|r| r.event == "grant_extended")
+        .unwrap();
+    assert_eq!(undone.outcome, crate::audit::Outcome::Failed);
+    assert_eq!(undone.details["expires_at"], T0 + 600 + 7200);
+    let replayed = crate::audit::replay::active_grants(log.lines().map(|l| open_line(l).unwrap()));
+    assert_eq!(replayed[&(5151, 1)].expires_at, Some(T0 + 600 + 7200));
+
+    // The expiry timer follows the new end, not the old one.
+    rig.clock.advance(7200 - 1);
+    assert_eq!(rig.engine.expire_due().await.unwrap(), 0);
+    rig.clock.advance(1);
+    assert_eq!(rig.engine.expire_due().await.unwrap(), 1);
+    assert_eq!(
+        rig.scratch.read("root/.ssh/authorized_keys").as_bytes(),
+        ADMIN_KEYS
+    );
+}

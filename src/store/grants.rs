@@ -190,6 +190,31 @@ impl Store {
         Ok(())
     }
 
+    /// Moves an active grant's end (`None`: no expiry) together with the
+    /// audit chain head of its `grant_extended` record, in one durable
+    /// transaction: an extension's done mark. False when the grant is no
+    /// longer active (nothing changed).
+    pub async fn set_expiry(
+        &self,
+        id: i64,
+        expires_at: Option<i64>,
+        audit_head: Option<(u64, &str)>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let changed =
+            sqlx::query("UPDATE grants SET expires_at = ?1 WHERE id = ?2 AND state = 'active'")
+                .bind(expires_at)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if let Some((seq, hash)) = audit_head {
+            save_audit_head(&mut tx, seq, hash).await?;
+        }
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+
     /// Moves a grant to `state`; `ended` sets ended_at and end_reason.
     pub async fn set_grant_state(
         &self,

@@ -234,3 +234,62 @@ pub fn ssh_test_follows_sshds_own_port(sb: &Sandbox) {
     let tested = scene.daemon.call_ok("ticket_ssh_test", &args);
     assert_eq!(tested["result"], "REFUSED", "{tested}");
 }
+
+/// `supportauth extend` moves the end sshd enforces: with the daemon
+/// killed (so only the key line's expiry-time decides), a grant of 15 s
+/// extended to an hour still lets support in after those 15 s; extended
+/// back to 15 s from now, sshd refuses it once they pass, the key line
+/// still in place. The restarted daemon then ends the grant.
+pub fn extend_moves_sshds_expiry(sb: &Sandbox) {
+    let mut scene = Scene::new(sb, &SceneSetup::root_login("prohibit-password"));
+    let granted = Instant::now();
+    scene.grant(107, &[("ttl", SHORT_TTL.into())]);
+    let extend = |ttl: &str| {
+        let out = cmd::run(
+            &daemon::binary(),
+            &[
+                "--config",
+                daemon::CONFIG,
+                "extend",
+                "--ticket-id",
+                "107",
+                "--server-num",
+                "1",
+                "--ttl",
+                ttl,
+            ],
+        );
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "extend --ttl {ttl}: {text}");
+        assert!(text.contains("access now ends"), "{text}");
+    };
+    extend("1h");
+    scene.daemon.kill9();
+    // Past the first end (15 s after the grant, plus a margin).
+    let first_end = granted + Duration::from_secs(SHORT_TTL.parse::<u64>().unwrap() + 5);
+    std::thread::sleep(first_end.saturating_duration_since(Instant::now()));
+    scene
+        .sshd
+        .assert_root(&scene.support, "root", &["id", "-u"], b"");
+    scene.daemon.restart();
+    extend(SHORT_TTL);
+    scene.daemon.kill9();
+    scene
+        .sshd
+        .assert_root(&scene.support, "root", &["id", "-u"], b"");
+    scene.wait_refused("root", EXPIRY_LIMIT);
+    assert!(
+        std::fs::read_to_string(ROOT_KEYS)
+            .expect("root keys")
+            .contains("107_server_"),
+        "the key was removed, so this did not test expiry-time"
+    );
+    scene.daemon.restart();
+    scene.assert_no_trace(107);
+    scene.assert_admin_intact();
+    daemon::assert_audit_verifies();
+}
