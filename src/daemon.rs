@@ -39,6 +39,8 @@ pub enum DaemonError {
     Logging(String),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("notifications: {0}")]
+    Notify(String),
 }
 
 /// `supportauth daemon`: runs in the foreground until SIGTERM/SIGINT.
@@ -171,6 +173,13 @@ async fn run_async(
     let clock: Arc<dyn crate::clock::Clock> = Arc::new(SystemClock);
     let audit = AuditLog::from_config(&cfg, store.clone(), Arc::clone(&clock)).await?;
     tracing::info!(audit_log = %audit.path().display(), "audit log open");
+    // Receivers set up before anything is recorded: one added to the
+    // configuration hears of everything from this start on.
+    let receivers = crate::notify::receivers(&cfg).map_err(DaemonError::Notify)?;
+    let head = audit.head().await.seq;
+    for r in &receivers {
+        store.notify_receiver(&r.spec.id, head).await?;
+    }
     if let Some(t) = audit.tail_missing() {
         let ev = AuditEvent::new(events::AUDIT_TAIL_MISSING, "system")
             .outcome(Outcome::Failed)
@@ -217,7 +226,24 @@ async fn run_async(
     let app = App::new(cfg, store.clone(), clock, audit, engine);
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(server::serve(Arc::clone(&app), listeners, stop_rx.clone()));
-    let background = start_background_tasks(&app, stop_rx.clone());
+    let mut background = start_background_tasks(&app, stop_rx.clone());
+    if !receivers.is_empty() {
+        tracing::info!(receivers = receivers.len(), "notifications on");
+        let ctx = Arc::new(crate::notify::worker::Ctx {
+            store: store.clone(),
+            audit: Arc::clone(&app.audit),
+            clock: Arc::clone(&app.clock),
+            log_path: app.config().audit_log_path(),
+            retry: crate::notify::backoff::Retry::from_config(&app.config().notify),
+            budget: app.config().notify.max_pending,
+            host: crate::notify::host_name(),
+        });
+        background.extend(crate::notify::worker::start(
+            receivers,
+            ctx,
+            stop_rx.clone(),
+        ));
+    }
     let watchdog = start_watchdog(stop_rx.clone());
 
     let _ = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status("serving")]);
@@ -315,6 +341,9 @@ async fn reload(app: &App, path: Option<&Path>) {
             }
             if new.portal != old.portal {
                 restart_needed.push("portal");
+            }
+            if new.notify != old.notify {
+                restart_needed.push("notify");
             }
             if !restart_needed.is_empty() {
                 tracing::warn!(

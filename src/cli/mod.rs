@@ -126,6 +126,9 @@ pub enum Command {
     RevokeAll,
     /// Read and verify the audit log.
     Audit(AuditArgs),
+    /// Notifications (webhooks, mail).
+    #[command(subcommand)]
+    Notify(NotifyCmd),
     /// The web page inside WHM: one CGI request, forwarded to the daemon
     /// (installed as WHM's index.cgi; see whm/).
     WhmCgi,
@@ -153,6 +156,13 @@ pub enum Command {
 pub enum ConfigCmd {
     /// Check a configuration file; prints OK or the error naming the key.
     Validate { path: Option<PathBuf> },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotifyCmd {
+    /// Each receiver: pending events, last success, last error, next
+    /// attempt (notify_status).
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -254,7 +264,11 @@ pub fn main() -> ExitCode {
 }
 
 fn validate(path: Option<&Path>) -> ExitCode {
-    match Config::load(path) {
+    // Beyond the file itself: the webhooks' secret files (owner, mode).
+    let loaded = Config::load(path).map_err(|e| e.to_string()).and_then(|(cfg, source)| {
+        crate::notify::receivers(&cfg).map(|_| (cfg, source))
+    });
+    match loaded {
         Ok((_, ConfigSource::File(p))) => {
             println!("OK: {}", p.display());
             ExitCode::SUCCESS
@@ -357,6 +371,7 @@ enum Render {
     TokenCreated,
     TokenList,
     TicketList,
+    NotifyStatus,
     Granted,
     Revoked,
     Data,
@@ -455,6 +470,7 @@ fn to_call(cmd: &Command) -> Result<PlannedCall, String> {
             opt(&mut p, "ssh_username", ssh_username);
             ("ticket_list", Render::TicketList)
         }
+        Command::Notify(NotifyCmd::Status) => ("notify_status", Render::NotifyStatus),
         Command::RemoveClosed => ("ticket_remove_closed", Render::Revoked),
         Command::RevokeAll => ("ticket_revoke_all", Render::Revoked),
         Command::Daemon
@@ -522,6 +538,7 @@ fn call_command(cli: &Cli) -> Result<ExitCode, String> {
             Render::TokenCreated => output::token_created(data),
             Render::TokenList => output::token_list(data),
             Render::TicketList => output::ticket_list(data),
+            Render::NotifyStatus => output::notify_status(data),
             Render::Granted => output::granted(data),
             Render::Revoked => output::revoked(data),
             Render::Data | Render::Envelope => output::data(data),

@@ -49,6 +49,43 @@ fn text(v: &Value) -> String {
     }
 }
 
+/// `notify status`: one row per receiver, then each one's last error.
+pub fn notify_status(data: &Value) -> String {
+    let empty = Vec::new();
+    let list = data["receivers"].as_array().unwrap_or(&empty);
+    if list.is_empty() {
+        return "No notification receivers are configured ([[notify.webhook]], [notify.mail]).\n"
+            .into();
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|r| {
+            vec![
+                text(&r["receiver"]),
+                text(&r["pending"]),
+                text(&r["delivered"]),
+                text(&r["given_up"]),
+                time_or(&r["last_success_at"], "never"),
+                time_or(&r["next_attempt_at"], "-"),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &["RECEIVER", "PENDING", "DELIVERED", "GIVEN UP", "LAST SUCCESS", "NEXT ATTEMPT"],
+        &rows,
+    );
+    for r in list {
+        if let Some(e) = r["last_error"].as_str() {
+            out.push_str(&format!(
+                "{}: last error at {}: {e}\n",
+                text(&r["receiver"]),
+                time_or(&r["last_error_at"], "?")
+            ));
+        }
+    }
+    out
+}
+
 /// The whitelist status fields of an answer, one per line.
 fn statuses(data: &Value) -> String {
     let mut out = String::new();
