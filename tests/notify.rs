@@ -1,0 +1,383 @@
+//! Notifications through the real daemon on a scratch root (real grants
+//! and revokes: useradd --prefix, sshd -T): a webhook receiver on loopback
+//! (a small tokio/hyper server in this test) checks every signature with
+//! its own HMAC-SHA256 (constant-time compare); mail goes to the program
+//! named by `notify.mail.sendmail_path`, here a script that keeps each
+//! message it reads. The receiver is down for a while and the daemon
+//! restarts meanwhile: every event still arrives once, in order.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+
+const SECRET: &str = "s3cret-for-the-test-receiver-0123";
+
+/// Upper bound for deliveries to arrive; not an assertion of speed.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// One POST the receiver got.
+#[derive(Debug, Clone)]
+struct Delivery {
+    id: String,
+    event: String,
+    seq: u64,
+    body: Value,
+    /// The signature header matched the body under the secret.
+    signed: bool,
+}
+
+/// The test's webhook receiver, listening on 127.0.0.1:`port` until dropped.
+struct Receiver {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn signature_ok(body: &[u8], header: Option<&str>) -> bool {
+    let Some(sig) = header
+        .and_then(|h| h.strip_prefix("sha256="))
+        .and_then(|h| hex::decode(h).ok())
+    else {
+        return false;
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(body);
+    // verify_slice compares in constant time.
+    mac.verify_slice(&sig).is_ok()
+}
+
+impl Receiver {
+    fn start(port: u16, got: Arc<Mutex<Vec<Delivery>>>) -> Receiver {
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                    .await
+                    .expect("bind the receiver's port");
+                ready_tx.send(()).unwrap();
+                loop {
+                    let (stream, _) = tokio::select! {
+                        a = listener.accept() => a.unwrap(),
+                        _ = &mut stop_rx => return,
+                    };
+                    let got = Arc::clone(&got);
+                    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let got = Arc::clone(&got);
+                        async move {
+                            use http_body_util::BodyExt;
+                            let header = |n: &str| {
+                                req.headers()
+                                    .get(n)
+                                    .and_then(|v| v.to_str().ok())
+                                    .map(str::to_string)
+                            };
+                            let sig = header("x-supportauth-signature");
+                            let id = header("x-supportauth-delivery").unwrap_or_default();
+                            let event = header("x-supportauth-event").unwrap_or_default();
+                            let ok_path = req.method() == hyper::Method::POST
+                                && req.uri().path() == "/hooks/supportauth";
+                            let bytes = req.into_body().collect().await?.to_bytes();
+                            let body: Value =
+                                serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                            let signed = ok_path && signature_ok(&bytes, sig.as_deref());
+                            got.lock().unwrap().push(Delivery {
+                                id,
+                                event,
+                                seq: body["seq"].as_u64().unwrap_or(0),
+                                body,
+                                signed,
+                            });
+                            let status = if signed { 200 } else { 401 };
+                            Ok::<_, hyper::Error>(
+                                hyper::Response::builder()
+                                    .status(status)
+                                    .body(http_body_util::Full::new(hyper::body::Bytes::new()))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                    tokio::spawn(async move {
+                        let io = hyper_util::rt::TokioIo::new(stream);
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(io, service)
+                            .await;
+                    });
+                }
+            });
+        });
+        ready_rx
+            .recv_timeout(PATIENCE)
+            .expect("the receiver starts");
+        Receiver {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The scratch root's secret file (root's, 0600) and the recording
+/// sendmail; returns the `[notify]` configuration text.
+fn notify_setup(root: &Path, port: u16, extra: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = root.join("etc/supportauth");
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("webhook.secret");
+    std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let outside = root.parent().unwrap();
+    let mails = outside.join("mail");
+    std::fs::create_dir_all(&mails).unwrap();
+    let sendmail = outside.join("sendmail-recorder");
+    std::fs::write(
+        &sendmail,
+        format!(
+            "#!/bin/sh\n[ \"$*\" = \"-t -oi\" ] || exit 64\nf=$(mktemp {}/msg.XXXXXX) || exit 75\ncat > \"$f\"\n",
+            mails.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&sendmail, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!(
+        "[notify]\nretry_initial_ms = 100\nretry_max_ms = 400\n{extra}\n\
+         [[notify.webhook]]\nurl = \"http://127.0.0.1:{port}/hooks/supportauth\"\n\
+         secret_file = \"/etc/supportauth/webhook.secret\"\n\
+         [notify.mail]\nto = [\"ops@example.com\"]\nfrom = \"supportauth@scratch.example\"\n\
+         sendmail_path = \"{}\"\n",
+        sendmail.display()
+    )
+}
+
+/// (event, seq) of each mail the recorder kept, in seq order.
+fn mails(d: &Daemon) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir(d.dir.path().join("mail")) else {
+        return out;
+    };
+    for e in dir {
+        let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+        let event = text
+            .lines()
+            .find_map(|l| l.strip_prefix("X-Supportauth-Event: "))
+            .unwrap_or_default()
+            .to_string();
+        let seq = text
+            .lines()
+            .find_map(|l| l.strip_prefix("audit seq "))
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        out.push((event, seq));
+    }
+    out.sort_by_key(|m| m.1);
+    out
+}
+
+/// (event, seq) of the audit records notified by default, in log order.
+fn notable_records(d: &Daemon) -> Vec<(String, u64)> {
+    let notable = ["grant", "revoke", "expire", "revoke_all", "revoke_closed"];
+    d.read("var/cpanel/logs/supportauth/audit.log")
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| notable.contains(&r["event"].as_str().unwrap()))
+        .map(|r| (r["event"].as_str().unwrap().to_string(), r["seq"].as_u64().unwrap()))
+        .collect()
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn ok(v: &Value) -> &Value {
+    assert_eq!(v["metadata"]["result"], 1, "{v}");
+    &v["data"]
+}
+
+fn webhook_status(d: &Daemon) -> Value {
+    let v = d.call("notify_status", &[]);
+    ok(&v)["receivers"][0].clone()
+}
+
+fn cli(d: &Daemon, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&d.config)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn key(dir: &Path, name: &str) -> String {
+    let sub: PathBuf = dir.join(name);
+    std::fs::create_dir_all(&sub).unwrap();
+    support_key(&sub)
+}
+
+#[test]
+fn every_event_arrives_signed_once_and_in_order_across_an_outage_and_a_restart() {
+    if let Some(why) = cannot_run_host_tools() {
+        supportauth::test_skip!("SKIPPED notify: {why}");
+        return;
+    }
+    let port = free_port();
+    let got = Arc::new(Mutex::new(Vec::<Delivery>::new()));
+    let receiver = Receiver::start(port, Arc::clone(&got));
+    let mut d = Daemon::start_configured("", "", |root| {
+        let notify = notify_setup(root, port, "max_attempts = 1000");
+        format!(
+            "{}\n{notify}",
+            scratch_root_config(root, "PermitRootLogin prohibit-password")
+        )
+    });
+    let (k1, k2) = (key(d.dir.path(), "k1"), key(d.dir.path(), "k2"));
+    let grant = |d: &Daemon, ticket: &str, key: &str| {
+        ok(&d.call(
+            "ticket_grant",
+            &[("ticket_id", ticket), ("server_num", "1"), ("ssh_key", key), ("ttl", "3600")],
+        ));
+    };
+    let revoke = |d: &Daemon, ticket: &str| {
+        ok(&d.call(
+            "ticket_revoke",
+            &[("ticket_id", ticket), ("server_num", "1"), ("ssh_username", "root")],
+        ));
+    };
+
+    // Up: the grant arrives, signed, with the record.
+    grant(&d, "1001", &k1);
+    wait_until("the first delivery", || got.lock().unwrap().len() == 1);
+    {
+        let first = got.lock().unwrap()[0].clone();
+        assert!(first.signed, "{first:?}");
+        assert_eq!(first.event, "grant");
+        assert_eq!(first.body["record"]["ticket_id"], 1001);
+        assert_eq!(first.body["record"]["ssh_username"], "root");
+        assert_eq!(first.id, first.body["record"]["hash"].as_str().unwrap());
+    }
+
+    // Down: events wait, the status says why.
+    drop(receiver);
+    grant(&d, "1002", &k2);
+    revoke(&d, "1001");
+    wait_until("a failed attempt in notify_status", || {
+        let s = webhook_status(&d);
+        s["pending"] == 2 && s["last_error"].is_string() && s["next_attempt_at"].is_i64()
+    });
+    let s = webhook_status(&d);
+    assert_eq!(s["receiver"], format!("webhook:http://127.0.0.1:{port}/hooks/supportauth"));
+    assert_eq!(s["delivered"], 1);
+    assert!(s["last_success_at"].is_i64(), "{s}");
+    assert!(s["last_error"].as_str().unwrap().contains("cannot connect"), "{s}");
+    let text = cli(&d, &["notify", "status"]);
+    assert!(text.contains("PENDING") && text.contains("/hooks/supportauth"), "{text}");
+    assert!(text.contains("last error at"), "{text}");
+
+    // A restart while the receiver is still down, and one more event.
+    d.stop();
+    let child = d.spawn();
+    d.adopt(child);
+    revoke(&d, "1002");
+    wait_until("three pending after the restart", || webhook_status(&d)["pending"] == 3);
+
+    // Up again: everything arrives, in order, once.
+    let receiver = Receiver::start(port, Arc::clone(&got));
+    wait_until("every delivery", || got.lock().unwrap().len() >= 4);
+    wait_until("every mail", || mails(&d).len() >= 4);
+    // Room for a duplicate to show up, were one to be sent.
+    std::thread::sleep(Duration::from_secs(1));
+    let deliveries = got.lock().unwrap().clone();
+    assert!(deliveries.iter().all(|x| x.signed), "{deliveries:?}");
+    let sent: Vec<(String, u64)> = deliveries.iter().map(|x| (x.event.clone(), x.seq)).collect();
+    let expected = notable_records(&d);
+    assert_eq!(sent, expected, "deliveries vs the audit log");
+    assert_eq!(
+        expected.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(),
+        ["grant", "grant", "revoke", "revoke"]
+    );
+    let ids: BTreeSet<&str> = deliveries.iter().map(|x| x.id.as_str()).collect();
+    assert_eq!(ids.len(), deliveries.len(), "delivery ids are unique");
+    assert_eq!(mails(&d), expected, "mails vs the audit log");
+    wait_until("nothing pending", || webhook_status(&d)["pending"] == 0);
+    let s = webhook_status(&d);
+    // Delivered counts this daemon's deliveries since the row was made: all four.
+    assert_eq!(s["delivered"], 4, "{s}");
+    let v = d.call("notify_status", &[]);
+    assert_eq!(ok(&v)["receivers"][1]["receiver"], "mail");
+    assert_eq!(ok(&v)["receivers"][1]["pending"], 0);
+    drop(receiver);
+    d.stop();
+}
+
+#[test]
+fn a_delivery_that_keeps_failing_is_given_up_and_audited() {
+    if let Some(why) = cannot_run_host_tools() {
+        supportauth::test_skip!("SKIPPED notify: {why}");
+        return;
+    }
+    // Nobody listens on this port.
+    let port = free_port();
+    let mut d = Daemon::start_configured("", "", |root| {
+        let notify = notify_setup(root, port, "max_attempts = 3");
+        format!(
+            "{}\n{notify}",
+            scratch_root_config(root, "PermitRootLogin prohibit-password")
+        )
+    });
+    let k = key(d.dir.path(), "k");
+    ok(&d.call(
+        "ticket_grant",
+        &[("ticket_id", "2001"), ("server_num", "1"), ("ssh_key", &k)],
+    ));
+    let failed = || {
+        d.read("var/cpanel/logs/supportauth/audit.log")
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|r| r["event"] == "notify_failed")
+    };
+    wait_until("notify_failed in the audit log", || failed().is_some());
+    let rec = failed().unwrap();
+    assert_eq!(rec["outcome"], "failed");
+    let details = &rec["details"];
+    assert_eq!(details["event"], "grant");
+    assert_eq!(details["attempts"], 3);
+    assert!(details["receiver"].as_str().unwrap().starts_with("webhook:"));
+    // The cursor moves past it just after the record is written.
+    wait_until("given up in notify_status", || webhook_status(&d)["given_up"] == 1);
+    assert_eq!(webhook_status(&d)["pending"], 0);
+    // Mail works and hears of the webhook's failure; the webhook does not
+    // queue news of its own outage.
+    wait_until("the mails", || mails(&d).iter().any(|m| m.0 == "notify_failed"));
+    let m: Vec<String> = mails(&d).into_iter().map(|m| m.0).collect();
+    assert_eq!(m, ["grant", "notify_failed"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(webhook_status(&d)["pending"], 0);
+    d.stop();
+}
