@@ -155,8 +155,9 @@ fn notify_setup(root: &Path, port: u16, extra: &str) -> String {
     std::fs::write(
         &sendmail,
         format!(
-            "#!/bin/sh\n[ \"$*\" = \"-t -oi\" ] || exit 64\nf=$(mktemp {}/msg.XXXXXX) || exit 75\ncat > \"$f\"\n",
-            mails.display()
+            // Whole messages only: written aside, then renamed into place.
+            "#!/bin/sh\n[ \"$*\" = \"-t -oi\" ] || exit 64\nf=$(mktemp {m}/.part.XXXXXX) || exit 75\ncat > \"$f\" && mv \"$f\" {m}/msg.\"${{f##*.}}\"\n",
+            m = mails.display()
         ),
     )
     .unwrap();
@@ -178,7 +179,11 @@ fn mails(d: &Daemon) -> Vec<(String, u64)> {
         return out;
     };
     for e in dir {
-        let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+        let path = e.unwrap().path();
+        if !path.file_name().unwrap().to_string_lossy().starts_with("msg.") {
+            continue;
+        }
+        let text = std::fs::read_to_string(path).unwrap();
         let event = text
             .lines()
             .find_map(|l| l.strip_prefix("X-Supportauth-Event: "))
@@ -306,6 +311,19 @@ fn every_event_arrives_signed_once_and_in_order_across_an_outage_and_a_restart()
     d.adopt(child);
     revoke(&d, "1002");
     wait_until("three pending after the restart", || webhook_status(&d)["pending"] == 3);
+    // And a crash (SIGKILL) while they wait: nothing is lost either. (Not
+    // while a mail is being handed over: a crash then sends it twice,
+    // with the same Message-ID.)
+    wait_until("mail caught up", || {
+        let v = d.call("notify_status", &[]);
+        ok(&v)["receivers"][1]["pending"] == 0
+    });
+    let mut crashed = d.take_child().unwrap();
+    crashed.kill().unwrap();
+    crashed.wait().unwrap();
+    let child = d.spawn();
+    d.adopt(child);
+    assert_eq!(webhook_status(&d)["pending"], 3);
 
     // Up again: everything arrives, in order, once.
     let receiver = Receiver::start(port, Arc::clone(&got));
@@ -379,5 +397,60 @@ fn a_delivery_that_keeps_failing_is_given_up_and_audited() {
     assert_eq!(m, ["grant", "notify_failed"]);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(webhook_status(&d)["pending"], 0);
+    d.stop();
+}
+
+#[test]
+fn beyond_max_pending_the_oldest_are_dropped_and_audited() {
+    if let Some(why) = cannot_run_host_tools() {
+        supportauth::test_skip!("SKIPPED notify: {why}");
+        return;
+    }
+    let port = free_port();
+    let got = Arc::new(Mutex::new(Vec::<Delivery>::new()));
+    let mut d = Daemon::start_configured("", "", |root| {
+        let notify = notify_setup(root, port, "max_attempts = 1000\nmax_pending = 2");
+        format!(
+            "{}\n{notify}",
+            scratch_root_config(root, "PermitRootLogin prohibit-password")
+        )
+    });
+    let (k1, k2) = (key(d.dir.path(), "k1"), key(d.dir.path(), "k2"));
+    // The receiver is down for four events.
+    for (ticket, k) in [("3001", &k1), ("3002", &k2)] {
+        ok(&d.call(
+            "ticket_grant",
+            &[("ticket_id", ticket), ("server_num", "1"), ("ssh_key", k)],
+        ));
+    }
+    for ticket in ["3001", "3002"] {
+        ok(&d.call(
+            "ticket_revoke",
+            &[("ticket_id", ticket), ("server_num", "1"), ("ssh_username", "root")],
+        ));
+    }
+    let dropped = || -> u64 {
+        d.read("var/cpanel/logs/supportauth/audit.log")
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|r| r["event"] == "notify_dropped" && r["details"]["receiver"].as_str().is_some_and(|x| x.starts_with("webhook:")))
+            .map(|r| r["details"]["count"].as_u64().unwrap())
+            .sum()
+    };
+    wait_until("two dropped", || dropped() == 2);
+    let receiver = Receiver::start(port, Arc::clone(&got));
+    wait_until("the newest two", || got.lock().unwrap().len() >= 2);
+    std::thread::sleep(Duration::from_millis(500));
+    let sent: Vec<(String, u64)> = got.lock().unwrap().iter().map(|x| (x.event.clone(), x.seq)).collect();
+    let notable = notable_records(&d);
+    assert_eq!(sent, notable[2..], "the two newest, in order");
+    assert_eq!(dropped(), 2);
+    // Mail was up all along: it got all four, and news of the drop.
+    wait_until("the mails", || mails(&d).len() >= 5);
+    let (drops, access): (Vec<_>, Vec<_>) =
+        mails(&d).into_iter().partition(|m| m.0 == "notify_dropped");
+    assert_eq!(access, notable);
+    assert!(!drops.is_empty());
+    drop(receiver);
     d.stop();
 }

@@ -266,3 +266,55 @@ pub fn load_secret(w: &WebhookConfig, host_path: impl Fn(&Path) -> PathBuf) -> R
     }
     Ok(secret.as_bytes().to_vec())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn secret_file_must_be_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "0123456789abcdef0123\n").unwrap();
+        let w = WebhookConfig {
+            url: "https://a.example/h".into(),
+            secret: None,
+            secret_file: Some(file.clone()),
+            events: default_events(),
+        };
+        let same = |p: &Path| p.to_path_buf();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = load_secret(&w, same).unwrap_err();
+        assert!(err.contains("mode 0600"), "{err}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if nix::unistd::geteuid().is_root() {
+            assert_eq!(load_secret(&w, same).unwrap(), b"0123456789abcdef0123");
+        } else {
+            // Not root's file: refused as well.
+            assert!(load_secret(&w, same).unwrap_err().contains("owned by root"));
+        }
+        std::fs::write(&file, "short\n").unwrap();
+        if nix::unistd::geteuid().is_root() {
+            assert!(load_secret(&w, same).unwrap_err().contains("at least 16"));
+        }
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let w = WebhookConfig {
+            secret_file: Some(link),
+            ..w
+        };
+        assert!(load_secret(&w, same).is_err());
+    }
+
+    #[test]
+    fn debug_output_hides_an_inline_secret() {
+        let w = WebhookConfig {
+            url: "https://a.example/h".into(),
+            secret: Some("do-not-print-me-0123".into()),
+            secret_file: None,
+            events: default_events(),
+        };
+        assert!(!format!("{w:?}").contains("do-not-print-me"));
+    }
+}
