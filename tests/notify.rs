@@ -74,41 +74,43 @@ impl Receiver {
                         _ = &mut stop_rx => return,
                     };
                     let got = Arc::clone(&got);
-                    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let got = Arc::clone(&got);
-                        async move {
-                            use http_body_util::BodyExt;
-                            let header = |n: &str| {
-                                req.headers()
-                                    .get(n)
-                                    .and_then(|v| v.to_str().ok())
-                                    .map(str::to_string)
-                            };
-                            let sig = header("x-supportauth-signature");
-                            let id = header("x-supportauth-delivery").unwrap_or_default();
-                            let event = header("x-supportauth-event").unwrap_or_default();
-                            let ok_path = req.method() == hyper::Method::POST
-                                && req.uri().path() == "/hooks/supportauth";
-                            let bytes = req.into_body().collect().await?.to_bytes();
-                            let body: Value =
-                                serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                            let signed = ok_path && signature_ok(&bytes, sig.as_deref());
-                            got.lock().unwrap().push(Delivery {
-                                id,
-                                event,
-                                seq: body["seq"].as_u64().unwrap_or(0),
-                                body,
-                                signed,
-                            });
-                            let status = if signed { 200 } else { 401 };
-                            Ok::<_, hyper::Error>(
-                                hyper::Response::builder()
-                                    .status(status)
-                                    .body(http_body_util::Full::new(hyper::body::Bytes::new()))
-                                    .unwrap(),
-                            )
-                        }
-                    });
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let got = Arc::clone(&got);
+                            async move {
+                                use http_body_util::BodyExt;
+                                let header = |n: &str| {
+                                    req.headers()
+                                        .get(n)
+                                        .and_then(|v| v.to_str().ok())
+                                        .map(str::to_string)
+                                };
+                                let sig = header("x-supportauth-signature");
+                                let id = header("x-supportauth-delivery").unwrap_or_default();
+                                let event = header("x-supportauth-event").unwrap_or_default();
+                                let ok_path = req.method() == hyper::Method::POST
+                                    && req.uri().path() == "/hooks/supportauth";
+                                let bytes = req.into_body().collect().await?.to_bytes();
+                                let body: Value =
+                                    serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                                let signed = ok_path && signature_ok(&bytes, sig.as_deref());
+                                got.lock().unwrap().push(Delivery {
+                                    id,
+                                    event,
+                                    seq: body["seq"].as_u64().unwrap_or(0),
+                                    body,
+                                    signed,
+                                });
+                                let status = if signed { 200 } else { 401 };
+                                Ok::<_, hyper::Error>(
+                                    hyper::Response::builder()
+                                        .status(status)
+                                        .body(http_body_util::Full::new(hyper::body::Bytes::new()))
+                                        .unwrap(),
+                                )
+                            }
+                        },
+                    );
                     tokio::spawn(async move {
                         let io = hyper_util::rt::TokioIo::new(stream);
                         let _ = hyper::server::conn::http1::Builder::new()
@@ -180,7 +182,12 @@ fn mails(d: &Daemon) -> Vec<(String, u64)> {
     };
     for e in dir {
         let path = e.unwrap().path();
-        if !path.file_name().unwrap().to_string_lossy().starts_with("msg.") {
+        if !path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("msg.")
+        {
             continue;
         }
         let text = std::fs::read_to_string(path).unwrap();
@@ -207,7 +214,12 @@ fn notable_records(d: &Daemon) -> Vec<(String, u64)> {
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .filter(|r| notable.contains(&r["event"].as_str().unwrap()))
-        .map(|r| (r["event"].as_str().unwrap().to_string(), r["seq"].as_u64().unwrap()))
+        .map(|r| {
+            (
+                r["event"].as_str().unwrap().to_string(),
+                r["seq"].as_u64().unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -266,13 +278,22 @@ fn every_event_arrives_signed_once_and_in_order_across_an_outage_and_a_restart()
     let grant = |d: &Daemon, ticket: &str, key: &str| {
         ok(&d.call(
             "ticket_grant",
-            &[("ticket_id", ticket), ("server_num", "1"), ("ssh_key", key), ("ttl", "3600")],
+            &[
+                ("ticket_id", ticket),
+                ("server_num", "1"),
+                ("ssh_key", key),
+                ("ttl", "3600"),
+            ],
         ));
     };
     let revoke = |d: &Daemon, ticket: &str| {
         ok(&d.call(
             "ticket_revoke",
-            &[("ticket_id", ticket), ("server_num", "1"), ("ssh_username", "root")],
+            &[
+                ("ticket_id", ticket),
+                ("server_num", "1"),
+                ("ssh_username", "root"),
+            ],
         ));
     };
 
@@ -297,12 +318,21 @@ fn every_event_arrives_signed_once_and_in_order_across_an_outage_and_a_restart()
         s["pending"] == 2 && s["last_error"].is_string() && s["next_attempt_at"].is_i64()
     });
     let s = webhook_status(&d);
-    assert_eq!(s["receiver"], format!("webhook:http://127.0.0.1:{port}/hooks/supportauth"));
+    assert_eq!(
+        s["receiver"],
+        format!("webhook:http://127.0.0.1:{port}/hooks/supportauth")
+    );
     assert_eq!(s["delivered"], 1);
     assert!(s["last_success_at"].is_i64(), "{s}");
-    assert!(s["last_error"].as_str().unwrap().contains("cannot connect"), "{s}");
+    assert!(
+        s["last_error"].as_str().unwrap().contains("cannot connect"),
+        "{s}"
+    );
     let text = cli(&d, &["notify", "status"]);
-    assert!(text.contains("PENDING") && text.contains("/hooks/supportauth"), "{text}");
+    assert!(
+        text.contains("PENDING") && text.contains("/hooks/supportauth"),
+        "{text}"
+    );
     assert!(text.contains("last error at"), "{text}");
 
     // A restart while the receiver is still down, and one more event.
@@ -310,7 +340,9 @@ fn every_event_arrives_signed_once_and_in_order_across_an_outage_and_a_restart()
     let child = d.spawn();
     d.adopt(child);
     revoke(&d, "1002");
-    wait_until("three pending after the restart", || webhook_status(&d)["pending"] == 3);
+    wait_until("three pending after the restart", || {
+        webhook_status(&d)["pending"] == 3
+    });
     // And a crash (SIGKILL) while they wait: nothing is lost either. (Not
     // while a mail is being handed over: a crash then sends it twice,
     // with the same Message-ID.)
@@ -333,7 +365,10 @@ fn every_event_arrives_signed_once_and_in_order_across_an_outage_and_a_restart()
     std::thread::sleep(Duration::from_secs(1));
     let deliveries = got.lock().unwrap().clone();
     assert!(deliveries.iter().all(|x| x.signed), "{deliveries:?}");
-    let sent: Vec<(String, u64)> = deliveries.iter().map(|x| (x.event.clone(), x.seq)).collect();
+    let sent: Vec<(String, u64)> = deliveries
+        .iter()
+        .map(|x| (x.event.clone(), x.seq))
+        .collect();
     let expected = notable_records(&d);
     assert_eq!(sent, expected, "deliveries vs the audit log");
     assert_eq!(
@@ -386,13 +421,20 @@ fn a_delivery_that_keeps_failing_is_given_up_and_audited() {
     let details = &rec["details"];
     assert_eq!(details["event"], "grant");
     assert_eq!(details["attempts"], 3);
-    assert!(details["receiver"].as_str().unwrap().starts_with("webhook:"));
+    assert!(details["receiver"]
+        .as_str()
+        .unwrap()
+        .starts_with("webhook:"));
     // The cursor moves past it just after the record is written.
-    wait_until("given up in notify_status", || webhook_status(&d)["given_up"] == 1);
+    wait_until("given up in notify_status", || {
+        webhook_status(&d)["given_up"] == 1
+    });
     assert_eq!(webhook_status(&d)["pending"], 0);
     // Mail works and hears of the webhook's failure; the webhook does not
     // queue news of its own outage.
-    wait_until("the mails", || mails(&d).iter().any(|m| m.0 == "notify_failed"));
+    wait_until("the mails", || {
+        mails(&d).iter().any(|m| m.0 == "notify_failed")
+    });
     let m: Vec<String> = mails(&d).into_iter().map(|m| m.0).collect();
     assert_eq!(m, ["grant", "notify_failed"]);
     std::thread::sleep(Duration::from_millis(500));
@@ -426,14 +468,23 @@ fn beyond_max_pending_the_oldest_are_dropped_and_audited() {
     for ticket in ["3001", "3002"] {
         ok(&d.call(
             "ticket_revoke",
-            &[("ticket_id", ticket), ("server_num", "1"), ("ssh_username", "root")],
+            &[
+                ("ticket_id", ticket),
+                ("server_num", "1"),
+                ("ssh_username", "root"),
+            ],
         ));
     }
     let dropped = || -> u64 {
         d.read("var/cpanel/logs/supportauth/audit.log")
             .lines()
             .map(|l| serde_json::from_str::<Value>(l).unwrap())
-            .filter(|r| r["event"] == "notify_dropped" && r["details"]["receiver"].as_str().is_some_and(|x| x.starts_with("webhook:")))
+            .filter(|r| {
+                r["event"] == "notify_dropped"
+                    && r["details"]["receiver"]
+                        .as_str()
+                        .is_some_and(|x| x.starts_with("webhook:"))
+            })
             .map(|r| r["details"]["count"].as_u64().unwrap())
             .sum()
     };
@@ -441,7 +492,12 @@ fn beyond_max_pending_the_oldest_are_dropped_and_audited() {
     let receiver = Receiver::start(port, Arc::clone(&got));
     wait_until("the newest two", || got.lock().unwrap().len() >= 2);
     std::thread::sleep(Duration::from_millis(500));
-    let sent: Vec<(String, u64)> = got.lock().unwrap().iter().map(|x| (x.event.clone(), x.seq)).collect();
+    let sent: Vec<(String, u64)> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|x| (x.event.clone(), x.seq))
+        .collect();
     let notable = notable_records(&d);
     assert_eq!(sent, notable[2..], "the two newest, in order");
     assert_eq!(dropped(), 2);

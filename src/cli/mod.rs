@@ -265,9 +265,9 @@ pub fn main() -> ExitCode {
 
 fn validate(path: Option<&Path>) -> ExitCode {
     // Beyond the file itself: the webhooks' secret files (owner, mode).
-    let loaded = Config::load(path).map_err(|e| e.to_string()).and_then(|(cfg, source)| {
-        crate::notify::receivers(&cfg).map(|_| (cfg, source))
-    });
+    let loaded = Config::load(path)
+        .map_err(|e| e.to_string())
+        .and_then(|(cfg, source)| crate::notify::receivers(&cfg).map(|_| (cfg, source)));
     match loaded {
         Ok((_, ConfigSource::File(p))) => {
             println!("OK: {}", p.display());

@@ -71,7 +71,14 @@ pub fn notify_status(data: &Value) -> String {
         })
         .collect();
     let mut out = table(
-        &["RECEIVER", "PENDING", "DELIVERED", "GIVEN UP", "LAST SUCCESS", "NEXT ATTEMPT"],
+        &[
+            "RECEIVER",
+            "PENDING",
+            "DELIVERED",
+            "GIVEN UP",
+            "LAST SUCCESS",
+            "NEXT ATTEMPT",
+        ],
         &rows,
     );
     for r in list {

@@ -27,8 +27,7 @@ impl Retry {
         let doublings = failed.saturating_sub(1).min(63);
         let ms = self
             .initial_ms
-            .checked_mul(1u64 << doublings)
-            .unwrap_or(u64::MAX)
+            .saturating_mul(1u64 << doublings)
             .min(self.max_ms);
         Duration::from_millis(ms)
     }

@@ -160,10 +160,16 @@ impl NotifyConfig {
             ));
         }
         if self.max_attempts == 0 || self.max_age_secs == 0 {
-            return Err(bad("max_attempts", "max_attempts and max_age_secs must be at least 1".into()));
+            return Err(bad(
+                "max_attempts",
+                "max_attempts and max_age_secs must be at least 1".into(),
+            ));
         }
         if self.connect_timeout_secs == 0 || self.timeout_secs == 0 {
-            return Err(bad("timeout_secs", "timeouts must be at least 1 second".into()));
+            return Err(bad(
+                "timeout_secs",
+                "timeouts must be at least 1 second".into(),
+            ));
         }
         if !self.ca_file.is_empty() && !Path::new(&self.ca_file).is_absolute() {
             return Err(bad("ca_file", "must be an absolute path".into()));
@@ -181,7 +187,10 @@ impl NotifyConfig {
                 }
                 (None, Some(p)) if p.is_absolute() => {}
                 (None, Some(_)) => {
-                    return Err(bad("webhook.secret_file", "must be an absolute path".into()))
+                    return Err(bad(
+                        "webhook.secret_file",
+                        "must be an absolute path".into(),
+                    ))
                 }
                 _ => {
                     return Err(bad(
@@ -228,7 +237,10 @@ fn check_events(list: &[String]) -> Result<(), String> {
 /// Reads a webhook's secret: inline, or from `secret_file` (under the
 /// configured root), which must be a regular file owned by root with no
 /// access for group or others.
-pub fn load_secret(w: &WebhookConfig, host_path: impl Fn(&Path) -> PathBuf) -> Result<Vec<u8>, String> {
+pub fn load_secret(
+    w: &WebhookConfig,
+    host_path: impl Fn(&Path) -> PathBuf,
+) -> Result<Vec<u8>, String> {
     use std::io::Read;
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     if let Some(s) = &w.secret {
@@ -243,7 +255,9 @@ pub fn load_secret(w: &WebhookConfig, host_path: impl Fn(&Path) -> PathBuf) -> R
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    let meta = f.metadata().map_err(|e| format!("{}: {e}", path.display()))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     if !meta.is_file() {
         return Err(format!("{} is not a regular file", path.display()));
     }
@@ -262,7 +276,10 @@ pub fn load_secret(w: &WebhookConfig, host_path: impl Fn(&Path) -> PathBuf) -> R
         .map_err(|e| format!("{}: {e}", path.display()))?;
     let secret = text.trim_end_matches(['\n', '\r']);
     if secret.len() < 16 {
-        return Err(format!("{}: the secret must be at least 16 bytes", path.display()));
+        return Err(format!(
+            "{}: the secret must be at least 16 bytes",
+            path.display()
+        ));
     }
     Ok(secret.as_bytes().to_vec())
 }

@@ -22,7 +22,7 @@ fn header_safe(s: &str) -> String {
 
 /// One line per fact an admin reads first.
 fn summary(rec: &Record) -> String {
-    let mut s = format!("{}", rec.event);
+    let mut s = rec.event.clone();
     if let Some(t) = rec.ticket_id {
         s.push_str(&format!(" ticket {t}"));
         if let Some(n) = rec.server_num {
@@ -57,7 +57,10 @@ pub fn message(cfg: &MailConfig, rec: &Record, host: &str, now: i64) -> String {
     m.push_str(&format!("Date: {date}\n"));
     m.push_str(&format!("Message-ID: <{id}@{host_h}>\n"));
     m.push_str(&format!("X-Supportauth-Delivery: {id}\n"));
-    m.push_str(&format!("X-Supportauth-Event: {}\n", header_safe(&rec.event)));
+    m.push_str(&format!(
+        "X-Supportauth-Event: {}\n",
+        header_safe(&rec.event)
+    ));
     m.push_str("Auto-Submitted: auto-generated\n");
     m.push_str("MIME-Version: 1.0\n");
     m.push_str("Content-Type: text/plain; charset=utf-8\n");
@@ -77,13 +80,9 @@ pub fn message(cfg: &MailConfig, rec: &Record, host: &str, now: i64) -> String {
 
 /// Hands the message to sendmail; blocking (run it from `spawn_blocking`).
 pub fn send(cfg: &MailConfig, message: &str) -> Result<(), String> {
-    crate::system::exec::run(
-        &cfg.sendmail_path,
-        ["-t", "-oi"],
-        Some(message.as_bytes()),
-    )
-    .map(|_| ())
-    .map_err(|e| e.to_string())
+    crate::system::exec::run(&cfg.sendmail_path, ["-t", "-oi"], Some(message.as_bytes()))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -103,7 +102,10 @@ mod tests {
 
     fn record() -> Record {
         let ev = AuditEvent::new("grant", "token:root:desk")
-            .ticket(TicketId::parse("4321").unwrap(), Some(ServerNum::parse("2").unwrap()))
+            .ticket(
+                TicketId::parse("4321").unwrap(),
+                Some(ServerNum::parse("2").unwrap()),
+            )
             .user("root");
         let mut rec = Record::from_event(&ev, 9, "2026-11-23T13:28:53Z".into(), "00");
         rec.hash = Some("cd".repeat(32));
@@ -112,12 +114,25 @@ mod tests {
 
     #[test]
     fn message_has_headers_sendmail_reads_and_the_record() {
-        let m = message(&cfg("/usr/sbin/sendmail"), &record(), "web1\nBcc: x@y", 1_795_000_000);
+        let m = message(
+            &cfg("/usr/sbin/sendmail"),
+            &record(),
+            "web1\nBcc: x@y",
+            1_795_000_000,
+        );
         let (head, body) = m.split_once("\n\n").unwrap();
-        assert!(head.contains("\nTo: ops@example.com, sec@example.com\n"), "{head}");
-        assert!(head.starts_with("From: supportauth@web1.example.com\n"), "{head}");
         assert!(
-            head.contains("Subject: [supportauth] web1 Bcc: x@y: grant ticket 4321 server 2 as root\n"),
+            head.contains("\nTo: ops@example.com, sec@example.com\n"),
+            "{head}"
+        );
+        assert!(
+            head.starts_with("From: supportauth@web1.example.com\n"),
+            "{head}"
+        );
+        assert!(
+            head.contains(
+                "Subject: [supportauth] web1 Bcc: x@y: grant ticket 4321 server 2 as root\n"
+            ),
             "{head}"
         );
         // The injected header stayed inside the Subject line.
@@ -135,7 +150,10 @@ mod tests {
         // A recording stand-in: what it read and its arguments, then exit 0.
         std::fs::write(
             &script,
-            format!("#!/bin/sh\necho \"$@\" > {o}.args\nenv > {o}.env\ncat > {o}\n", o = out.display()),
+            format!(
+                "#!/bin/sh\necho \"$@\" > {o}.args\nenv > {o}.env\ncat > {o}\n",
+                o = out.display()
+            ),
         )
         .unwrap();
         use std::os::unix::fs::PermissionsExt;
@@ -145,12 +163,18 @@ mod tests {
         let m = message(&c, &record(), "web1", 0);
         send(&c, &m).unwrap();
         assert_eq!(std::fs::read_to_string(&out).unwrap(), m);
-        assert_eq!(std::fs::read_to_string(format!("{}.args", out.display())).unwrap(), "-t -oi\n");
+        assert_eq!(
+            std::fs::read_to_string(format!("{}.args", out.display())).unwrap(),
+            "-t -oi\n"
+        );
         let env = std::fs::read_to_string(format!("{}.env", out.display())).unwrap();
         assert!(!env.contains("SUPPORTAUTH_MAIL_LEAK"), "{env}");
         // A failing sendmail is an error with its message.
         std::fs::write(&script, "#!/bin/sh\necho 'no route' >&2\nexit 75\n").unwrap();
         let err = send(&c, &m).unwrap_err();
-        assert!(err.contains("exit status 75") && err.contains("no route"), "{err}");
+        assert!(
+            err.contains("exit status 75") && err.contains("no route"),
+            "{err}"
+        );
     }
 }

@@ -60,10 +60,11 @@ impl Spec {
     /// receiver that is down would otherwise queue news of its own outage
     /// forever).
     pub fn wants(&self, rec: &Record) -> bool {
-        if !self.events.iter().any(|e| *e == rec.event) {
+        if !self.events.contains(&rec.event) {
             return false;
         }
-        let about_notify = rec.event == events::NOTIFY_FAILED || rec.event == events::NOTIFY_DROPPED;
+        let about_notify =
+            rec.event == events::NOTIFY_FAILED || rec.event == events::NOTIFY_DROPPED;
         !(about_notify && rec.details.get("receiver").and_then(|r| r.as_str()) == Some(&self.id))
     }
 }
@@ -186,7 +187,16 @@ mod tests {
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].id, "webhook:https://a.example/h");
         assert_eq!(s[1].id, "mail");
-        for e in ["grant", "revoke", "expire", "support_login", "support_logout", "drift_repaired", "audit_tail_damaged", "audit_records_dropped"] {
+        for e in [
+            "grant",
+            "revoke",
+            "expire",
+            "support_login",
+            "support_logout",
+            "drift_repaired",
+            "audit_tail_damaged",
+            "audit_records_dropped",
+        ] {
             assert!(s[0].events.iter().any(|x| x == e), "{e}");
         }
         assert_eq!(receivers(&cfg).unwrap().len(), 2);

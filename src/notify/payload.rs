@@ -27,7 +27,9 @@ pub const EVENT_HEADER: &str = "x-supportauth-event";
 /// The id receivers deduplicate by: the record's hash (its seq when a
 /// record somehow has none).
 pub fn delivery_id(rec: &Record) -> String {
-    rec.hash.clone().unwrap_or_else(|| format!("seq-{}", rec.seq))
+    rec.hash
+        .clone()
+        .unwrap_or_else(|| format!("seq-{}", rec.seq))
 }
 
 /// The webhook body for `rec`, sent from `host`.

@@ -127,7 +127,11 @@ pub async fn run(
                     tracing::info!(receiver = %id, seq = rec.seq, event = %rec.event, "notification delivered");
                     attempts = 0;
                     first_failed = None;
-                    if let Err(e) = ctx.store.notify_delivered(&id, rec.seq, ctx.clock.now()).await {
+                    if let Err(e) = ctx
+                        .store
+                        .notify_delivered(&id, rec.seq, ctx.clock.now())
+                        .await
+                    {
                         // Sent again after a restart, with the same delivery id.
                         tracing::error!(receiver = %id, error = %e, "cannot store the notification cursor");
                         if pause(TROUBLE_WAIT, &mut shutdown).await {
@@ -142,7 +146,11 @@ pub async fn run(
                     let first = *first_failed.get_or_insert(now);
                     let delay = ctx.retry.delay(attempts);
                     let next_at = now + delay.as_secs() as i64;
-                    if let Err(e) = ctx.store.notify_failed_attempt(&id, &error, now, next_at).await {
+                    if let Err(e) = ctx
+                        .store
+                        .notify_failed_attempt(&id, &error, now, next_at)
+                        .await
+                    {
                         tracing::error!(receiver = %id, error = %e, "cannot store the notification state");
                     }
                     if ctx.retry.give_up(attempts, first, now) {

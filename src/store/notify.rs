@@ -130,9 +130,22 @@ mod tests {
         let r = store.notify_receiver("mail", 7).await.unwrap();
         assert_eq!((r.delivered_seq, r.attempts), (7, 0));
         // A second call keeps the row as it is.
-        assert_eq!(store.notify_receiver("mail", 99).await.unwrap().delivered_seq, 7);
-        store.notify_failed_attempt("mail", "down", 100, 105).await.unwrap();
-        store.notify_failed_attempt("mail", "still down", 105, 115).await.unwrap();
+        assert_eq!(
+            store
+                .notify_receiver("mail", 99)
+                .await
+                .unwrap()
+                .delivered_seq,
+            7
+        );
+        store
+            .notify_failed_attempt("mail", "down", 100, 105)
+            .await
+            .unwrap();
+        store
+            .notify_failed_attempt("mail", "still down", 105, 115)
+            .await
+            .unwrap();
         let r = store.notify_receiver("mail", 0).await.unwrap();
         assert_eq!(r.attempts, 2);
         assert_eq!(r.first_failed_at, Some(100));
