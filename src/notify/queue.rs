@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::io::{self, BufRead};
 use std::path::{Path, PathBuf};
 
-use crate::audit::files::{discover, open_reader, Records};
+use crate::audit::files::{discover, is_gzip, open_reader, Records};
 use crate::audit::record::open_line;
 use crate::audit::Record;
 
@@ -20,7 +20,7 @@ pub struct Pending {
     /// (the oldest ones), and the seq of the last of them.
     pub over_budget: u64,
     pub over_budget_to: u64,
-    /// Seqs after the cursor that no file holds any more (rotated away).
+    /// Seqs after the cursor that no file holds (rotated away, or a hole).
     pub missing: u64,
     /// The highest seq looked at (at most `upto`): once `records` are done
     /// with, the cursor may move here.
@@ -28,9 +28,11 @@ pub struct Pending {
 }
 
 /// The first record's seq of each file, in chain order (0 for a file whose
-/// first line is not a record: it sorts first and is read, not skipped).
+/// first line is not a record: it sorts first). A gzip copy sorts before
+/// the plain file with the same first record, so while logrotate is still
+/// compressing a file, its complete plain original is the one started from.
 fn files_with_first_seq(log: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
-    let mut keyed: Vec<(u64, PathBuf)> = discover(log)?
+    let mut keyed: Vec<(u64, bool, PathBuf)> = discover(log)?
         .into_iter()
         .map(|f| {
             let seq = open_reader(&f)
@@ -41,11 +43,12 @@ fn files_with_first_seq(log: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
                     open_line(&line).ok()
                 })
                 .map_or(0, |rec| rec.seq);
-            (seq, f)
+            let plain = is_gzip(&f).is_ok_and(|gz| !gz);
+            (seq, plain, f)
         })
         .collect();
     keyed.sort();
-    Ok(keyed)
+    Ok(keyed.into_iter().map(|(seq, _, f)| (seq, f)).collect())
 }
 
 /// The records with `after < seq <= upto` that `wanted` accepts, the
@@ -84,7 +87,13 @@ pub fn pending(
         if rec.seq > upto {
             break;
         }
-        first_found.get_or_insert(rec.seq);
+        match first_found {
+            None => first_found = Some(rec.seq),
+            // A hole in the middle (a file gone, or unreadable part-way):
+            // counted, never skipped silently.
+            Some(_) if rec.seq > out.scanned_to + 1 => out.missing += rec.seq - out.scanned_to - 1,
+            Some(_) => {}
+        }
         out.scanned_to = rec.seq;
         if !wanted(&rec) {
             continue;
@@ -97,7 +106,7 @@ pub fn pending(
         }
         kept.push_back(rec);
     }
-    out.missing = match first_found {
+    out.missing += match first_found {
         Some(first) => first - after - 1,
         None => upto - after,
     };
@@ -165,6 +174,23 @@ mod tests {
         let p = pending(&log, 0, 6, want, 2).unwrap();
         assert_eq!(grants(&p), [4, 5]);
         assert_eq!((p.over_budget, p.over_budget_to), (2, 3));
+        // logrotate compressing the plain rotated file: a partial .gz copy
+        // beside the complete original changes nothing.
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        // (as far as it got: the first of its two records).
+        enc.write_all(all[2].as_bytes()).unwrap();
+        std::fs::write(dir.path().join("audit.log.1.gz"), enc.finish().unwrap()).unwrap();
+        let p = pending(&log, 2, 6, want, 100).unwrap();
+        assert_eq!(grants(&p), [3, 4, 5]);
+        assert_eq!(p.missing, 0);
+        std::fs::remove_file(dir.path().join("audit.log.1.gz")).unwrap();
+        // A file gone from the middle: a hole, counted.
+        let saved = std::fs::read(dir.path().join("audit.log.1")).unwrap();
+        std::fs::remove_file(dir.path().join("audit.log.1")).unwrap();
+        let p = pending(&log, 0, 6, want, 100).unwrap();
+        assert_eq!(grants(&p), [1, 5]);
+        assert_eq!((p.missing, p.scanned_to), (2, 6));
+        std::fs::write(dir.path().join("audit.log.1"), saved).unwrap();
         // The gzip'd file gone: its seqs are missing.
         std::fs::remove_file(dir.path().join("audit.log.2.gz")).unwrap();
         let p = pending(&log, 0, 6, want, 100).unwrap();

@@ -57,7 +57,13 @@ pub async fn run(
             return;
         }
         let upto = *durable.borrow_and_update();
-        let state = match ctx.store.notify_receiver(&id, upto).await {
+        // The row was made at start; made here only should it be gone.
+        let state = match ctx.store.notify_receiver_state(&id).await {
+            Ok(Some(s)) => Ok(s),
+            Ok(None) => ctx.store.notify_receiver(&id, upto).await,
+            Err(e) => Err(e),
+        };
+        let state = match state {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(receiver = %id, error = %e, "cannot read the notification cursor");

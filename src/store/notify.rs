@@ -46,6 +46,19 @@ impl Store {
         .await?)
     }
 
+    /// The receiver's row, if it has one (read only).
+    pub async fn notify_receiver_state(
+        &self,
+        receiver: &str,
+    ) -> Result<Option<ReceiverState>, StoreError> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM notify_receivers WHERE receiver = ?1"
+        ))
+        .bind(receiver)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
     /// Every receiver's row.
     pub async fn notify_receivers(&self) -> Result<Vec<ReceiverState>, StoreError> {
         Ok(sqlx::query_as(&format!(
@@ -157,5 +170,7 @@ mod tests {
         assert_eq!((r.delivered_seq, r.attempts, r.delivered), (8, 0, 1));
         assert_eq!((r.first_failed_at, r.last_success_at), (None, Some(120)));
         assert_eq!(store.notify_receivers().await.unwrap().len(), 1);
+        assert_eq!(store.notify_receiver_state("mail").await.unwrap(), Some(r));
+        assert_eq!(store.notify_receiver_state("other").await.unwrap(), None);
     }
 }
