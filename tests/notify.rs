@@ -56,6 +56,15 @@ fn signature_ok(body: &[u8], header: Option<&str>) -> bool {
 
 impl Receiver {
     fn start(port: u16, got: Arc<Mutex<Vec<Delivery>>>) -> Receiver {
+        Receiver::start_with(port, got, None)
+    }
+
+    /// Over TLS when `tls` is given.
+    fn start_with(
+        port: u16,
+        got: Arc<Mutex<Vec<Delivery>>>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Receiver {
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
@@ -74,48 +83,22 @@ impl Receiver {
                         _ = &mut stop_rx => return,
                     };
                     let got = Arc::clone(&got);
-                    let service = hyper::service::service_fn(
-                        move |req: hyper::Request<hyper::body::Incoming>| {
-                            let got = Arc::clone(&got);
-                            async move {
-                                use http_body_util::BodyExt;
-                                let header = |n: &str| {
-                                    req.headers()
-                                        .get(n)
-                                        .and_then(|v| v.to_str().ok())
-                                        .map(str::to_string)
-                                };
-                                let sig = header("x-supportauth-signature");
-                                let id = header("x-supportauth-delivery").unwrap_or_default();
-                                let event = header("x-supportauth-event").unwrap_or_default();
-                                let ok_path = req.method() == hyper::Method::POST
-                                    && req.uri().path() == "/hooks/supportauth";
-                                let bytes = req.into_body().collect().await?.to_bytes();
-                                let body: Value =
-                                    serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                                let signed = ok_path && signature_ok(&bytes, sig.as_deref());
-                                got.lock().unwrap().push(Delivery {
-                                    id,
-                                    event,
-                                    seq: body["seq"].as_u64().unwrap_or(0),
-                                    body,
-                                    signed,
-                                });
-                                let status = if signed { 200 } else { 401 };
-                                Ok::<_, hyper::Error>(
-                                    hyper::Response::builder()
-                                        .status(status)
-                                        .body(http_body_util::Full::new(hyper::body::Bytes::new()))
-                                        .unwrap(),
-                                )
-                            }
-                        },
-                    );
+                    let tls = tls.clone();
                     tokio::spawn(async move {
-                        let io = hyper_util::rt::TokioIo::new(stream);
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(io, service)
-                            .await;
+                        let http = hyper::server::conn::http1::Builder::new();
+                        match tls {
+                            None => {
+                                let io = hyper_util::rt::TokioIo::new(stream);
+                                let _ = http.serve_connection(io, service(got)).await;
+                            }
+                            Some(tls) => {
+                                let Ok(stream) = tls.accept(stream).await else {
+                                    return;
+                                };
+                                let io = hyper_util::rt::TokioIo::new(stream);
+                                let _ = http.serve_connection(io, service(got)).await;
+                            }
+                        }
                     });
                 }
             });
@@ -128,6 +111,51 @@ impl Receiver {
             thread: Some(thread),
         }
     }
+}
+
+type Reply = Result<hyper::Response<http_body_util::Full<hyper::body::Bytes>>, hyper::Error>;
+
+/// Records each request; 200 when its signature is right, else 401.
+fn service(
+    got: Arc<Mutex<Vec<Delivery>>>,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = hyper::Response<http_body_util::Full<hyper::body::Bytes>>,
+    Error = hyper::Error,
+    Future = std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send>>,
+> {
+    hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let got = Arc::clone(&got);
+        Box::pin(async move {
+            use http_body_util::BodyExt;
+            let header = |n: &str| {
+                req.headers()
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            let sig = header("x-supportauth-signature");
+            let id = header("x-supportauth-delivery").unwrap_or_default();
+            let event = header("x-supportauth-event").unwrap_or_default();
+            let ok_path =
+                req.method() == hyper::Method::POST && req.uri().path() == "/hooks/supportauth";
+            let bytes = req.into_body().collect().await?.to_bytes();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let signed = ok_path && signature_ok(&bytes, sig.as_deref());
+            got.lock().unwrap().push(Delivery {
+                id,
+                event,
+                seq: body["seq"].as_u64().unwrap_or(0),
+                body,
+                signed,
+            });
+            let status = if signed { 200 } else { 401 };
+            Ok(hyper::Response::builder()
+                .status(status)
+                .body(http_body_util::Full::new(hyper::body::Bytes::new()))
+                .unwrap())
+        }) as std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send>>
+    })
 }
 
 impl Drop for Receiver {
@@ -509,4 +537,139 @@ fn beyond_max_pending_the_oldest_are_dropped_and_audited() {
     assert!(!drops.is_empty());
     drop(receiver);
     d.stop();
+}
+
+fn openssl(args: &[&str], dir: &Path) -> bool {
+    matches!(
+        Command::new("openssl").args(args).current_dir(dir).output(),
+        Ok(o) if o.status.success()
+    )
+}
+
+/// A throw-away CA (ca.pem) and a certificate for 127.0.0.1 signed by it
+/// (cert.pem, key.pem), as in tests/portal_tls.rs.
+fn make_cert(dir: &Path) -> bool {
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    let ca = format!("req -x509 {ec} -days 2 -subj /CN=testCA -keyout ca.key -out ca.pem");
+    let csr = format!("req -new {ec} -subj /CN=hooks.test -keyout key.pem -out leaf.csr");
+    let sign = "x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile leaf.ext -out cert.pem";
+    [ca.as_str(), csr.as_str(), sign]
+        .iter()
+        .all(|a| openssl(&a.split(' ').collect::<Vec<_>>(), dir))
+}
+
+fn acceptor(dir: &Path) -> tokio_rustls::TlsAcceptor {
+    use tokio_rustls::rustls;
+    let certs = rustls_pemfile::certs(&mut std::fs::read(dir.join("cert.pem")).unwrap().as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key =
+        rustls_pemfile::private_key(&mut std::fs::read(dir.join("key.pem")).unwrap().as_slice())
+            .unwrap()
+            .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+#[test]
+fn over_https_with_the_configured_ca() {
+    if let Some(why) = cannot_run_host_tools() {
+        supportauth::test_skip!("SKIPPED notify: {why}");
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    if !make_cert(certs.path()) {
+        supportauth::test_skip!("SKIPPED notify https: openssl cannot make a test certificate");
+        return;
+    }
+    let port = free_port();
+    let got = Arc::new(Mutex::new(Vec::<Delivery>::new()));
+    let receiver = Receiver::start_with(port, Arc::clone(&got), Some(acceptor(certs.path())));
+    let ca = certs.path().join("ca.pem");
+    let mut d = Daemon::start_configured("", "", |root| {
+        let notify = notify_setup(root, port, &format!("ca_file = \"{}\"", ca.display()))
+            .replace("http://127.0.0.1", "https://127.0.0.1");
+        format!(
+            "{}\n{notify}",
+            scratch_root_config(root, "PermitRootLogin prohibit-password")
+        )
+    });
+    let k = key(d.dir.path(), "k");
+    ok(&d.call(
+        "ticket_grant",
+        &[("ticket_id", "4001"), ("server_num", "1"), ("ssh_key", &k)],
+    ));
+    wait_until("the https delivery", || got.lock().unwrap().len() == 1);
+    let first = got.lock().unwrap()[0].clone();
+    assert!(first.signed, "{first:?}");
+    assert_eq!(
+        (
+            first.event.as_str(),
+            first.body["record"]["ticket_id"].as_u64()
+        ),
+        ("grant", Some(4001))
+    );
+    assert!(webhook_status(&d)["receiver"]
+        .as_str()
+        .unwrap()
+        .starts_with("webhook:https://"));
+    drop(receiver);
+    d.stop();
+}
+
+#[test]
+fn config_validate_refuses_a_secret_file_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("webhook.secret");
+    std::fs::write(&secret, "0123456789abcdef0123\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "root = \"/\"\n[[notify.webhook]]\nurl = \"https://hooks.example.com/x\"\nsecret_file = \"{}\"\n",
+            secret.display()
+        ),
+    )
+    .unwrap();
+    let validate = || {
+        Command::new(BIN)
+            .args(["config", "validate"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let out = validate();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("mode 0600") && err.contains("webhook.secret"),
+        "{err}"
+    );
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = validate();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if nix::unistd::geteuid().is_root() {
+        assert!(out.status.success(), "{text}");
+        assert!(text.starts_with("OK"), "{text}");
+    } else {
+        assert!(text.contains("owned by root"), "{text}");
+    }
 }
