@@ -39,8 +39,6 @@ pub enum DaemonError {
     Logging(String),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
-    #[error("notifications: {0}")]
-    Notify(String),
 }
 
 /// `supportauth daemon`: runs in the foreground until SIGTERM/SIGINT.
@@ -175,10 +173,28 @@ async fn run_async(
     tracing::info!(audit_log = %audit.path().display(), "audit log open");
     // Receivers set up before anything is recorded: one added to the
     // configuration hears of everything from this start on.
-    let receivers = crate::notify::receivers(&cfg).map_err(DaemonError::Notify)?;
+    // One that cannot be set up (a secret file with the wrong owner or
+    // mode) does not keep the daemon from starting (revokes and expiry go
+    // on): its events wait, and notify status says why.
     let head = audit.head().await.seq;
-    for r in &receivers {
-        store.notify_receiver(&r.spec.id, head).await?;
+    let mut receivers = Vec::new();
+    for r in crate::notify::receivers(&cfg) {
+        match r {
+            Ok(r) => {
+                store.notify_receiver(&r.spec.id, head).await?;
+                receivers.push(r);
+            }
+            Err((spec, e)) => {
+                tracing::error!(
+                    "notifications to {} are off until fixed and restarted: {e}",
+                    spec.id
+                );
+                store.notify_receiver(&spec.id, head).await?;
+                store
+                    .notify_setup_failed(&spec.id, &format!("not started: {e}"), clock.now())
+                    .await?;
+            }
+        }
     }
     if let Some(t) = audit.tail_missing() {
         let ev = AuditEvent::new(events::AUDIT_TAIL_MISSING, "system")

@@ -673,3 +673,29 @@ fn config_validate_refuses_a_secret_file_others_can_read() {
         assert!(text.contains("owned by root"), "{text}");
     }
 }
+
+#[test]
+fn a_receiver_that_cannot_start_does_not_stop_the_daemon() {
+    use std::os::unix::fs::PermissionsExt;
+    let port = free_port();
+    let mut d = Daemon::start_configured("", "", |root| {
+        let notify = notify_setup(root, port, "");
+        let secret = root.join("etc/supportauth/webhook.secret");
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+        notify
+    });
+    let v = d.call("notify_status", &[]);
+    let list = &ok(&v)["receivers"];
+    let hook = &list[0];
+    assert!(
+        hook["last_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("not started: ")
+            && hook["last_error"].as_str().unwrap().contains("mode 0600"),
+        "{hook}"
+    );
+    assert_eq!(list[1]["receiver"], "mail");
+    assert!(list[1]["last_error"].is_null(), "{}", list[1]);
+    d.stop();
+}

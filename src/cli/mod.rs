@@ -267,7 +267,15 @@ fn validate(path: Option<&Path>) -> ExitCode {
     // Beyond the file itself: the webhooks' secret files (owner, mode).
     let loaded = Config::load(path)
         .map_err(|e| e.to_string())
-        .and_then(|(cfg, source)| crate::notify::receivers(&cfg).map(|_| (cfg, source)));
+        .and_then(|(cfg, source)| {
+            match crate::notify::receivers(&cfg)
+                .into_iter()
+                .find_map(Result::err)
+            {
+                Some((_, e)) => Err(e),
+                None => Ok((cfg, source)),
+            }
+        });
     match loaded {
         Ok((_, ConfigSource::File(p))) => {
             println!("OK: {}", p.display());

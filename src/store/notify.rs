@@ -109,6 +109,26 @@ impl Store {
         Ok(())
     }
 
+    /// The receiver could not be set up at start (its error shown by
+    /// notify status; no attempt is counted).
+    pub async fn notify_setup_failed(
+        &self,
+        receiver: &str,
+        error: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE notify_receivers SET last_error = ?2, last_error_at = ?3, \
+             next_attempt_at = NULL WHERE receiver = ?1",
+        )
+        .bind(receiver)
+        .bind(error)
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
     /// An attempt failed at `now`; the next one is due at `next_at`.
     pub async fn notify_failed_attempt(
         &self,
