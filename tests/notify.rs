@@ -699,3 +699,97 @@ fn a_receiver_that_cannot_start_does_not_stop_the_daemon() {
     assert!(list[1]["last_error"].is_null(), "{}", list[1]);
     d.stop();
 }
+
+#[test]
+fn events_waiting_in_rotated_and_compressed_files_still_arrive() {
+    const LOGROTATE: &str = "/usr/sbin/logrotate";
+    if let Some(why) = cannot_run_host_tools() {
+        supportauth::test_skip!("SKIPPED notify: {why}");
+        return;
+    }
+    if !Path::new(LOGROTATE).exists() {
+        supportauth::test_skip!("SKIPPED notify logrotate: {LOGROTATE} is not installed");
+        return;
+    }
+    let port = free_port();
+    let got = Arc::new(Mutex::new(Vec::<Delivery>::new()));
+    let mut d = Daemon::start_configured("", "", |root| {
+        let notify = notify_setup(root, port, "max_attempts = 1000");
+        format!(
+            "{}\n{notify}",
+            scratch_root_config(root, "PermitRootLogin prohibit-password")
+        )
+    });
+    // The shipped policy (compress, delaycompress, create), on this log.
+    let log = d.root().join("var/cpanel/logs/supportauth/audit.log");
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/supportauth.logrotate"),
+    )
+    .unwrap();
+    let conf = d.dir.path().join("logrotate.conf");
+    std::fs::write(
+        &conf,
+        shipped.replace(
+            "/var/cpanel/logs/supportauth/audit.log",
+            log.to_str().unwrap(),
+        ),
+    )
+    .unwrap();
+    let rotate = || {
+        let out = Command::new(LOGROTATE)
+            .arg("-f")
+            .arg("-s")
+            .arg(d.dir.path().join("logrotate.state"))
+            .arg(&conf)
+            .env_clear()
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    let (k1, k2) = (key(d.dir.path(), "k1"), key(d.dir.path(), "k2"));
+    // The receiver is down throughout: each event ends up in another file.
+    let grant = |t: &str, k: &str| {
+        ok(&d.call(
+            "ticket_grant",
+            &[("ticket_id", t), ("server_num", "1"), ("ssh_key", k)],
+        ));
+    };
+    grant("5001", &k1);
+    rotate();
+    grant("5002", &k2);
+    rotate();
+    ok(&d.call(
+        "ticket_revoke",
+        &[
+            ("ticket_id", "5001"),
+            ("server_num", "1"),
+            ("ssh_username", "root"),
+        ],
+    ));
+    let dir = log.parent().unwrap();
+    assert!(dir.join("audit.log.2.gz").exists() && dir.join("audit.log.1").exists());
+    wait_until("three pending", || webhook_status(&d)["pending"] == 3);
+    let receiver = Receiver::start(port, Arc::clone(&got));
+    wait_until("three deliveries", || got.lock().unwrap().len() >= 3);
+    std::thread::sleep(Duration::from_millis(500));
+    let sent: Vec<(String, u64)> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|x| (x.event.clone(), x.seq))
+        .collect();
+    let ticket: Vec<u64> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|x| x.body["record"]["ticket_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ticket, [5001, 5002, 5001]);
+    assert_eq!(
+        sent.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(),
+        ["grant", "grant", "revoke"]
+    );
+    assert!(sent.windows(2).all(|w| w[0].1 < w[1].1), "{sent:?}");
+    drop(receiver);
+    d.stop();
+}
