@@ -25,6 +25,9 @@ pub struct Pending {
     /// The highest seq looked at (at most `upto`): once `records` are done
     /// with, the cursor may move here.
     pub scanned_to: u64,
+    /// No record after the cursor could be read at all, though the log's
+    /// durable end is past it: a reading problem, not a gap to skip.
+    pub unreadable: bool,
 }
 
 /// The first record's seq of each file, in chain order (0 for a file whose
@@ -110,9 +113,7 @@ pub fn pending(
         Some(first) => first - after - 1,
         None => upto - after,
     };
-    if first_found.is_none() {
-        out.scanned_to = upto;
-    }
+    out.unreadable = first_found.is_none();
     out.records = kept.into();
     Ok(out)
 }
@@ -196,5 +197,11 @@ mod tests {
         let p = pending(&log, 0, 6, want, 100).unwrap();
         assert_eq!(grants(&p), [3, 4, 5]);
         assert_eq!(p.missing, 2);
+        assert!(!p.unreadable);
+        // Nothing readable after the cursor at all: said so, not skipped.
+        std::fs::write(&log, "").unwrap();
+        let p = pending(&log, 4, 6, want, 100).unwrap();
+        assert!(p.unreadable && p.records.is_empty());
+        assert_eq!(p.scanned_to, 4);
     }
 }

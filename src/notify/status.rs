@@ -33,7 +33,7 @@ pub async fn report(
             "kind": spec.kind,
             "events": spec.events,
             "delivered_seq": cursor,
-            "pending": pending.records.len() as u64 + pending.over_budget,
+            "pending": pending.records.len() as u64 + pending.over_budget + pending.missing,
             "oldest_pending_seq": pending.records.first().map(|r| r.seq),
             "delivered": row.map_or(0, |r| r.delivered),
             "given_up": row.map_or(0, |r| r.given_up),

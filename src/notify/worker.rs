@@ -96,6 +96,15 @@ pub async fn run(
                 return;
             }
         };
+        if pending.unreadable {
+            // Never skipped as a gap: news of the skip would be one more
+            // record this loop cannot read.
+            tracing::error!(receiver = %id, after = cursor, upto, "the audit log holds no readable record after the notification cursor; will retry");
+            if pause(TROUBLE_WAIT, &mut shutdown).await {
+                continue;
+            }
+            return;
+        }
         if pending.missing > 0 || pending.over_budget > 0 {
             let (reason, count) = if pending.over_budget > 0 {
                 ("more pending than notify.max_pending", pending.over_budget)
