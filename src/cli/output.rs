@@ -247,6 +247,26 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn notify_status_rows_then_errors() {
+        let data = json!({"receivers": [
+            {"receiver": "webhook:https://h.example/x", "pending": 3, "delivered": 7,
+             "given_up": 0, "last_success_at": 1_795_000_000, "next_attempt_at": 1_795_000_060,
+             "last_error": "cannot connect: h.example:443 (refused)", "last_error_at": 1_795_000_050},
+            {"receiver": "mail", "pending": 0, "delivered": 10, "given_up": 1,
+             "last_success_at": null, "next_attempt_at": null, "last_error": null}
+        ]});
+        let text = notify_status(&data);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("RECEIVER"), "{text}");
+        assert!(lines[1].starts_with("webhook:https://h.example/x  3"), "{text}");
+        assert!(lines[1].contains("2026-"), "{text}");
+        assert!(lines[2].starts_with("mail") && lines[2].contains("never"), "{text}");
+        assert!(lines[3].contains("last error at") && lines[3].contains("refused"), "{text}");
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(notify_status(&json!({"receivers": []})).contains("No notification receivers"));
+    }
+
+    #[test]
     fn token_table() {
         let d = json!({"tokens": {"ci": {"name":"ci","create_time":0,"expires_at":null,
             "acls":{"all":0,"tickets-list":1},"whitelist_ips":null}}});
