@@ -171,9 +171,9 @@ async fn run_async(
     let clock: Arc<dyn crate::clock::Clock> = Arc::new(SystemClock);
     let audit = AuditLog::from_config(&cfg, store.clone(), Arc::clone(&clock)).await?;
     tracing::info!(audit_log = %audit.path().display(), "audit log open");
-    // Receivers set up before anything is recorded: one added to the
-    // configuration hears of everything from this start on.
-    // One that cannot be set up (a secret file with the wrong owner or
+    // Notification receivers get their rows before anything is recorded:
+    // one added to the configuration hears of everything from this start
+    // on. One that cannot be set up (a secret file with the wrong owner or
     // mode) does not keep the daemon from starting (revokes and expiry go
     // on): its events wait, and notify status says why.
     let head = audit.head().await.seq;

@@ -258,10 +258,19 @@ mod tests {
         let text = notify_status(&data);
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("RECEIVER"), "{text}");
-        assert!(lines[1].starts_with("webhook:https://h.example/x  3"), "{text}");
+        assert!(
+            lines[1].starts_with("webhook:https://h.example/x  3"),
+            "{text}"
+        );
         assert!(lines[1].contains("2026-"), "{text}");
-        assert!(lines[2].starts_with("mail") && lines[2].contains("never"), "{text}");
-        assert!(lines[3].contains("last error at") && lines[3].contains("refused"), "{text}");
+        assert!(
+            lines[2].starts_with("mail") && lines[2].contains("never"),
+            "{text}"
+        );
+        assert!(
+            lines[3].contains("last error at") && lines[3].contains("refused"),
+            "{text}"
+        );
         assert_eq!(lines.len(), 4, "{text}");
         assert!(notify_status(&json!({"receivers": []})).contains("No notification receivers"));
     }

@@ -60,7 +60,7 @@ fn tls_connector(ca_file: &str) -> Result<TlsConnector, String> {
             .find(|p| std::path::Path::new(p).is_file())
             .map(|p| p.to_string())
             .ok_or_else(|| {
-                "no system CA bundle found; set portal.ca_file to a PEM bundle".to_string()
+                "no system CA bundle found; set portal.ca_file (notify.ca_file for webhooks) to a PEM bundle".to_string()
             })?
     } else {
         ca_file.to_string()
