@@ -56,7 +56,7 @@ pub struct NotifyConfig {
     /// failed attempts, or once its first failure is `max_age_secs` old.
     pub max_attempts: u32,
     pub max_age_secs: u64,
-    /// Webhook time limits and the largest answer read.
+    /// Webhook time limits; `timeout_secs` also bounds a sendmail run.
     pub connect_timeout_secs: u64,
     pub timeout_secs: u64,
     /// PEM bundle of trusted roots for https webhooks; "" = the system bundle.

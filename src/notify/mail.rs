@@ -1,11 +1,15 @@
 //! Mail through the local `sendmail`: the message is built here (pure),
 //! then handed to `<sendmail_path> -t -oi` on stdin (absolute path,
-//! argument vector, cleared environment, exit status checked; see
-//! `system::exec`). Recipients come from the `To:` header (`-t`); `-oi`
+//! argument vector, cleared environment, exit status checked, as
+//! `system::exec` runs tools; bounded in time here). Recipients come from the `To:` header (`-t`); `-oi`
 //! keeps a line holding a single dot from ending the message.
+
+use std::process::Stdio;
+use std::time::Duration;
 
 use time::format_description::well_known::Rfc2822;
 use time::OffsetDateTime;
+use tokio::io::AsyncWriteExt;
 
 use super::config::MailConfig;
 use super::payload::delivery_id;
@@ -78,11 +82,54 @@ pub fn message(cfg: &MailConfig, rec: &Record, host: &str, now: i64) -> String {
     m
 }
 
-/// Hands the message to sendmail; blocking (run it from `spawn_blocking`).
-pub fn send(cfg: &MailConfig, message: &str) -> Result<(), String> {
-    crate::system::exec::run(&cfg.sendmail_path, ["-t", "-oi"], Some(message.as_bytes()))
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+/// Hands the message to sendmail and waits for it, at most `limit` (a
+/// sendmail that hangs is killed and the attempt counts as failed).
+pub async fn send(cfg: &MailConfig, message: &str, limit: Duration) -> Result<(), String> {
+    use crate::system::exec::{describe_status, summarise, SAFE_ENV};
+    let tool = cfg.sendmail_path.display().to_string();
+    if !cfg.sendmail_path.is_absolute() {
+        return Err(format!("{tool} is not an absolute path"));
+    }
+    let mut child = tokio::process::Command::new(&cfg.sendmail_path)
+        .args(["-t", "-oi"])
+        .env_clear()
+        .envs(SAFE_ENV.iter().copied())
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run {tool}: {e}"))?;
+    let work = async {
+        if let Some(mut stdin) = child.stdin.take() {
+            // A sendmail that exits early closes the pipe; its status says why.
+            let _ = stdin.write_all(message.as_bytes()).await;
+        }
+        child.wait_with_output().await
+    };
+    let out = match tokio::time::timeout(limit, work).await {
+        Err(_) => {
+            return Err(format!(
+                "{tool} did not finish within {} seconds",
+                limit.as_secs()
+            ))
+        }
+        Ok(Err(e)) => return Err(format!("cannot run {tool}: {e}")),
+        Ok(Ok(out)) => out,
+    };
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{tool} failed ({}): {}",
+            describe_status(&out.status),
+            summarise(
+                &String::from_utf8_lossy(&out.stderr),
+                &String::from_utf8_lossy(&out.stdout)
+            )
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -142,8 +189,8 @@ mod tests {
         assert!(body.contains("\"ticket_id\": 4321"), "{body}");
     }
 
-    #[test]
-    fn sendmail_gets_the_message_on_stdin_and_its_status_is_checked() {
+    #[tokio::test]
+    async fn sendmail_gets_the_message_on_stdin_and_its_status_is_checked() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("got");
         let script = dir.path().join("sendmail");
@@ -161,7 +208,8 @@ mod tests {
         std::env::set_var("SUPPORTAUTH_MAIL_LEAK", "1");
         let c = cfg(script.to_str().unwrap());
         let m = message(&c, &record(), "web1", 0);
-        send(&c, &m).unwrap();
+        let limit = Duration::from_secs(30);
+        send(&c, &m, limit).await.unwrap();
         assert_eq!(std::fs::read_to_string(&out).unwrap(), m);
         assert_eq!(
             std::fs::read_to_string(format!("{}.args", out.display())).unwrap(),
@@ -171,10 +219,14 @@ mod tests {
         assert!(!env.contains("SUPPORTAUTH_MAIL_LEAK"), "{env}");
         // A failing sendmail is an error with its message.
         std::fs::write(&script, "#!/bin/sh\necho 'no route' >&2\nexit 75\n").unwrap();
-        let err = send(&c, &m).unwrap_err();
+        let err = send(&c, &m, limit).await.unwrap_err();
         assert!(
             err.contains("exit status 75") && err.contains("no route"),
             "{err}"
         );
+        // One that hangs is cut off.
+        std::fs::write(&script, "#!/bin/sh\ncat >/dev/null\nexec sleep 30\n").unwrap();
+        let err = send(&c, &m, Duration::from_millis(300)).await.unwrap_err();
+        assert!(err.contains("did not finish"), "{err}");
     }
 }

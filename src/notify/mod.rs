@@ -94,7 +94,11 @@ pub fn specs(cfg: &Config) -> Vec<Spec> {
 /// How a receiver is reached.
 pub enum Channel {
     Webhook(webhook::Webhook),
-    Mail(config::MailConfig),
+    /// `limit`: how long sendmail may take (`notify.timeout_secs`).
+    Mail {
+        cfg: config::MailConfig,
+        limit: std::time::Duration,
+    },
 }
 
 pub struct Receiver {
@@ -107,12 +111,8 @@ impl Receiver {
     pub async fn deliver(&self, rec: &Record, host: &str, now: i64) -> Result<(), String> {
         match &self.channel {
             Channel::Webhook(w) => w.deliver(rec, host).await,
-            Channel::Mail(m) => {
-                let msg = mail::message(m, rec, host, now);
-                let m = m.clone();
-                tokio::task::spawn_blocking(move || mail::send(&m, &msg))
-                    .await
-                    .map_err(|e| format!("sendmail task failed: {e}"))?
+            Channel::Mail { cfg, limit } => {
+                mail::send(cfg, &mail::message(cfg, rec, host, now), *limit).await
             }
         }
     }
@@ -129,7 +129,13 @@ pub fn receivers(cfg: &Config) -> Vec<Result<Receiver, (Spec, String)>> {
             .map(Channel::Webhook)
             .map_err(|e| format!("notify.webhook {}: {e}", w.url))
     });
-    let mail = cfg.notify.mail.iter().map(|m| Ok(Channel::Mail(m.clone())));
+    let limit = std::time::Duration::from_secs(cfg.notify.timeout_secs);
+    let mail = cfg.notify.mail.iter().map(|m| {
+        Ok(Channel::Mail {
+            cfg: m.clone(),
+            limit,
+        })
+    });
     specs
         .into_iter()
         .zip(webhooks.chain(mail))
