@@ -50,6 +50,9 @@ pub struct Config {
     pub firewall: FirewallConfig,
     pub log: LogConfig,
     pub portal: PortalConfig,
+    /// Webhooks and mail about grants, revokes, logins and audit damage
+    /// (see [`crate::notify`]).
+    pub notify: crate::notify::config::NotifyConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -272,6 +275,7 @@ impl Default for Config {
             firewall: FirewallConfig::default(),
             log: LogConfig::default(),
             portal: PortalConfig::default(),
+            notify: Default::default(),
         }
     }
 }
@@ -599,6 +603,9 @@ impl Config {
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| bad("log.level", e.to_string()))?;
         self.validate_portal().map_err(|(k, m)| bad(k, m))?;
+        self.notify
+            .validate(self.audit.format == AuditFormat::Json)
+            .map_err(|(k, m)| bad(&k, m))?;
         Ok(())
     }
 
@@ -748,6 +755,30 @@ mod tests {
                 "portal.base_url",
             ),
             ("[portal]\nnat = { \"10.0.0.1\" = \"x\" }", "portal.nat"),
+            (
+                "[[notify.webhook]]\nurl = \"http://192.0.2.1/hook\"\nsecret_file = \"/etc/s\"",
+                "notify.webhook.url",
+            ),
+            (
+                "[[notify.webhook]]\nurl = \"https://x.example/h\"\nsecret = \"short\"",
+                "notify.webhook.secret",
+            ),
+            (
+                "[[notify.webhook]]\nurl = \"https://x.example/h\"",
+                "notify.webhook.secret_file",
+            ),
+            (
+                "[[notify.webhook]]\nurl = \"https://x.example/h\"\nsecret_file = \"/etc/s\"\nevents = [\"grnat\"]",
+                "notify.webhook.events",
+            ),
+            (
+                "[notify.mail]\nto = [\"ops@example.com\\nBcc: x@y\"]\nfrom = \"a@b\"",
+                "notify.mail.to",
+            ),
+            (
+                "[audit]\nformat = \"cpanel\"\n[notify.mail]\nto = [\"ops@example.com\"]\nfrom = \"a@b\"",
+                "notify.webhook",
+            ),
         ];
         for (text, key) in cases {
             let err = Config::parse(text, p()).unwrap_err();

@@ -171,6 +171,31 @@ async fn run_async(
     let clock: Arc<dyn crate::clock::Clock> = Arc::new(SystemClock);
     let audit = AuditLog::from_config(&cfg, store.clone(), Arc::clone(&clock)).await?;
     tracing::info!(audit_log = %audit.path().display(), "audit log open");
+    // Notification receivers get their rows before anything is recorded:
+    // one added to the configuration hears of everything from this start
+    // on. One that cannot be set up (a secret file with the wrong owner or
+    // mode) does not keep the daemon from starting (revokes and expiry go
+    // on): its events wait, and notify status says why.
+    let head = audit.head().await.seq;
+    let mut receivers = Vec::new();
+    for r in crate::notify::receivers(&cfg) {
+        match r {
+            Ok(r) => {
+                store.notify_receiver(&r.spec.id, head).await?;
+                receivers.push(r);
+            }
+            Err((spec, e)) => {
+                tracing::error!(
+                    "notifications to {} are off until fixed and restarted: {e}",
+                    spec.id
+                );
+                store.notify_receiver(&spec.id, head).await?;
+                store
+                    .notify_setup_failed(&spec.id, &format!("not started: {e}"), clock.now())
+                    .await?;
+            }
+        }
+    }
     if let Some(t) = audit.tail_missing() {
         let ev = AuditEvent::new(events::AUDIT_TAIL_MISSING, "system")
             .outcome(Outcome::Failed)
@@ -217,7 +242,24 @@ async fn run_async(
     let app = App::new(cfg, store.clone(), clock, audit, engine);
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(server::serve(Arc::clone(&app), listeners, stop_rx.clone()));
-    let background = start_background_tasks(&app, stop_rx.clone());
+    let mut background = start_background_tasks(&app, stop_rx.clone());
+    if !receivers.is_empty() {
+        tracing::info!(receivers = receivers.len(), "notifications on");
+        let ctx = Arc::new(crate::notify::worker::Ctx {
+            store: store.clone(),
+            audit: Arc::clone(&app.audit),
+            clock: Arc::clone(&app.clock),
+            log_path: app.config().audit_log_path(),
+            retry: crate::notify::backoff::Retry::from_config(&app.config().notify),
+            budget: app.config().notify.max_pending,
+            host: crate::notify::host_name(),
+        });
+        background.extend(crate::notify::worker::start(
+            receivers,
+            ctx,
+            stop_rx.clone(),
+        ));
+    }
     let watchdog = start_watchdog(stop_rx.clone());
 
     let _ = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status("serving")]);
@@ -315,6 +357,9 @@ async fn reload(app: &App, path: Option<&Path>) {
             }
             if new.portal != old.portal {
                 restart_needed.push("portal");
+            }
+            if new.notify != old.notify {
+                restart_needed.push("notify");
             }
             if !restart_needed.is_empty() {
                 tracing::warn!(

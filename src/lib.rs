@@ -26,6 +26,7 @@ pub mod domain;
 pub mod engine;
 pub mod firewall;
 pub mod limiter;
+pub mod notify;
 pub mod planner;
 pub mod portal;
 pub mod server;

@@ -9,6 +9,7 @@ pub mod audit_log;
 pub mod auth;
 pub mod dispatch;
 pub mod envelope;
+pub mod notify_status;
 pub mod portal;
 pub mod portal_grant;
 pub mod portal_status;
@@ -118,6 +119,11 @@ pub static FUNCTIONS: &[Function] = &[
         name: "audit_log_verify",
         acl: Acl::AuditRead,
         handler: handler!(audit_log::audit_log_verify),
+    },
+    Function {
+        name: "notify_status",
+        acl: Acl::AuditRead,
+        handler: handler!(notify_status::notify_status),
     },
     Function {
         name: "ticket_portal_status",

@@ -44,12 +44,19 @@ pub const AUDIT_RECORDS_DROPPED: &str = "audit_records_dropped";
 /// A torn or damaged end of the live file was cut and saved aside
 /// (details `file`, `offset`, `length`, `sha256`, `saved_to`).
 pub const AUDIT_TAIL_DAMAGED: &str = "audit_tail_damaged";
+/// A notification was given up after its last attempt (details
+/// `receiver`, `seq`, `event`, `attempts`, `error`).
+pub const NOTIFY_FAILED: &str = "notify_failed";
+/// Notifications skipped unsent: more were pending than `notify.max_pending`,
+/// or their records had left the log (details `receiver`, `count`,
+/// `reason`, `from_seq`, `to_seq`).
+pub const NOTIFY_DROPPED: &str = "notify_dropped";
 
 /// Events after which access for (ticket_id, server_num) no longer exists.
 pub const ENDING: [&str; 5] = [REVOKE, EXPIRE, REVOKE_CLOSED, REVOKE_ALL, GRANT_ROLLED_BACK];
 
 /// Every event name schema v1 defines.
-pub const ALL: [&str; 30] = [
+pub const ALL: [&str; 32] = [
     GRANT,
     GRANT_EXTENDED,
     REVOKE,
@@ -80,6 +87,8 @@ pub const ALL: [&str; 30] = [
     AUDIT_TAIL_MISSING,
     AUDIT_TAIL_DAMAGED,
     AUDIT_RECORDS_DROPPED,
+    NOTIFY_FAILED,
+    NOTIFY_DROPPED,
 ];
 
 /// Whether `event` ends access for its (ticket_id, server_num).

@@ -65,7 +65,8 @@
 //! `auth_failure` (rate-limited), `config_reload`, `drift_repaired`,
 //! `ssh_test` (details `result`), `daemon_start`, `daemon_stop`,
 //! `audit_tail_missing`, `audit_tail_damaged` (details `file`, `offset`,
-//! `length`, `sha256`, `saved_to`).
+//! `length`, `sha256`, `saved_to`), `audit_records_dropped`,
+//! `notify_failed` and `notify_dropped` (see `crate::notify`).
 //!
 //! # Classic format
 //!

@@ -126,6 +126,9 @@ pub struct AuditLog {
     kept_len: AtomicU64,
     /// Notified when records start to wait, for whoever retries them.
     kept_notify: Arc<tokio::sync::Notify>,
+    /// The seq of the last record written and fsynced: readers of the file
+    /// (the notifier) read no further, and wake when it moves.
+    durable: tokio::sync::watch::Sender<u64>,
     state: Mutex<State>,
 }
 
@@ -237,6 +240,7 @@ impl AuditLog {
             saved_seq: AtomicU64::new(stored.map_or(0, |h| h.seq)),
             kept_len: AtomicU64::new(kept.len() as u64),
             kept_notify: Arc::new(tokio::sync::Notify::new()),
+            durable: tokio::sync::watch::Sender::new(head.seq),
             state: Mutex::new(State {
                 head,
                 open: Some(open),
@@ -327,6 +331,12 @@ impl AuditLog {
     pub async fn flush_kept(&self) -> Result<u64, AuditError> {
         self.append_batch(&[], true).await?;
         Ok(self.kept())
+    }
+
+    /// The seq of the last durable record, updated after each fsync (see
+    /// `crate::notify`, which reads the log up to it).
+    pub fn durable_seq(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.durable.subscribe()
     }
 
     /// Tells the writer the store now holds `head` (from
@@ -499,6 +509,7 @@ impl AuditLog {
         // Durable: move the head now, so a failing store save can never
         // make the next record reuse these seqs.
         state.head = head.clone();
+        self.durable.send_replace(head.seq);
         let mut seqs = Vec::with_capacity(records.len());
         for (mut rec, hash) in records {
             seqs.push(rec.seq);

@@ -161,6 +161,9 @@ pub enum Command {
     RevokeAll,
     /// Read and verify the audit log.
     Audit(AuditArgs),
+    /// Notifications (webhooks, mail).
+    #[command(subcommand)]
+    Notify(NotifyCmd),
     /// The web page inside WHM: one CGI request, forwarded to the daemon
     /// (installed as WHM's index.cgi; see whm/).
     WhmCgi,
@@ -192,6 +195,13 @@ pub enum ConfigCmd {
         /// The file (default: --config, else /etc/supportauth/config.toml).
         path: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotifyCmd {
+    /// Each receiver: pending events, last success, last error, next
+    /// attempt (notify_status).
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -328,7 +338,19 @@ fn report(outcome: Result<ExitCode, String>) -> ExitCode {
 }
 
 fn validate(path: Option<&Path>) -> ExitCode {
-    match Config::load(path) {
+    // Beyond the file itself: the webhooks' secret files (owner, mode).
+    let loaded = Config::load(path)
+        .map_err(|e| e.to_string())
+        .and_then(|(cfg, source)| {
+            match crate::notify::receivers(&cfg)
+                .into_iter()
+                .find_map(Result::err)
+            {
+                Some((_, e)) => Err(e),
+                None => Ok((cfg, source)),
+            }
+        });
+    match loaded {
         Ok((_, ConfigSource::File(p))) => {
             println!("OK: {}", p.display());
             ExitCode::SUCCESS
@@ -412,6 +434,7 @@ enum Render {
     TokenCreated,
     TokenList,
     TicketList,
+    NotifyStatus,
     Granted,
     Extended,
     Revoked,
@@ -511,6 +534,7 @@ fn to_call(cmd: &Command) -> Result<PlannedCall, String> {
             opt(&mut p, "ssh_username", ssh_username);
             ("ticket_list", Render::TicketList)
         }
+        Command::Notify(NotifyCmd::Status) => ("notify_status", Render::NotifyStatus),
         Command::RemoveClosed => ("ticket_remove_closed", Render::Revoked),
         Command::RevokeAll => ("ticket_revoke_all", Render::Revoked),
         Command::Revoke { .. }
@@ -612,6 +636,7 @@ fn call_command(cli: &Cli) -> Result<ExitCode, String> {
             Render::TokenCreated => output::token_created(data),
             Render::TokenList => output::token_list(data),
             Render::TicketList => output::ticket_list(data),
+            Render::NotifyStatus => output::notify_status(data),
             Render::Granted => output::granted(data),
             Render::Extended => output::extended(data),
             Render::Revoked => output::revoked(data),

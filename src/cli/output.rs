@@ -63,6 +63,50 @@ fn text(v: &Value) -> String {
     }
 }
 
+/// `notify status`: one row per receiver, then each one's last error.
+pub fn notify_status(data: &Value) -> String {
+    let empty = Vec::new();
+    let list = data["receivers"].as_array().unwrap_or(&empty);
+    if list.is_empty() {
+        return "No notification receivers are configured ([[notify.webhook]], [notify.mail]).\n"
+            .into();
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|r| {
+            vec![
+                text(&r["receiver"]),
+                text(&r["pending"]),
+                text(&r["delivered"]),
+                text(&r["given_up"]),
+                time_or(&r["last_success_at"], "never"),
+                time_or(&r["next_attempt_at"], "-"),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "RECEIVER",
+            "PENDING",
+            "DELIVERED",
+            "GIVEN UP",
+            "LAST SUCCESS",
+            "NEXT ATTEMPT",
+        ],
+        &rows,
+    );
+    for r in list {
+        if let Some(e) = r["last_error"].as_str() {
+            out.push_str(&format!(
+                "{}: last error at {}: {e}\n",
+                text(&r["receiver"]),
+                time_or(&r["last_error_at"], "?")
+            ));
+        }
+    }
+    out
+}
+
 /// The whitelist status fields of an answer, one per line.
 fn statuses(data: &Value) -> String {
     let mut out = String::new();
@@ -280,6 +324,35 @@ mod tests {
         assert!(token_warning(create, &p(&[("acl-0", "tickets-list")])).is_none());
         assert!(token_warning(create, &p(&[("expires_at", "1800000000")])).is_none());
         assert!(token_warning("api_token_update", &p(&[])).is_none());
+    }
+
+    #[test]
+    fn notify_status_rows_then_errors() {
+        let data = json!({"receivers": [
+            {"receiver": "webhook:https://h.example/x", "pending": 3, "delivered": 7,
+             "given_up": 0, "last_success_at": 1_795_000_000, "next_attempt_at": 1_795_000_060,
+             "last_error": "cannot connect: h.example:443 (refused)", "last_error_at": 1_795_000_050},
+            {"receiver": "mail", "pending": 0, "delivered": 10, "given_up": 1,
+             "last_success_at": null, "next_attempt_at": null, "last_error": null}
+        ]});
+        let text = notify_status(&data);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("RECEIVER"), "{text}");
+        assert!(
+            lines[1].starts_with("webhook:https://h.example/x  3"),
+            "{text}"
+        );
+        assert!(lines[1].contains("2026-"), "{text}");
+        assert!(
+            lines[2].starts_with("mail") && lines[2].contains("never"),
+            "{text}"
+        );
+        assert!(
+            lines[3].contains("last error at") && lines[3].contains("refused"),
+            "{text}"
+        );
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(notify_status(&json!({"receivers": []})).contains("No notification receivers"));
     }
 
     #[test]

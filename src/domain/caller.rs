@@ -23,7 +23,7 @@ pub enum Acl {
     /// api_token_create/list/update/revoke.
     #[serde(rename = "tokens-admin")]
     TokensAdmin,
-    /// audit_log_read and audit_log_verify.
+    /// audit_log_read, audit_log_verify and notify_status.
     #[serde(rename = "audit-read")]
     AuditRead,
 }

@@ -60,7 +60,7 @@ fn tls_connector(ca_file: &str) -> Result<TlsConnector, String> {
             .find(|p| std::path::Path::new(p).is_file())
             .map(|p| p.to_string())
             .ok_or_else(|| {
-                "no system CA bundle found; set portal.ca_file to a PEM bundle".to_string()
+                "no system CA bundle found; set portal.ca_file (notify.ca_file for webhooks) to a PEM bundle".to_string()
             })?
     } else {
         ca_file.to_string()
@@ -86,13 +86,31 @@ fn tls_connector(ca_file: &str) -> Result<TlsConnector, String> {
 
 impl HttpClient {
     pub fn new(base: BaseUrl, cfg: &crate::config::PortalConfig, ca_file: &str) -> HttpClient {
+        HttpClient::for_url(
+            base,
+            Duration::from_secs(cfg.connect_timeout_secs),
+            Duration::from_secs(cfg.read_timeout_secs),
+            cfg.max_body_bytes,
+            ca_file,
+        )
+    }
+
+    /// A client for any https URL (loopback http allowed by [`BaseUrl`]),
+    /// e.g. a notification webhook, with its own bounds.
+    pub fn for_url(
+        base: BaseUrl,
+        connect_timeout: Duration,
+        read_timeout: Duration,
+        max_body: usize,
+        ca_file: &str,
+    ) -> HttpClient {
         let tls = base.tls.then(|| Arc::new(std::sync::OnceLock::new()));
         HttpClient {
             ca_file: ca_file.to_string(),
             base,
-            connect_timeout: Duration::from_secs(cfg.connect_timeout_secs),
-            read_timeout: Duration::from_secs(cfg.read_timeout_secs),
-            max_body: cfg.max_body_bytes,
+            connect_timeout,
+            read_timeout,
+            max_body,
             tls,
         }
     }
@@ -120,13 +138,27 @@ impl HttpClient {
         bearer: Option<&str>,
         body: Option<Body>,
     ) -> Result<Reply, PortalError> {
+        let auth = bearer.map(|t| ("authorization", format!("Bearer {t}")));
+        self.send_with_headers(method, call, auth.as_slice(), body)
+            .await
+    }
+
+    /// Like [`Self::send`], with extra request headers (a webhook's
+    /// signature and delivery id).
+    pub async fn send_with_headers(
+        &self,
+        method: &str,
+        call: &str,
+        headers: &[(&'static str, String)],
+        body: Option<Body>,
+    ) -> Result<Reply, PortalError> {
         let tcp = self.connect().await?;
         let tls = self
             .tls
             .as_ref()
             .map(|cell| cell.get_or_init(|| tls_connector(&self.ca_file)));
         match tls {
-            None => self.exchange(tcp, method, call, bearer, body).await,
+            None => self.exchange(tcp, method, call, headers, body).await,
             Some(Err(e)) => Err(PortalError::Connect(format!(
                 "{} (TLS: {e})",
                 self.where_()
@@ -149,7 +181,7 @@ impl HttpClient {
                     }
                     Ok(Ok(s)) => s,
                 };
-                self.exchange(stream, method, call, bearer, body).await
+                self.exchange(stream, method, call, headers, body).await
             }
         }
     }
@@ -159,7 +191,7 @@ impl HttpClient {
         stream: S,
         method: &str,
         call: &str,
-        bearer: Option<&str>,
+        headers: &[(&'static str, String)],
         body: Option<Body>,
     ) -> Result<Reply, PortalError>
     where
@@ -174,8 +206,8 @@ impl HttpClient {
                 "user-agent",
                 concat!("supportauth/", env!("CARGO_PKG_VERSION")),
             );
-        if let Some(t) = bearer {
-            req = req.header("authorization", format!("Bearer {t}"));
+        for (name, value) in headers {
+            req = req.header(*name, value.as_str());
         }
         let bytes = match body {
             Some(b) => {

@@ -33,7 +33,7 @@ pub struct Output {
 
 /// The only environment a tool gets: a fixed PATH (some tools exec helpers)
 /// and the C locale so their messages are parseable.
-const SAFE_ENV: &[(&str, &str)] = &[
+pub(crate) const SAFE_ENV: &[(&str, &str)] = &[
     ("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
     ("LC_ALL", "C"),
     ("LANG", "C"),
@@ -112,7 +112,7 @@ fn lossy_capped(bytes: &[u8]) -> String {
     String::from_utf8_lossy(cut).into_owned()
 }
 
-fn describe_status(status: &std::process::ExitStatus) -> String {
+pub(crate) fn describe_status(status: &std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit status {code}"),
@@ -122,7 +122,7 @@ fn describe_status(status: &std::process::ExitStatus) -> String {
 }
 
 /// The first lines of what a tool said, for an error message.
-fn summarise(stderr: &str, stdout: &str) -> String {
+pub(crate) fn summarise(stderr: &str, stdout: &str) -> String {
     let text = if stderr.trim().is_empty() {
         stdout
     } else {
