@@ -126,6 +126,13 @@ pub enum Command {
     RevokeAll,
     /// Read and verify the audit log.
     Audit(AuditArgs),
+    /// Check that this host is ready for grants: sshd's effective
+    /// configuration for the support addresses, the firewall backends, the
+    /// audit chain, the store, the socket and listeners, the clock and the
+    /// ticket system. One line per check (OK/WARN/FAIL, what, the fix);
+    /// `--json` for scripts. Exits 1 when a grant would fail or be unsafe.
+    /// Run as root on the host (it reads the host directly; changes nothing).
+    Doctor,
     /// The web page inside WHM: one CGI request, forwarded to the daemon
     /// (installed as WHM's index.cgi; see whm/).
     WhmCgi,
@@ -239,6 +246,13 @@ pub fn main() -> ExitCode {
             validate(path.as_deref().or(cli.config.as_deref()))
         }
         Command::Audit(a) => audit(&cli, a),
+        Command::Doctor => match load_config(&cli) {
+            Ok(cfg) => crate::doctor::run(&cfg, cli.json),
+            Err(e) => {
+                eprintln!("supportauth: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::WhmCgi => crate::web::cgi::main(cli.config.as_deref()),
         Command::Trial { dir } => trial::run(dir),
         Command::PrepareRemoval => removal::run(&cli),
@@ -460,6 +474,7 @@ fn to_call(cmd: &Command) -> Result<PlannedCall, String> {
         Command::Daemon
         | Command::Config(_)
         | Command::Audit(_)
+        | Command::Doctor
         | Command::WhmCgi
         | Command::Trial { .. }
         | Command::PrepareRemoval
