@@ -105,19 +105,31 @@ fn sshd_probe(f: &SshdFacts, p: &AddressProbe, ticket: TicketId) -> Check {
             "sshd",
             format!(
                 "root may not log in from {from} ({}), so grants create a temporary user cp<ticket>.ssh in group {group}{}, which may{at}",
-                facts.root_blockers.join("; "),
+                root_reasons(facts),
                 if sudoers_dropin { " with a sudoers drop-in" } else { "" }
             ),
         ),
         Ok(LoginPlan::Existing { .. }) => Check::ok("sshd", format!("support may log in from {from}{at}")),
         Err(e) => Check::fail(
             "sshd",
-            format!("no grant would work from {from}: {}", e.0),
+            format!(
+                "no grant would work from {from}: root may not log in ({}); {}",
+                root_reasons(facts),
+                e.0
+            ),
             format!(
                 "let root log in with a key from {addr} (`PermitRootLogin prohibit-password`, root not matched by DenyUsers, listed in AllowUsers if that is set), or let the temporary users in (e.g. add `cp*.ssh@{addr}` to AllowUsers); check with `sshd -T -C user=root,addr={addr} -f {cfg}`",
                 addr = p.address
             ),
         ),
+    }
+}
+
+fn root_reasons(facts: &crate::planner::LoginFacts) -> String {
+    if facts.root_blockers.is_empty() {
+        "sshd's PermitRootLogin forbids it".to_string()
+    } else {
+        facts.root_blockers.join("; ")
     }
 }
 
@@ -333,7 +345,10 @@ pub fn clock(now: i64, newest_stored: Option<i64>) -> Check {
     if now < CLOCK_FLOOR {
         return Check::fail(
             "clock",
-            format!("the clock says {}, before this release was made", show_time(now)),
+            format!(
+                "the clock says {}, before this release was made",
+                show_time(now)
+            ),
             fix,
         );
     }
@@ -348,7 +363,7 @@ pub fn clock(now: i64, newest_stored: Option<i64>) -> Check {
             fix,
         );
     }
-    Check::ok("clock", format!("{} UTC", show_time(now)))
+    Check::ok("clock", show_time(now))
 }
 
 /// The ticket system: connected? reachable?
@@ -356,7 +371,10 @@ pub fn portal(f: &PortalFacts) -> Check {
     if !f.connected {
         return Check::ok(
             "portal",
-            format!("not connected to a ticket system ({}); local grants only", f.base_url),
+            format!(
+                "not connected to a ticket system ({}); local grants only",
+                f.base_url
+            ),
         );
     }
     match &f.reachable {
@@ -452,7 +470,11 @@ mod tests {
         let fail = &c[1];
         assert_eq!(fail.status, Status::Fail);
         assert!(fail.what.contains("AllowUsers"), "{fail:?}");
-        assert!(fail.fix.as_deref().unwrap_or("").contains("cp*.ssh@203.0.113.10"));
+        assert!(fail
+            .fix
+            .as_deref()
+            .unwrap_or("")
+            .contains("cp*.ssh@203.0.113.10"));
         let c = sshd(&probe(Err("sshd -T failed".into())), false);
         assert_eq!(c[1].status, Status::Fail);
     }
@@ -484,7 +506,10 @@ mod tests {
         obs.ours.insert("192.0.2.1/32".parse().unwrap());
         let broken = FirewallFacts {
             configured: vec!["auto".into()],
-            backends: vec![("nftables", Ok(obs.clone())), ("iptables", Err("gone".into()))],
+            backends: vec![
+                ("nftables", Ok(obs.clone())),
+                ("iptables", Err("gone".into())),
+            ],
         };
         let c = firewall(&broken);
         assert_eq!(c[0].status, Status::Fail, "plumbing missing: {c:?}");
@@ -506,8 +531,14 @@ mod tests {
             cpanel_format,
             verify,
         };
-        assert_eq!(audit(&f(Ok((true, "OK: 3 records".into())), false)).status, Status::Ok);
-        assert_eq!(audit(&f(Ok((true, "OK".into())), true)).status, Status::Warn);
+        assert_eq!(
+            audit(&f(Ok((true, "OK: 3 records".into())), false)).status,
+            Status::Ok
+        );
+        assert_eq!(
+            audit(&f(Ok((true, "OK".into())), true)).status,
+            Status::Warn
+        );
         let bad = audit(&f(Ok((false, "FAIL: a:2: hash".into())), false));
         assert_eq!(bad.status, Status::Fail);
         assert!(bad.fix.unwrap().contains("evidence"));
@@ -527,10 +558,19 @@ mod tests {
             opened,
             known_migrations: vec![1, 2, 3],
         };
-        assert_eq!(store(&f(Some((0, 0o40700)), Some(Ok(info.clone())))).status, Status::Ok);
-        assert_eq!(store(&f(Some((0, 0o40755)), Some(Ok(info.clone())))).status, Status::Fail);
+        assert_eq!(
+            store(&f(Some((0, 0o40700)), Some(Ok(info.clone())))).status,
+            Status::Ok
+        );
+        assert_eq!(
+            store(&f(Some((0, 0o40755)), Some(Ok(info.clone())))).status,
+            Status::Fail
+        );
         assert_eq!(store(&f(None, None)).status, Status::Warn);
-        assert_eq!(store(&f(None, Some(Err("locked".into())))).status, Status::Fail);
+        assert_eq!(
+            store(&f(None, Some(Err("locked".into())))).status,
+            Status::Fail
+        );
         let damaged = StoreInfo {
             integrity: "*** in database main ***".into(),
             ..info.clone()
@@ -611,6 +651,9 @@ mod tests {
         };
         assert_eq!(portal(&f(false, None)).status, Status::Ok);
         assert_eq!(portal(&f(true, Some(Ok(())))).status, Status::Ok);
-        assert_eq!(portal(&f(true, Some(Err("refused".into())))).status, Status::Warn);
+        assert_eq!(
+            portal(&f(true, Some(Err("refused".into())))).status,
+            Status::Warn
+        );
     }
 }

@@ -93,7 +93,12 @@ impl Report {
     pub fn human(&self) -> String {
         let mut out = String::new();
         for c in &self.checks {
-            out.push_str(&format!("{:<4}  {:<9}  {}", c.status.as_str(), c.check, c.what));
+            out.push_str(&format!(
+                "{:<4}  {:<9}  {}",
+                c.status.as_str(),
+                c.check,
+                c.what
+            ));
             if let Some(fix) = &c.fix {
                 out.push_str(" -- fix: ");
                 out.push_str(fix);

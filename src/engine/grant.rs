@@ -183,7 +183,7 @@ impl Engine {
         let facts_started = std::time::Instant::now();
         let facts =
             tokio::task::block_in_place(|| login_facts(&self.host, &request, req.ticket, &ips))
-            .map_err(GrantError::Refused)?;
+                .map_err(GrantError::Refused)?;
         let facts_us = facts_started.elapsed().as_micros() as u64;
         let plan = planner::decide_login(req.ticket, &request, &facts)
             .map_err(|e| GrantError::Refused(e.0))?;
@@ -511,8 +511,7 @@ pub fn login_facts(
     // When root may log in and root is what the request gets, the
     // temporary user's facts are never used: skip them, and with them
     // one `sshd -T` per support address (the bulk of a root grant's time).
-    let root_ok =
-        facts.root_key_login.iter().all(|(_, ok)| *ok) && facts.root_blockers.is_empty();
+    let root_ok = facts.root_key_login.iter().all(|(_, ok)| *ok) && facts.root_blockers.is_empty();
     if root_ok && matches!(request, LoginRequest::Automatic | LoginRequest::Root) {
         return Ok(facts);
     }
