@@ -23,6 +23,7 @@ pub mod doctor;
 pub mod domain;
 pub mod engine;
 pub mod firewall;
+pub mod metrics;
 pub mod planner;
 pub mod portal;
 pub mod server;

@@ -127,6 +127,8 @@ pub struct AuditLog {
     /// Notified when records start to wait, for whoever retries them.
     kept_notify: Arc<tokio::sync::Notify>,
     state: Mutex<State>,
+    /// The daemon's metrics: every durable record is counted here.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AuditLog {
@@ -237,6 +239,7 @@ impl AuditLog {
             saved_seq: AtomicU64::new(stored.map_or(0, |h| h.seq)),
             kept_len: AtomicU64::new(kept.len() as u64),
             kept_notify: Arc::new(tokio::sync::Notify::new()),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
             state: Mutex::new(State {
                 head,
                 open: Some(open),
@@ -257,6 +260,12 @@ impl AuditLog {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The metrics registry this log counts its records into (the
+    /// daemon's one registry, see [`crate::metrics`]).
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
     }
 
     pub fn format(&self) -> AuditFormat {
@@ -502,6 +511,7 @@ impl AuditLog {
         let mut seqs = Vec::with_capacity(records.len());
         for (mut rec, hash) in records {
             seqs.push(rec.seq);
+            self.metrics.audit_record(&rec.event, rec.outcome);
             if let Some(journald) = &self.journald {
                 rec.hash = Some(hash);
                 journald.emit(&rec);
