@@ -5,7 +5,7 @@ pub mod access;
 pub mod crash;
 pub mod disk;
 pub mod doctor;
-pub mod metrics;
 pub mod firewall;
+pub mod metrics;
 pub mod mix;
 pub mod package;

@@ -34,7 +34,11 @@ fn get(mut stream: impl Read + Write, path: &str, token: Option<&str>) -> (u16, 
     let chunked = head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked");
-    let body = if chunked { dechunk(body) } else { body.to_string() };
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
     (status, body)
 }
 
@@ -85,8 +89,15 @@ fn parse(text: &str) -> BTreeMap<Series, f64> {
             match kind {
                 "TYPE" => {
                     assert!(
-                        ["counter", "gauge", "histogram", "info", "stateset", "unknown"]
-                            .contains(&rest),
+                        [
+                            "counter",
+                            "gauge",
+                            "histogram",
+                            "info",
+                            "stateset",
+                            "unknown"
+                        ]
+                        .contains(&rest),
                         "bad type in {line:?}"
                     );
                     assert!(
@@ -174,10 +185,9 @@ pub fn scrape_after_grants_revokes_and_failed_logins(sb: &Sandbox) {
     scene.daemon.restart();
 
     let token = |name: &str, acl: &str| {
-        let data = scene.daemon.call_ok(
-            "api_token_create",
-            &[("token_name", name), ("acl-0", acl)],
-        );
+        let data = scene
+            .daemon
+            .call_ok("api_token_create", &[("token_name", name), ("acl-0", acl)]);
         data["token"].as_str().expect("token value").to_string()
     };
     let scraper = token("scraper", "metrics-read");
@@ -223,7 +233,10 @@ pub fn scrape_after_grants_revokes_and_failed_logins(sb: &Sandbox) {
         1.0
     );
     assert_eq!(v("supportauth_active_grants", &[("kind", "root")]), 1.0);
-    assert_eq!(v("supportauth_active_grants", &[("kind", "temporary")]), 0.0);
+    assert_eq!(
+        v("supportauth_active_grants", &[("kind", "temporary")]),
+        0.0
+    );
     assert_eq!(v("supportauth_auth_failures_total", &[]), 4.0);
     assert_eq!(
         v("supportauth_audit_records_total", &[("event", "grant")]),
@@ -236,7 +249,10 @@ pub fn scrape_after_grants_revokes_and_failed_logins(sb: &Sandbox) {
     // A source's first failure gets a record of its own (loopback over
     // TCP, uid 0 on the socket); the others go into the window's summary.
     assert_eq!(
-        v("supportauth_audit_records_total", &[("event", "auth_failure")]),
+        v(
+            "supportauth_audit_records_total",
+            &[("event", "auth_failure")]
+        ),
         2.0
     );
     assert_eq!(
@@ -288,5 +304,8 @@ pub fn scrape_after_grants_revokes_and_failed_logins(sb: &Sandbox) {
     assert_eq!(verified["ok"], 0, "{verified}");
     let m = parse(&over_socket("/metrics", None).1);
     assert_eq!(value(&m, "supportauth_audit_verify_ok", &[]), 0.0);
-    assert_eq!(value(&m, "supportauth_active_grants", &[("kind", "root")]), 0.0);
+    assert_eq!(
+        value(&m, "supportauth_active_grants", &[("kind", "root")]),
+        0.0
+    );
 }
