@@ -79,6 +79,7 @@ pub struct Metrics {
     auth_failures: Counter,
     api_calls: Family<CallLabels, Counter>,
     active_grants: Family<KindLabel, Gauge>,
+    oldest_grant: Gauge,
     portal_connected: Gauge,
     tool_seconds: Family<ToolLabel, Histogram, fn() -> Histogram>,
 }
@@ -110,6 +111,7 @@ impl Metrics {
             auth_failures: Counter::default(),
             api_calls: Family::default(),
             active_grants: Family::default(),
+            oldest_grant: Gauge::default(),
             portal_connected: Gauge::default(),
             tool_seconds: Family::new_with_constructor(tool_histogram as fn() -> Histogram),
             registry: Registry::default(),
@@ -163,6 +165,11 @@ impl Metrics {
             "active_grants",
             "Active grants by login kind (root, temporary user, existing user), read from the store",
             m.active_grants.clone(),
+        );
+        registry.register(
+            "oldest_active_grant_timestamp_seconds",
+            "When the oldest active grant was made (Unix time; 0 when none is active)",
+            m.oldest_grant.clone(),
         );
         registry.register(
             "portal_connected",
@@ -269,6 +276,11 @@ impl Metrics {
         }
     }
 
+    /// The creation time of the oldest active grant (None: no grant).
+    pub fn set_oldest_grant(&self, created_at: Option<i64>) {
+        self.oldest_grant.set(created_at.unwrap_or(0));
+    }
+
     pub fn set_portal_connected(&self, connected: bool) {
         self.portal_connected.set(i64::from(connected));
     }
@@ -304,6 +316,14 @@ pub async fn refresh(app: &std::sync::Arc<crate::app::App>) {
             m.set_active_grants(&counts);
         }
         Err(e) => tracing::warn!(error = %e, "metrics: cannot count active grants"),
+    }
+    let oldest: Result<Option<i64>, sqlx::Error> =
+        sqlx::query_scalar("SELECT min(created_at) FROM grants WHERE state = 'active'")
+            .fetch_one(app.store.pool())
+            .await;
+    match oldest {
+        Ok(t) => m.set_oldest_grant(t),
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot read the oldest grant"),
     }
     m.set_portal_connected(app.portal.is_connected().await);
     if app.clock.now() - m.verified_at() >= VERIFY_EVERY_SECS {
@@ -355,5 +375,41 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    /// Every metric the documented alert rules use exists.
+    #[test]
+    fn alert_rules_use_real_metrics() {
+        let m = Metrics::new();
+        for e in events::ALL {
+            m.audit_record(e, Outcome::Ok);
+        }
+        m.auth_failure();
+        m.api_call("ticket_list", true);
+        m.tool_ran(Path::new("/usr/sbin/nft"), Duration::from_millis(1));
+        m.set_active_grants(&[]);
+        let text = m.encode();
+        let families: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        let rules = include_str!("../docs/prometheus/supportauth-alerts.yml");
+        let mut used = 0;
+        for word in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if !word.starts_with("supportauth_") {
+                continue;
+            }
+            used += 1;
+            let family = ["_total", "_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| word.strip_suffix(s))
+                .unwrap_or(word);
+            assert!(
+                families.contains(&family),
+                "{word} is not a metric: {families:?}"
+            );
+        }
+        assert!(used >= 4, "the rules use {used} metrics");
     }
 }

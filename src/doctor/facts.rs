@@ -10,6 +10,8 @@ use crate::planner::LoginFacts;
 #[derive(Debug, Clone)]
 pub struct Facts {
     pub now: i64,
+    /// Who runs the checks (they need root).
+    pub euid: u32,
     pub sshd: SshdFacts,
     pub firewall: FirewallFacts,
     pub audit: AuditFacts,

@@ -36,6 +36,7 @@ pub fn gather(cfg: &Config) -> Facts {
     let connected = matches!(&store.opened, Some(Ok(i)) if i.portal_connected);
     Facts {
         now: SystemClock.now(),
+        euid: nix::unistd::geteuid().as_raw(),
         sshd: sshd(cfg, &host),
         firewall,
         audit: audit(cfg),

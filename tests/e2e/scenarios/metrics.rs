@@ -271,6 +271,12 @@ pub fn scrape_after_grants_revokes_and_failed_logins(sb: &Sandbox) {
     );
     assert_eq!(v("supportauth_audit_verify_ok", &[]), 1.0);
     assert_eq!(v("supportauth_portal_connected", &[]), 0.0);
+    let oldest = v("supportauth_oldest_active_grant_timestamp_seconds", &[]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    assert!(oldest > now - 600.0 && oldest <= now, "{oldest} vs {now}");
     assert_eq!(v("supportauth_reconcile_repairs_total", &[]), 0.0);
     // sshd -T ran for each grant (at least once each).
     assert!(
@@ -306,6 +312,10 @@ pub fn scrape_after_grants_revokes_and_failed_logins(sb: &Sandbox) {
     assert_eq!(value(&m, "supportauth_audit_verify_ok", &[]), 0.0);
     assert_eq!(
         value(&m, "supportauth_active_grants", &[("kind", "root")]),
+        0.0
+    );
+    assert_eq!(
+        value(&m, "supportauth_oldest_active_grant_timestamp_seconds", &[]),
         0.0
     );
 }
