@@ -69,7 +69,7 @@ pub struct Metrics {
     grants: Family<OutcomeLabel, Counter>,
     revokes: Family<RevokeLabels, Counter>,
     expiries: Family<OutcomeLabel, Counter>,
-    repairs: Counter,
+    repairs: Family<OutcomeLabel, Counter>,
     audit_records: Family<EventLabel, Counter>,
     verify_ok: Gauge,
     verify_time: Gauge,
@@ -103,7 +103,7 @@ impl Metrics {
             grants: Family::default(),
             revokes: Family::default(),
             expiries: Family::default(),
-            repairs: Counter::default(),
+            repairs: Family::default(),
             audit_records: Family::default(),
             verify_ok: Gauge::default(),
             verify_time: Gauge::default(),
@@ -133,7 +133,7 @@ impl Metrics {
         );
         registry.register(
             "reconcile_repairs",
-            "Differences between the store and the host that the reconciler repaired",
+            "Differences between the store and the host the reconciler repaired (ok) or failed to (failed)",
             m.repairs.clone(),
         );
         registry.register(
@@ -182,6 +182,20 @@ impl Metrics {
             m.tool_seconds.clone(),
         );
         m.verify_ok.set(-1);
+        // Every counter series exists from the start at 0, so rate() and
+        // increase() see the first event.
+        for outcome in ["ok", "failed"] {
+            m.grants.get_or_create(&OutcomeLabel { outcome });
+            m.expiries.get_or_create(&OutcomeLabel { outcome });
+            m.repairs.get_or_create(&OutcomeLabel { outcome });
+            for reason in ["revoke", "closed", "revoke_all"] {
+                m.revokes.get_or_create(&RevokeLabels { reason, outcome });
+            }
+        }
+        m.grants.get_or_create(&OutcomeLabel {
+            outcome: "rolled_back",
+        });
+        m.set_active_grants(&[]);
         Metrics { registry, ..m }
     }
 
@@ -220,7 +234,7 @@ impl Metrics {
                 self.expiries.get_or_create(&OutcomeLabel { outcome }).inc();
             }
             Some(events::DRIFT_REPAIRED) => {
-                self.repairs.inc();
+                self.repairs.get_or_create(&OutcomeLabel { outcome }).inc();
             }
             _ => {}
         }
@@ -361,7 +375,10 @@ mod tests {
             "supportauth_revokes_total{reason=\"revoke\",outcome=\"ok\"} 1",
             "supportauth_revokes_total{reason=\"revoke_all\",outcome=\"failed\"} 1",
             "supportauth_expiries_total{outcome=\"ok\"} 1",
-            "supportauth_reconcile_repairs_total 1",
+            "supportauth_reconcile_repairs_total{outcome=\"ok\"} 1",
+            "supportauth_reconcile_repairs_total{outcome=\"failed\"} 0",
+            "supportauth_expiries_total{outcome=\"failed\"} 0",
+            "supportauth_revokes_total{reason=\"closed\",outcome=\"ok\"} 0",
             "supportauth_audit_records_total{event=\"grant\"} 2",
             "supportauth_audit_records_total{event=\"other\"} 1",
             "supportauth_auth_failures_total 1",

@@ -168,7 +168,13 @@ fn value(m: &BTreeMap<Series, f64>, name: &str, labels: &[(&str, &str)]) -> f64 
 }
 
 pub fn scrape_after_grants_revokes_and_failed_logins(sb: &Sandbox) {
-    let mut scene = Scene::new(sb, &SceneSetup::root_login("prohibit-password"));
+    let mut scene = Scene::new(
+        sb,
+        &SceneSetup {
+            reconcile_secs: 1,
+            ..SceneSetup::root_login("prohibit-password")
+        },
+    );
     // A TCP listener too (loopback, tokens): restart the daemon with it.
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
@@ -277,7 +283,15 @@ pub fn scrape_after_grants_revokes_and_failed_logins(sb: &Sandbox) {
         .expect("clock")
         .as_secs_f64();
     assert!(oldest > now - 600.0 && oldest <= now, "{oldest} vs {now}");
-    assert_eq!(v("supportauth_reconcile_repairs_total", &[]), 0.0);
+    for outcome in ["ok", "failed"] {
+        assert_eq!(
+            v(
+                "supportauth_reconcile_repairs_total",
+                &[("outcome", outcome)]
+            ),
+            0.0
+        );
+    }
     // sshd -T ran for each grant (at least once each).
     assert!(
         v(
@@ -297,9 +311,44 @@ pub fn scrape_after_grants_revokes_and_failed_logins(sb: &Sandbox) {
     let m = parse(&body);
     assert_eq!(value(&m, "supportauth_auth_failures_total", &[]), 5.0);
 
+    // Someone removes grant 302's key: the reconciler ends the grant (it
+    // never puts a key back) and counts the repair.
+    let keys = std::fs::read_to_string(ROOT_KEYS).expect("root keys");
+    let without: String = keys
+        .split_inclusive('\n')
+        .filter(|l| !l.contains("302_server_"))
+        .collect();
+    assert_ne!(keys, without, "no key of 302:\n{keys}");
+    std::fs::write(ROOT_KEYS, without).expect("remove the key");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = parse(&over_socket("/metrics", None).1);
+        if value(
+            &m,
+            "supportauth_reconcile_repairs_total",
+            &[("outcome", "ok")],
+        ) >= 1.0
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no repair counted in 60s\n{}",
+            scene.daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        scene
+            .listed(302)
+            .iter()
+            .all(|(_, status)| status != "AUTHED"),
+        "{:?}",
+        scene.listed(302)
+    );
+
     // An edited audit log shows as a failed verification at the next
     // verification (the API's, which updates the gauge).
-    scene.revoke(302, "root");
     let cfg = supportauth::config::Config::load(Some(std::path::Path::new(CONFIG)))
         .expect("config")
         .0;
