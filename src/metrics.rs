@@ -185,16 +185,16 @@ impl Metrics {
         // Every counter series exists from the start at 0, so rate() and
         // increase() see the first event.
         for outcome in ["ok", "failed"] {
-            m.grants.get_or_create(&OutcomeLabel { outcome });
-            m.expiries.get_or_create(&OutcomeLabel { outcome });
-            m.repairs.get_or_create(&OutcomeLabel { outcome });
+            drop(m.grants.get_or_create(&OutcomeLabel { outcome }));
+            drop(m.expiries.get_or_create(&OutcomeLabel { outcome }));
+            drop(m.repairs.get_or_create(&OutcomeLabel { outcome }));
             for reason in ["revoke", "closed", "revoke_all"] {
-                m.revokes.get_or_create(&RevokeLabels { reason, outcome });
+                drop(m.revokes.get_or_create(&RevokeLabels { reason, outcome }));
             }
         }
-        m.grants.get_or_create(&OutcomeLabel {
+        drop(m.grants.get_or_create(&OutcomeLabel {
             outcome: "rolled_back",
-        });
+        }));
         m.set_active_grants(&[]);
         Metrics { registry, ..m }
     }
