@@ -71,7 +71,7 @@ pub struct StoreFacts {
 
 #[derive(Debug, Clone, Default)]
 pub struct StoreInfo {
-    /// `PRAGMA quick_check`'s answer ("ok" when sound).
+    /// `PRAGMA integrity_check`'s answer ("ok" when sound).
     pub integrity: String,
     /// Versions recorded as applied.
     pub applied_migrations: Vec<i64>,

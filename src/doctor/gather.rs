@@ -133,7 +133,7 @@ fn read_store(db: &Path) -> Result<StoreInfo, String> {
             .create_if_missing(false)
             .busy_timeout(Duration::from_secs(10));
         let mut conn = opts.connect().await.map_err(|e| e.to_string())?;
-        let integrity: Vec<String> = sqlx::query_scalar("PRAGMA quick_check")
+        let integrity: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
             .fetch_all(&mut conn)
             .await
             .map_err(|e| e.to_string())?;
@@ -213,4 +213,80 @@ fn reach(base_url: &str, timeout_secs: u64) -> Result<(), String> {
         }
     }
     Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn make_store(db: &Path) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let s = crate::store::Store::open(db).await.unwrap();
+            s.close().await;
+        });
+    }
+
+    #[test]
+    fn a_fresh_store_reads_sound_and_fully_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config {
+            root: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        make_store(&cfg.database_path());
+        let facts = store(&cfg);
+        let info = facts.opened.clone().unwrap().unwrap();
+        assert_eq!(info.integrity, "ok");
+        assert_eq!(info.applied_migrations, facts.known_migrations);
+        assert!(!info.portal_connected);
+        assert_eq!(
+            crate::doctor::checks::store(&facts).status,
+            crate::doctor::Status::Ok
+        );
+    }
+
+    #[test]
+    fn a_damaged_store_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("state").join("state.db");
+        make_store(&db);
+        // Fold the WAL in, then overwrite every page after the first.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            use sqlx::Connection;
+            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+                .await
+                .unwrap();
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&mut c)
+                .await
+                .unwrap();
+            sqlx::query("PRAGMA journal_mode = DELETE")
+                .execute(&mut c)
+                .await
+                .unwrap();
+            c.close().await.unwrap();
+        });
+        let mut bytes = std::fs::read(&db).unwrap();
+        assert!(bytes.len() > 4096, "{}", bytes.len());
+        for b in &mut bytes[4096..] {
+            *b = 0xA5;
+        }
+        std::fs::write(&db, &bytes).unwrap();
+        let facts = StoreFacts {
+            db: db.clone(),
+            dir: None,
+            opened: Some(read_store(&db)),
+            known_migrations: vec![],
+        };
+        let c = crate::doctor::checks::store(&facts);
+        assert_eq!(c.status, crate::doctor::Status::Fail, "{c:?}");
+    }
 }
