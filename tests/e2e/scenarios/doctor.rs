@@ -197,6 +197,31 @@ pub fn sshd_forbids_support(sb: &Sandbox) {
         sshd["fix"].as_str().is_some_and(|f| !f.is_empty()),
         "{sshd}"
     );
+
+    // Root refused but nothing else in the way: grants use a temporary
+    // user, which doctor reports as fine (and so does the daemon).
+    let conf = std::fs::read_to_string(SSHD_CONFIG).expect("read sshd_config");
+    let conf = conf
+        .replace("PermitRootLogin prohibit-password", "PermitRootLogin no")
+        .replace("DenyUsers *", "");
+    std::fs::write(SSHD_CONFIG, conf).expect("write sshd_config");
+    let out = doctor(CONFIG, false);
+    let report = text(&out);
+    eprintln!("{report}");
+    assert!(out.status.success(), "{report}");
+    assert!(
+        report.lines().any(|l| l.starts_with("OK")
+            && l.contains("root may not log in from 127.0.0.1")
+            && l.contains("temporary user cp<ticket>.ssh")),
+        "{report}"
+    );
+    let granted = scene.grant(204, &[]);
+    assert_eq!(
+        str_field(&granted, "ssh_username"),
+        "cp204.ssh",
+        "{granted}"
+    );
+    scene.revoke(204, "cp204.ssh");
 }
 
 /// `firewall.backends = ["auto"]` on a host with no firewall tool and no
