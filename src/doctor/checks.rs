@@ -189,6 +189,20 @@ pub fn firewall(f: &FirewallFacts) -> Vec<Check> {
 /// The audit chain, as `audit verify` checks it.
 pub fn audit(f: &AuditFacts) -> Check {
     let log = f.log.display();
+    if !f.exists {
+        return match f.stored_seq.filter(|seq| *seq > 0) {
+            None => Check::warn(
+                "audit",
+                format!("no audit log at {log} yet"),
+                "start the daemon (`systemctl start supportauth`); it creates the log",
+            ),
+            Some(seq) => Check::fail(
+                "audit",
+                format!("{log} is gone, but the store says {seq} records were written to it"),
+                "restore it (and its rotated files) from a backup or the journald copy, and find out who removed it; `supportauth audit verify` shows what is missing",
+            ),
+        };
+    }
     match &f.verify {
         Err(e) => Check::fail(
             "audit",
@@ -537,6 +551,8 @@ mod tests {
     fn audit_verdicts() {
         let f = |verify, cpanel_format| AuditFacts {
             log: "/var/log/a".into(),
+            exists: true,
+            stored_seq: Some(3),
             cpanel_format,
             verify,
         };
@@ -552,6 +568,14 @@ mod tests {
         assert_eq!(bad.status, Status::Fail);
         assert!(bad.fix.unwrap().contains("evidence"));
         assert_eq!(audit(&f(Err("EACCES".into()), false)).status, Status::Fail);
+        let missing = |stored_seq| AuditFacts {
+            exists: false,
+            stored_seq,
+            ..f(Err("ENOENT".into()), false)
+        };
+        assert_eq!(audit(&missing(None)).status, Status::Warn);
+        assert_eq!(audit(&missing(Some(0))).status, Status::Warn);
+        assert_eq!(audit(&missing(Some(7))).status, Status::Fail);
     }
 
     #[test]

@@ -52,6 +52,10 @@ pub struct FirewallFacts {
 #[derive(Debug, Clone)]
 pub struct AuditFacts {
     pub log: PathBuf,
+    /// Whether the live log file exists.
+    pub exists: bool,
+    /// The chain head's seq in the store (records ever written), if any.
+    pub stored_seq: Option<u64>,
     pub cpanel_format: bool,
     /// `audit verify` of the log and its rotated siblings against the
     /// store's chain head: (passed, its one-line summary).

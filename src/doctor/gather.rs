@@ -78,14 +78,17 @@ fn sshd(cfg: &Config, host: &Host) -> SshdFacts {
 
 fn audit(cfg: &Config) -> AuditFacts {
     let log = cfg.audit_log_path();
-    let verify = crate::audit::files::discover(&log)
-        .map_err(|e| format!("cannot list its directory: {e}"))
-        .and_then(|files| {
-            let head = crate::audit::cli::read_store_head(&cfg.database_path())?;
-            let report = crate::audit::verify::verify_files(&files, head);
-            Ok((report.is_ok(), report.to_string()))
-        });
+    let head = crate::audit::cli::read_store_head(&cfg.database_path());
+    let stored_seq = head.as_ref().ok().and_then(|h| h.as_ref().map(|h| h.seq));
+    let verify = head.and_then(|head| {
+        let files = crate::audit::files::discover(&log)
+            .map_err(|e| format!("cannot list its directory: {e}"))?;
+        let report = crate::audit::verify::verify_files(&files, head);
+        Ok((report.is_ok(), report.to_string()))
+    });
     AuditFacts {
+        exists: log.exists(),
+        stored_seq,
         log,
         cpanel_format: cfg.audit.format == crate::config::AuditFormat::Cpanel,
         verify,
