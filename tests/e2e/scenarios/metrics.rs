@@ -311,6 +311,34 @@ pub fn scrape_after_grants_revokes_and_failed_logins(sb: &Sandbox) {
     let m = parse(&body);
     assert_eq!(value(&m, "supportauth_auth_failures_total", &[]), 5.0);
 
+    // A grant whose time runs out: the daemon's own expiry, counted.
+    scene.grant(305, &[("ttl", "2".into())]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let m = loop {
+        let m = parse(&over_socket("/metrics", None).1);
+        if value(&m, "supportauth_expiries_total", &[("outcome", "ok")]) >= 1.0 {
+            break m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no expiry counted in 60s\n{}",
+            scene.daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        value(&m, "supportauth_expiries_total", &[("outcome", "ok")]),
+        1.0
+    );
+    assert_eq!(
+        value(&m, "supportauth_grants_total", &[("outcome", "ok")]),
+        3.0
+    );
+    assert_eq!(
+        value(&m, "supportauth_active_grants", &[("kind", "root")]),
+        1.0
+    );
+
     // Someone removes grant 302's key: the reconciler ends the grant (it
     // never puts a key back) and counts the repair.
     let keys = std::fs::read_to_string(ROOT_KEYS).expect("root keys");
