@@ -28,6 +28,9 @@ pub struct App {
     pub portal: Portal,
     /// Slows down addresses that keep failing authentication.
     pub limiter: FailureLimiter,
+    /// The Prometheus registry (the audit log's, which counts from the
+    /// daemon's first record on).
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Every dispatched call holds a read guard; shutdown takes the write
     /// guard to wait until in-flight calls (which may be changing the host)
     /// have finished.
@@ -44,6 +47,7 @@ impl App {
     ) -> Arc<App> {
         let portal = Portal::from_config(&config, store.clone(), Arc::clone(&clock));
         Arc::new(App {
+            metrics: Arc::clone(audit.metrics()),
             portal,
             config: RwLock::new(Arc::new(config)),
             store,

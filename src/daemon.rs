@@ -213,6 +213,10 @@ async fn run_async(
     }));
     audit.append(start).await?;
     let audit = Arc::new(audit);
+    let metrics = Arc::clone(audit.metrics());
+    crate::system::exec::observe_durations(Arc::new(move |tool, took| {
+        metrics.tool_ran(tool, took)
+    }));
     let firewall = Whitelist::detect(&cfg);
     tracing::info!(backends = ?firewall.backends(), "firewall backends");
     let host = Host::from_config(&cfg, Arc::new(firewall));

@@ -80,7 +80,7 @@ fn token_lifecycle_over_socket_and_tcp() {
             "name": "ci",
             "create_time": data["create_time"],
             "expires_at": null,
-            "acls": {"all": 0, "tickets-list": 1, "tickets-grant": 0, "tokens-admin": 1, "audit-read": 0},
+            "acls": {"all": 0, "tickets-list": 1, "tickets-grant": 0, "tokens-admin": 1, "audit-read": 0, "metrics-read": 0},
             "whitelist_ips": ["127.0.0.1", "2001:db8::/32"],
         })
     );

@@ -79,6 +79,16 @@ e2e_test!(
     s8_full_audit_disk => scenarios::disk::full_audit_disk
 );
 
+// Issue 20: `supportauth doctor` on healthy and broken hosts.
+e2e_test!(doctor_healthy_host => scenarios::doctor::healthy_host);
+e2e_test!(doctor_sshd_forbids_support => scenarios::doctor::sshd_forbids_support);
+e2e_test!(doctor_no_firewall_backend => scenarios::doctor::no_firewall_backend);
+e2e_test!(doctor_edited_audit_log => scenarios::doctor::edited_audit_log);
+e2e_test!(
+    /// `/metrics` after grants, revokes and failed logins, parsed strictly.
+    metrics_scrape_counts => scenarios::metrics::scrape_after_grants_revokes_and_failed_logins
+);
+
 // Issue 19: the packaged product.
 e2e_test!(
     /// `systemd-analyze verify` on systemd/supportauth.service, installed

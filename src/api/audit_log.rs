@@ -29,6 +29,22 @@ fn log_files(app: &App) -> Result<Vec<PathBuf>, ApiError> {
     })
 }
 
+/// Verifies the configured log against the store's chain head, and
+/// records the result in the metrics (`supportauth_audit_verify_ok`).
+pub async fn verify_now(app: &Arc<App>) -> Result<crate::audit::VerifyReport, ApiError> {
+    let files = log_files(app)?;
+    let db = app.config().database_path();
+    let report = tokio::task::spawn_blocking(move || {
+        let head = crate::audit::cli::read_store_head(&db)?;
+        Ok::<_, String>(crate::audit::verify_files(&files, head))
+    })
+    .await
+    .map_err(|e| ApiError::new(format!("Verifying the audit log failed: {e}.")))?
+    .map_err(|e| ApiError::new(format!("Cannot verify the audit log: {e}.")))?;
+    app.metrics.set_verify(report.is_ok(), app.clock.now());
+    Ok(report)
+}
+
 fn optional<'a>(params: &'a Params, name: &str) -> Option<&'a str> {
     params.get(name).map(str::trim).filter(|v| !v.is_empty())
 }
@@ -116,15 +132,7 @@ pub async fn audit_log_read(app: &Arc<App>, _caller: &Caller, params: &Params) -
 /// log did not verify).
 pub async fn audit_log_verify(app: &Arc<App>, _caller: &Caller, params: &Params) -> ApiResult {
     reject_unknown(params, &[])?;
-    let files = log_files(app)?;
-    let db = app.config().database_path();
-    let report = tokio::task::spawn_blocking(move || {
-        let head = crate::audit::cli::read_store_head(&db)?;
-        Ok::<_, String>(crate::audit::verify_files(&files, head))
-    })
-    .await
-    .map_err(|e| ApiError::new(format!("Verifying the audit log failed: {e}.")))?
-    .map_err(|e| ApiError::new(format!("Cannot verify the audit log: {e}.")))?;
+    let report = verify_now(app).await?;
     Ok(json!({
         "ok": u8::from(report.is_ok()),
         "summary": report.to_string(),

@@ -130,6 +130,8 @@ pub struct AuditLog {
     /// (the notifier) read no further, and wake when it moves.
     durable: tokio::sync::watch::Sender<u64>,
     state: Mutex<State>,
+    /// The daemon's metrics: every durable record is counted here.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AuditLog {
@@ -241,6 +243,7 @@ impl AuditLog {
             kept_len: AtomicU64::new(kept.len() as u64),
             kept_notify: Arc::new(tokio::sync::Notify::new()),
             durable: tokio::sync::watch::Sender::new(head.seq),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
             state: Mutex::new(State {
                 head,
                 open: Some(open),
@@ -261,6 +264,12 @@ impl AuditLog {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The metrics registry this log counts its records into (the
+    /// daemon's one registry, see [`crate::metrics`]).
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
     }
 
     pub fn format(&self) -> AuditFormat {
@@ -513,6 +522,7 @@ impl AuditLog {
         let mut seqs = Vec::with_capacity(records.len());
         for (mut rec, hash) in records {
             seqs.push(rec.seq);
+            self.metrics.audit_record(&rec.event, rec.outcome);
             if let Some(journald) = &self.journald {
                 rec.hash = Some(hash);
                 journald.emit(&rec);

@@ -164,6 +164,13 @@ pub enum Command {
     /// Notifications (webhooks, mail).
     #[command(subcommand)]
     Notify(NotifyCmd),
+    /// Check that this host is ready for grants: sshd's effective
+    /// configuration for the support addresses, the firewall backends, the
+    /// audit chain, the store, the socket and listeners, the clock and the
+    /// ticket system. One line per check (OK/WARN/FAIL, what, the fix);
+    /// `--json` for scripts. Exits 1 when a grant would fail or be unsafe.
+    /// Run as root on the host (it reads the host directly; changes nothing).
+    Doctor,
     /// The web page inside WHM: one CGI request, forwarded to the daemon
     /// (installed as WHM's index.cgi; see whm/).
     WhmCgi,
@@ -211,7 +218,8 @@ pub enum TokenCmd {
         /// The token's name (letters, digits, _ and -).
         name: String,
         /// ACL (repeatable): all, tickets-list, tickets-grant, tokens-admin,
-        /// audit-read. Default: all (give the fewest the client needs).
+        /// audit-read, metrics-read. Default: all (give the fewest the
+        /// client needs).
         #[arg(long)]
         acl: Vec<String>,
         /// Expiry: a duration from now (30d, 12h, +90m), a Unix time, or
@@ -314,6 +322,13 @@ pub fn main() -> ExitCode {
             validate(path.as_deref().or(cli.config.as_deref()))
         }
         Command::Audit(a) => audit::run(&cli, a),
+        Command::Doctor => match load_config(&cli) {
+            Ok(cfg) => crate::doctor::run(&cfg, cli.json),
+            Err(e) => {
+                eprintln!("supportauth: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::WhmCgi => crate::web::cgi::main(cli.config.as_deref()),
         Command::Trial { dir } => trial::run(dir),
         Command::PrepareRemoval => removal::run(&cli),
@@ -541,6 +556,7 @@ fn to_call(cmd: &Command) -> Result<PlannedCall, String> {
         | Command::Daemon
         | Command::Config(_)
         | Command::Audit(_)
+        | Command::Doctor
         | Command::WhmCgi
         | Command::Trial { .. }
         | Command::PrepareRemoval

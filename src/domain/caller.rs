@@ -26,15 +26,19 @@ pub enum Acl {
     /// audit_log_read, audit_log_verify and notify_status.
     #[serde(rename = "audit-read")]
     AuditRead,
+    /// `GET /metrics` (Prometheus) and nothing else: for scrapers.
+    #[serde(rename = "metrics-read")]
+    MetricsRead,
 }
 
 impl Acl {
-    pub const ALL: [Acl; 5] = [
+    pub const ALL: [Acl; 6] = [
         Acl::All,
         Acl::TicketsList,
         Acl::TicketsGrant,
         Acl::TokensAdmin,
         Acl::AuditRead,
+        Acl::MetricsRead,
     ];
 
     pub fn name(self) -> &'static str {
@@ -44,6 +48,7 @@ impl Acl {
             Acl::TicketsGrant => "tickets-grant",
             Acl::TokensAdmin => "tokens-admin",
             Acl::AuditRead => "audit-read",
+            Acl::MetricsRead => "metrics-read",
         }
     }
 

@@ -205,8 +205,9 @@ impl Engine {
         let request = planner::classify_request(req.ticket, req.ssh_username.as_ref())
             .map_err(|e| GrantError::Refused(e.0))?;
         let facts_started = std::time::Instant::now();
-        let facts = tokio::task::block_in_place(|| self.login_facts(&request, req.ticket, &ips))
-            .map_err(GrantError::Refused)?;
+        let facts =
+            tokio::task::block_in_place(|| login_facts(&self.host, &request, req.ticket, &ips))
+                .map_err(GrantError::Refused)?;
         let facts_us = facts_started.elapsed().as_micros() as u64;
         let plan = planner::decide_login(req.ticket, &request, &facts)
             .map_err(|e| GrantError::Refused(e.0))?;
@@ -502,83 +503,83 @@ impl Engine {
             tracing::error!(error = %e, grant = row.id, "rolled back but could not mark the grant failed; the reconciler will retry");
         }
     }
+}
 
-    /// Asks sshd and sudo what they allow, for the planner.
-    fn login_facts(
-        &self,
-        request: &LoginRequest<'_>,
-        ticket: TicketId,
-        ips: &[SupportIp],
-    ) -> Result<LoginFacts, String> {
-        let mut facts = LoginFacts::default();
-        let sshd = &self.host.sshd;
-        let users = &self.host.users;
-        let sshd_err = |e: &dyn std::fmt::Display| {
-            format!("Cannot determine sshd's effective configuration ({e}); refusing to guess who may log in.")
-        };
-        let root = Username::root();
-        let root_groups = users.groups_of(&root).map_err(|e| e.to_string())?;
+/// Asks sshd and sudo what they allow, for the planner (the engine
+/// before a grant, `doctor` to say whether one would work).
+pub fn login_facts(
+    host: &super::Host,
+    request: &LoginRequest<'_>,
+    ticket: TicketId,
+    ips: &[SupportIp],
+) -> Result<LoginFacts, String> {
+    let mut facts = LoginFacts::default();
+    let sshd = &host.sshd;
+    let users = &host.users;
+    let sshd_err = |e: &dyn std::fmt::Display| {
+        format!("Cannot determine sshd's effective configuration ({e}); refusing to guess who may log in.")
+    };
+    let root = Username::root();
+    let root_groups = users.groups_of(&root).map_err(|e| e.to_string())?;
+    for ip in ips {
+        let addr: IpAddr = ip.cidr().net().addr();
+        let eff = sshd.effective(&root, addr).map_err(|e| sshd_err(&e))?;
+        facts.ssh_endpoint.get_or_insert(eff.endpoint());
+        facts
+            .root_key_login
+            .push((*ip, eff.root_key_login_allowed()));
+        for b in eff.login_blockers(&root, &root_groups, addr) {
+            if !facts.root_blockers.contains(&b) {
+                facts.root_blockers.push(b);
+            }
+        }
+    }
+    // When root may log in and root is what the request gets, the
+    // temporary user's facts are never used: skip them, and with them
+    // one `sshd -T` per support address (the bulk of a root grant's time).
+    let root_ok = facts.root_key_login.iter().all(|(_, ok)| *ok) && facts.root_blockers.is_empty();
+    if root_ok && matches!(request, LoginRequest::Automatic | LoginRequest::Root) {
+        return Ok(facts);
+    }
+    facts.sudo_present = host.sudo_present();
+    facts.wheel_group = users.wheel_group().map_err(|e| e.to_string());
+    let sudoers = &host.sudoers;
+    facts.includes_dropins = sudoers.includes_dropins().map_err(|e| e.to_string())?;
+    if let Ok(group) = &facts.wheel_group {
+        facts.group_allows_sudo = sudoers
+            .group_allows_sudo(group)
+            .map_err(|e| e.to_string())?;
+        let temp = Username::temporary_for(ticket);
+        let groups = vec![group.clone()];
         for ip in ips {
             let addr: IpAddr = ip.cidr().net().addr();
-            let eff = sshd.effective(&root, addr).map_err(|e| sshd_err(&e))?;
-            facts.ssh_endpoint.get_or_insert(eff.endpoint());
-            facts
-                .root_key_login
-                .push((*ip, eff.root_key_login_allowed()));
-            for b in eff.login_blockers(&root, &root_groups, addr) {
-                if !facts.root_blockers.contains(&b) {
-                    facts.root_blockers.push(b);
+            let eff = sshd.effective(&temp, addr).map_err(|e| sshd_err(&e))?;
+            for b in eff.login_blockers(&temp, &groups, addr) {
+                if !facts.temp_blockers.contains(&b) {
+                    facts.temp_blockers.push(b);
                 }
             }
         }
-        // When root may log in and root is what the request gets, the
-        // temporary user's facts are never used: skip them, and with them
-        // one `sshd -T` per support address (the bulk of a root grant's time).
-        let root_ok =
-            facts.root_key_login.iter().all(|(_, ok)| *ok) && facts.root_blockers.is_empty();
-        if root_ok && matches!(request, LoginRequest::Automatic | LoginRequest::Root) {
-            return Ok(facts);
-        }
-        facts.sudo_present = self.host.sudo_present();
-        facts.wheel_group = users.wheel_group().map_err(|e| e.to_string());
-        let sudoers = &self.host.sudoers;
-        facts.includes_dropins = sudoers.includes_dropins().map_err(|e| e.to_string())?;
-        if let Ok(group) = &facts.wheel_group {
-            facts.group_allows_sudo = sudoers
-                .group_allows_sudo(group)
-                .map_err(|e| e.to_string())?;
-            let temp = Username::temporary_for(ticket);
-            let groups = vec![group.clone()];
+    }
+    if let LoginRequest::Existing(user) = request {
+        if let Some(_acct) = users.lookup(user).map_err(|e| e.to_string())? {
+            facts.requested_exists = true;
+            let groups = users.groups_of(user).map_err(|e| e.to_string())?;
+            let mut allowed = false;
+            for g in &groups {
+                allowed |= sudoers.group_allows_sudo(g).map_err(|e| e.to_string())?;
+            }
+            facts.requested_can_escalate = facts.sudo_present && allowed;
             for ip in ips {
                 let addr: IpAddr = ip.cidr().net().addr();
-                let eff = sshd.effective(&temp, addr).map_err(|e| sshd_err(&e))?;
-                for b in eff.login_blockers(&temp, &groups, addr) {
-                    if !facts.temp_blockers.contains(&b) {
-                        facts.temp_blockers.push(b);
+                let eff = sshd.effective(user, addr).map_err(|e| sshd_err(&e))?;
+                for b in eff.login_blockers(user, &groups, addr) {
+                    if !facts.requested_blockers.contains(&b) {
+                        facts.requested_blockers.push(b);
                     }
                 }
             }
         }
-        if let LoginRequest::Existing(user) = request {
-            if let Some(_acct) = users.lookup(user).map_err(|e| e.to_string())? {
-                facts.requested_exists = true;
-                let groups = users.groups_of(user).map_err(|e| e.to_string())?;
-                let mut allowed = false;
-                for g in &groups {
-                    allowed |= sudoers.group_allows_sudo(g).map_err(|e| e.to_string())?;
-                }
-                facts.requested_can_escalate = facts.sudo_present && allowed;
-                for ip in ips {
-                    let addr: IpAddr = ip.cidr().net().addr();
-                    let eff = sshd.effective(user, addr).map_err(|e| sshd_err(&e))?;
-                    for b in eff.login_blockers(user, &groups, addr) {
-                        if !facts.requested_blockers.contains(&b) {
-                            facts.requested_blockers.push(b);
-                        }
-                    }
-                }
-            }
-        }
-        Ok(facts)
     }
+    Ok(facts)
 }

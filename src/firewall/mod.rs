@@ -302,6 +302,14 @@ impl Whitelist {
         report
     }
 
+    /// Each backend's observed state, read-only (for `doctor`).
+    pub fn observe_each(&self) -> Vec<(&'static str, Result<Observed, String>)> {
+        self.backends
+            .iter()
+            .map(|b| (b.name(), b.observe().map_err(|e| e.to_string())))
+            .collect()
+    }
+
     /// What is there now against what `ips` requires.
     pub fn check(&self, ips: &[SupportIp]) -> WhitelistCheck {
         let want = wanted(ips);

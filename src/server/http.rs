@@ -18,6 +18,7 @@ use crate::api::dispatch::{self, refusal};
 use crate::api::envelope::Params;
 use crate::app::App;
 use crate::audit::{events, AuditEvent, Outcome};
+use crate::domain::caller::Acl;
 use crate::limiter::{FailureSummary, LimitKey};
 use crate::server::{form, Slot};
 use crate::types::printable;
@@ -34,6 +35,7 @@ pub fn router(app: Arc<App>) -> Router {
             "/json-api/{function}",
             get(api_call).post(api_call).head(method_not_allowed),
         )
+        .route("/metrics", get(metrics_scrape).head(method_not_allowed))
         .merge(crate::web::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -179,6 +181,7 @@ async fn refuse_unauthenticated(
     let cfg = app.config();
     let mut delay = Duration::ZERO;
     if fail.status == 401 {
+        app.metrics.auth_failure();
         let p = app.limiter.record(
             LimitKey::for_peer(peer),
             &peer.describe(),
@@ -229,6 +232,51 @@ async fn refuse_unauthenticated(
     r
 }
 
+/// The request's Authorization header(s).
+fn auth_header(req: &Request) -> AuthHeader<'_> {
+    let mut headers = req.headers().get_all(header::AUTHORIZATION).iter();
+    match (headers.next(), headers.next()) {
+        (None, _) => AuthHeader::None,
+        (Some(h), None) => AuthHeader::One(h.as_bytes()),
+        (Some(_), Some(_)) => AuthHeader::Several,
+    }
+}
+
+/// `GET /metrics` (Prometheus, OpenMetrics text), authenticated as the
+/// API is: root over the Unix socket, otherwise a token holding
+/// `metrics-read` (or `all`); failures count and slow down like the API's.
+async fn metrics_scrape(State(app): State<Arc<App>>, req: Request) -> Response {
+    const WHAT: &str = "metrics";
+    let Some(peer) = req.extensions().get::<Peer>().copied() else {
+        return refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            WHAT,
+            "Internal error: connection details missing.",
+        );
+    };
+    let caller = match auth::authenticate(&app, &peer, auth_header(&req)).await {
+        Ok(c) => c,
+        Err(fail) => {
+            let slot = req.extensions().get::<Slot>().cloned();
+            return refuse_unauthenticated(&app, &peer, WHAT, fail, slot).await;
+        }
+    };
+    if !caller.allows(Acl::MetricsRead) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            WHAT,
+            "Access denied: this API token lacks the “metrics-read” ACL needed for /metrics.",
+        );
+    }
+    crate::metrics::refresh(&app).await;
+    let mut resp = (StatusCode::OK, app.metrics.encode()).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    resp
+}
+
 async fn api_call(State(app): State<Arc<App>>, req: Request) -> Response {
     let function = req
         .uri()
@@ -246,13 +294,7 @@ async fn api_call(State(app): State<Arc<App>>, req: Request) -> Response {
     let cfg = app.config();
 
     // Authenticate before reading anything else the client sent.
-    let mut headers = req.headers().get_all(header::AUTHORIZATION).iter();
-    let header = match (headers.next(), headers.next()) {
-        (None, _) => AuthHeader::None,
-        (Some(h), None) => AuthHeader::One(h.as_bytes()),
-        (Some(_), Some(_)) => AuthHeader::Several,
-    };
-    let caller = match auth::authenticate(&app, &peer, header).await {
+    let caller = match auth::authenticate(&app, &peer, auth_header(&req)).await {
         Ok(c) => c,
         Err(fail) => {
             let slot = req.extensions().get::<Slot>().cloned();
@@ -353,7 +395,11 @@ async fn api_call(State(app): State<Arc<App>>, req: Request) -> Response {
         })
     };
     let (answer, caller) = match task.await {
-        Ok(done) => done,
+        Ok(done) => {
+            app.metrics
+                .api_call(&function, done.0.status == 200 && done.0.result == 1);
+            done
+        }
         Err(e) => {
             tracing::error!(function = %printable(&function), error = %e, "API call task failed");
             return refuse(

@@ -41,6 +41,19 @@ pub(crate) const SAFE_ENV: &[(&str, &str)] = &[
 
 const MAX_CAPTURE: usize = 4 * 1024 * 1024;
 
+/// Receives each tool's path and run time.
+pub type Observer = std::sync::Arc<dyn Fn(&Path, std::time::Duration) + Send + Sync>;
+
+/// Where run times go: the daemon's metrics. Process-wide and set once,
+/// because tools are run from deep synchronous code (firewall backends,
+/// user management) that holds no handle on the daemon's state.
+static OBSERVER: std::sync::OnceLock<Observer> = std::sync::OnceLock::new();
+
+/// Sends every later tool run's duration to `observer` (the first call wins).
+pub fn observe_durations(observer: Observer) {
+    let _ = OBSERVER.set(observer);
+}
+
 /// Runs `tool args...`, feeding `stdin` (for secrets such as chpasswd input,
 /// which must never appear in argv), and fails unless it exits 0.
 pub fn run<I, S>(tool: &Path, args: I, stdin: Option<&[u8]>) -> Result<Output, ExecError>
@@ -87,6 +100,7 @@ where
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    let started = std::time::Instant::now();
     let mut child = cmd.spawn().map_err(|source| ExecError::Spawn {
         tool: name.clone(),
         source,
@@ -98,6 +112,9 @@ where
     let output = child
         .wait_with_output()
         .map_err(|source| ExecError::Spawn { tool: name, source })?;
+    if let Some(observe) = OBSERVER.get() {
+        observe(tool, started.elapsed());
+    }
     Ok((
         output.status,
         Output {

@@ -4,6 +4,8 @@
 pub mod access;
 pub mod crash;
 pub mod disk;
+pub mod doctor;
 pub mod firewall;
+pub mod metrics;
 pub mod mix;
 pub mod package;
