@@ -4,10 +4,6 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::str::FromStr;
-
-use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::ConnectOptions;
 
 use super::files::discover;
 use super::show::{show as show_records, Filter, ShowFormat};
@@ -24,29 +20,13 @@ pub fn read_store_head(db: &Path) -> Result<Option<ChainHead>, String> {
         return Ok(None);
     }
     let db = db.to_path_buf();
-    // Without side files no daemon has the database open: read it as
-    // immutable so SQLite creates no -wal/-shm files. With them, a plain
-    // read-only connection shares the daemon's WAL.
-    let mut wal = db.clone().into_os_string();
-    wal.push("-wal");
-    let immutable = !Path::new(&wal).exists();
     let worker = std::thread::spawn(move || -> Result<Option<ChainHead>, String> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start a runtime: {e}"))?;
         rt.block_on(async move {
-            let opts = SqliteConnectOptions::from_str("sqlite://")
-                .map_err(|e| e.to_string())?
-                .filename(&db)
-                .read_only(true)
-                .immutable(immutable)
-                .create_if_missing(false)
-                .busy_timeout(std::time::Duration::from_secs(10));
-            let mut conn = opts
-                .connect()
-                .await
-                .map_err(|e| format!("cannot open {} read-only: {e}", db.display()))?;
+            let mut conn = crate::store::open_read_only(&db).await?;
             let row: Result<Option<(i64, String)>, sqlx::Error> =
                 sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
                     .fetch_optional(&mut conn)

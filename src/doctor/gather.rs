@@ -4,12 +4,8 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
-
-use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::ConnectOptions;
 
 use super::checks::PROBE_TICKET;
 use super::facts::*;
@@ -120,22 +116,12 @@ fn store(cfg: &Config) -> StoreFacts {
 /// does: immutable when no WAL exists, so SQLite creates no side files).
 fn read_store(db: &Path) -> Result<StoreInfo, String> {
     let db = db.to_path_buf();
-    let mut wal = db.clone().into_os_string();
-    wal.push("-wal");
-    let immutable = !Path::new(&wal).exists();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start a runtime: {e}"))?;
     rt.block_on(async move {
-        let opts = SqliteConnectOptions::from_str("sqlite://")
-            .map_err(|e| e.to_string())?
-            .filename(&db)
-            .read_only(true)
-            .immutable(immutable)
-            .create_if_missing(false)
-            .busy_timeout(Duration::from_secs(10));
-        let mut conn = opts.connect().await.map_err(|e| e.to_string())?;
+        let mut conn = crate::store::open_read_only(&db).await?;
         let integrity: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
             .fetch_all(&mut conn)
             .await

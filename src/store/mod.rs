@@ -99,6 +99,28 @@ impl DaemonLock {
     }
 }
 
+/// A read-only connection for the tools that run beside the daemon
+/// (`audit verify`, `doctor`); it never creates, migrates or writes. With
+/// no WAL file no daemon has the database open, so it is read as
+/// immutable and SQLite creates no -wal/-shm files; with one, a plain
+/// read-only connection shares the daemon's WAL.
+pub async fn open_read_only(db: &Path) -> Result<sqlx::SqliteConnection, String> {
+    use sqlx::ConnectOptions;
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    let immutable = !Path::new(&wal).exists();
+    SqliteConnectOptions::from_str("sqlite://")
+        .map_err(|e| e.to_string())?
+        .filename(db)
+        .read_only(true)
+        .immutable(immutable)
+        .create_if_missing(false)
+        .busy_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .map_err(|e| format!("cannot open {} read-only: {e}", db.display()))
+}
+
 impl Store {
     /// Opens (creating if needed) the database at `db_path`, with mode 0600,
     /// WAL, a busy timeout, and every migration applied.
