@@ -50,6 +50,7 @@ pub struct Config {
     pub firewall: FirewallConfig,
     pub log: LogConfig,
     pub portal: PortalConfig,
+    pub logins: LoginsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -246,6 +247,41 @@ impl Default for PortalConfig {
     }
 }
 
+/// Login watching: support logins read from sshd's log (see [`crate::logins`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginsConfig {
+    /// "auto": `path` if set, else the first of /var/log/auth.log and
+    /// /var/log/secure that exists (off when neither does); "file":
+    /// `path`; "off": no login watching.
+    pub source: LoginSource,
+    /// The file sshd's authentication messages go to.
+    pub path: Option<PathBuf>,
+    /// How often the file is read for new lines.
+    pub poll_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LoginSource {
+    Auto,
+    File,
+    Off,
+}
+
+/// Where sshd's messages usually go (Debian/Ubuntu, then RHEL family).
+pub const AUTH_LOGS: [&str; 2] = ["/var/log/auth.log", "/var/log/secure"];
+
+impl Default for LoginsConfig {
+    fn default() -> Self {
+        LoginsConfig {
+            source: LoginSource::Auto,
+            path: None,
+            poll_interval_ms: 500,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -272,6 +308,7 @@ impl Default for Config {
             firewall: FirewallConfig::default(),
             log: LogConfig::default(),
             portal: PortalConfig::default(),
+            logins: LoginsConfig::default(),
         }
     }
 }
@@ -490,6 +527,7 @@ impl Config {
             ("listen.tls_cert", &self.listen.tls_cert),
             ("listen.tls_key", &self.listen.tls_key),
             ("log.file", &self.log.file),
+            ("logins.path", &self.logins.path),
         ] {
             if let Some(p) = p {
                 check_clean_absolute(p).map_err(|m| bad(key, m))?;
@@ -551,6 +589,18 @@ impl Config {
         }
         if !a.sshd_laddr.is_empty() && a.sshd_laddr.parse::<std::net::IpAddr>().is_err() {
             return Err(bad("access.sshd_laddr", "not an IP address".into()));
+        }
+        if self.logins.source == LoginSource::File && self.logins.path.is_none() {
+            return Err(bad(
+                "logins.path",
+                "logins.source = \"file\" needs the file's path".into(),
+            ));
+        }
+        if !(50..=60_000).contains(&self.logins.poll_interval_ms) {
+            return Err(bad(
+                "logins.poll_interval_ms",
+                "must be between 50 and 60000".into(),
+            ));
         }
         if a.reconcile_interval_secs == 0 {
             return Err(bad(
@@ -662,6 +712,19 @@ impl Config {
     /// Resolves a configured absolute data path under `root`.
     pub fn host_path(&self, p: &Path) -> PathBuf {
         under_root(&self.root, p)
+    }
+
+    /// The log file the login watcher follows, under `root` (None: off).
+    pub fn login_log(&self) -> Option<PathBuf> {
+        match (self.logins.source, &self.logins.path) {
+            (LoginSource::Off, _) => None,
+            (_, Some(p)) => Some(self.host_path(p)),
+            (LoginSource::File, None) => None,
+            (LoginSource::Auto, None) => AUTH_LOGS
+                .iter()
+                .map(|p| self.host_path(Path::new(p)))
+                .find(|p| p.exists()),
+        }
     }
 
     pub fn state_dir(&self) -> PathBuf {

@@ -264,15 +264,28 @@ fn source_name(source: &ConfigSource) -> String {
 /// task returns once `shutdown` turns true; the daemon waits for them
 /// (bounded) before exiting.
 fn start_background_tasks(app: &Arc<App>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
-    let every = Duration::from_secs(app.config().access.reconcile_interval_secs);
-    vec![
+    let cfg = app.config();
+    let every = Duration::from_secs(cfg.access.reconcile_interval_secs);
+    let mut tasks = vec![
         tokio::spawn(crate::engine::background::run(
             Arc::clone(&app.engine),
             every,
             shutdown.clone(),
         )),
-        tokio::spawn(crate::portal::poller::run(Arc::clone(app), shutdown)),
-    ]
+        tokio::spawn(crate::portal::poller::run(Arc::clone(app), shutdown.clone())),
+    ];
+    match cfg.login_log() {
+        Some(path) => tasks.push(tokio::spawn(crate::logins::watch::run(
+            Arc::clone(&app.engine),
+            path,
+            Duration::from_millis(cfg.logins.poll_interval_ms),
+            shutdown,
+        ))),
+        None => tracing::warn!(
+            "login watching is off (logins.source, or no sshd log file found): support logins are not audited"
+        ),
+    }
+    tasks
 }
 
 /// Pings systemd's watchdog at half its interval when `WATCHDOG_USEC` is set.
@@ -315,6 +328,9 @@ async fn reload(app: &App, path: Option<&Path>) {
             }
             if new.portal != old.portal {
                 restart_needed.push("portal");
+            }
+            if new.logins != old.logins {
+                restart_needed.push("logins");
             }
             if !restart_needed.is_empty() {
                 tracing::warn!(

@@ -22,6 +22,7 @@ pub mod daemon;
 pub mod domain;
 pub mod engine;
 pub mod firewall;
+pub mod logins;
 pub mod planner;
 pub mod portal;
 pub mod server;

@@ -41,11 +41,23 @@ pub const AUDIT_RECORDS_DROPPED: &str = "audit_records_dropped";
 /// (details `file`, `offset`, `length`, `sha256`, `saved_to`).
 pub const AUDIT_TAIL_DAMAGED: &str = "audit_tail_damaged";
 
+// Seen in sshd's log (issue 18): a login with a grant's key, its end, and
+// a support session supportauth ended because its access ended.
+/// details: `address`, `port`, `fingerprint`, `key_type`, `pid`,
+/// `session_id`, `in_window`, and `warning` when outside the window.
+pub const SUPPORT_LOGIN: &str = "support_login";
+/// details: `address`, `port`, `fingerprint`, `pid`, `session_id`,
+/// `session_secs`.
+pub const SUPPORT_LOGOUT: &str = "support_logout";
+/// details: `address`, `port`, `fingerprint`, `pid`, `session_id`,
+/// `session_secs`, `reason`, `result`.
+pub const SUPPORT_SESSION_ENDED: &str = "support_session_ended";
+
 /// Events after which access for (ticket_id, server_num) no longer exists.
 pub const ENDING: [&str; 5] = [REVOKE, EXPIRE, REVOKE_CLOSED, REVOKE_ALL, GRANT_ROLLED_BACK];
 
 /// Every event name schema v1 defines.
-pub const ALL: [&str; 27] = [
+pub const ALL: [&str; 30] = [
     GRANT,
     REVOKE,
     EXPIRE,
@@ -73,6 +85,9 @@ pub const ALL: [&str; 27] = [
     AUDIT_TAIL_MISSING,
     AUDIT_TAIL_DAMAGED,
     AUDIT_RECORDS_DROPPED,
+    SUPPORT_LOGIN,
+    SUPPORT_LOGOUT,
+    SUPPORT_SESSION_ENDED,
 ];
 
 /// Whether `event` ends access for its (ticket_id, server_num).

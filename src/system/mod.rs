@@ -5,6 +5,7 @@ pub mod exec;
 pub mod keystore;
 pub mod net;
 pub mod processes;
+pub mod sessions;
 pub mod safefile;
 pub mod sshd;
 pub mod sudoers;

@@ -1,0 +1,316 @@
+//! The login watcher: reads sshd's log, audits support logins and logouts,
+//! and keeps the sessions in the store.
+//!
+//! Restart-safe: each record's audit chain head is committed together with
+//! the session change and the log position after its line (one
+//! transaction), and lines that produce nothing only move the position. A
+//! restart resumes at the stored position, so no line is missed or handled
+//! twice; sessions open at a restart are in the store and still get their
+//! logout. (A crash between the record's fsync and that commit can repeat
+//! that one record.)
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::matcher::{decide, Decision, OpenSession};
+use super::parse::{parse_line, LogLine, SshdEvent};
+use super::source::{FileFollower, Position};
+use crate::audit::{events, AuditEvent};
+use crate::domain::caller::Caller;
+use crate::domain::{GrantRow, GrantState};
+use crate::engine::Engine;
+use crate::store::logins::NewSession;
+use crate::system::sessions;
+
+pub struct Watcher {
+    engine: Arc<Engine>,
+    follower: FileFollower,
+    /// `file:<path>`: the stored position belongs to this file.
+    source: String,
+    proc: PathBuf,
+    /// The position last stored.
+    stored: Option<Position>,
+}
+
+impl Watcher {
+    /// Follows `path` from the position stored for it (from its end when
+    /// none is stored).
+    pub async fn open(engine: Arc<Engine>, path: PathBuf) -> Watcher {
+        let source = format!("file:{}", path.display());
+        let stored = match engine.store().login_position(&source).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the stored login log position; reading from the end");
+                None
+            }
+        };
+        Watcher {
+            follower: FileFollower::new(&path, stored),
+            engine,
+            source,
+            proc: PathBuf::from("/proc"),
+            stored,
+        }
+    }
+
+    /// Reads and handles what is new; returns how many lines were read.
+    pub async fn poll(&mut self) -> usize {
+        let lines = match tokio::task::block_in_place(|| self.follower.poll()) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(path = %self.follower.path().display(), error = %e, "cannot read the login log");
+                return 0;
+            }
+        };
+        let mut pending = None;
+        for (line, pos) in &lines {
+            match parse_line(line) {
+                Some(parsed) => {
+                    if self.handle(&parsed, *pos).await {
+                        pending = None;
+                    } else {
+                        pending = Some(*pos);
+                    }
+                }
+                None => pending = Some(*pos),
+            }
+        }
+        // The first position of a fresh start (the file's end) is stored
+        // too, so lines written while the daemon is down are not skipped.
+        let at_end = self.follower.position();
+        if pending.is_none() && self.stored.is_none() {
+            pending = at_end;
+        }
+        if let Some(pos) = pending {
+            match self
+                .engine
+                .store()
+                .save_login_position((&self.source, pos))
+                .await
+            {
+                Ok(()) => self.stored = Some(pos),
+                Err(e) => tracing::error!(error = %e, "cannot store the login log position"),
+            }
+        }
+        lines.len()
+    }
+
+    /// Records what one event means; returns whether the position was
+    /// stored with it.
+    async fn handle(&mut self, line: &LogLine, pos: Position) -> bool {
+        let now = self.engine.now();
+        let at = line.time.unwrap_or(now);
+        let store = self.engine.store();
+        let (grants, open) = match &line.event {
+            SshdEvent::Accepted { fingerprint, .. } => {
+                (self.grants_of(fingerprint).await, Vec::new())
+            }
+            _ => (Vec::new(), store.open_sessions().await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot read the open support sessions");
+                Vec::new()
+            })),
+        };
+        match decide(&line.event, line.pid, at, &grants, &open) {
+            Decision::Nothing => false,
+            Decision::Login {
+                grant,
+                in_window,
+                warning,
+            } => {
+                self.login(line, at, grant, in_window, warning, pos).await;
+                true
+            }
+            Decision::Logout { session } => {
+                self.logout(session, at, pos).await;
+                true
+            }
+        }
+    }
+
+    /// The grants of this key, by the fingerprint computed from each
+    /// grant's stored key.
+    async fn grants_of(&self, fingerprint: &str) -> Vec<GrantRow> {
+        let rows = match self.engine.store().grants_with_fingerprint(fingerprint).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read grants to match a login");
+                return Vec::new();
+            }
+        };
+        rows.into_iter()
+            .filter(|g| {
+                crate::sshkey::SupportKey::parse(&g.ssh_key)
+                    .map(|k| k.fingerprint() == fingerprint)
+                    .unwrap_or(false)
+            })
+            .collect()
+    }
+
+    async fn login(
+        &self,
+        line: &LogLine,
+        at: i64,
+        grant: &GrantRow,
+        in_window: bool,
+        warning: Option<&str>,
+        pos: Position,
+    ) {
+        let SshdEvent::Accepted {
+            user,
+            addr,
+            port,
+            key_type,
+            fingerprint,
+        } = &line.event
+        else {
+            return;
+        };
+        // The session's sshd process: the line's pid when it is sshd's,
+        // else the sshd holding this connection.
+        let proc = self.proc.clone();
+        let (addr_, port_) = (*addr, *port);
+        let found = tokio::task::block_in_place(|| match line.pid {
+            Some(pid) => sessions::sshd_start_time(&proc, pid).map(|s| (pid, s)),
+            None => sessions::sshd_of_connection(&proc, addr_, port_),
+        });
+        let pid = found.map(|(p, _)| p).or(line.pid);
+        let mut details = json!({
+            "address": addr.to_string(),
+            "port": port,
+            "fingerprint": fingerprint,
+            "key_type": key_type,
+            "pid": pid,
+            "in_window": in_window,
+            "grant_id": grant.id,
+        });
+        if let Some(w) = warning {
+            details["warning"] = json!(w);
+            tracing::warn!(ticket = %grant.ticket, user = %user, address = %addr, "{w}");
+        }
+        let ev = AuditEvent::new(events::SUPPORT_LOGIN, "system")
+            .ticket(grant.ticket, Some(grant.server))
+            .user(user.as_str())
+            .details(details);
+        let head = match self.engine.audit().append_closing(&[ev]).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(error = %e, "support_login could not be written to the audit log yet");
+                None
+            }
+        };
+        let session = NewSession {
+            grant_id: grant.id,
+            user: user.clone(),
+            addr: *addr,
+            port: *port,
+            fingerprint: fingerprint.clone(),
+            pid,
+            pid_start: found.map(|(_, s)| s),
+            in_window,
+            started_at: at,
+        };
+        let saved = self
+            .engine
+            .store()
+            .record_login(
+                &session,
+                (&self.source, pos),
+                head.as_ref().map(|h| (h.seq, h.hash.as_str())),
+            )
+            .await;
+        match saved {
+            Ok(_) => {
+                if let Some(h) = &head {
+                    self.engine.audit().head_committed(h).await;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot record a support session"),
+        }
+        // Read after its grant ended (a login just before a revoke, read
+        // just after it): the revoke could not know it, so end it now.
+        if matches!(grant.state, GrantState::Revoked | GrantState::Failed) {
+            if let Ok(current) = self.engine.store().grant(grant.id).await {
+                let row = current.unwrap_or_else(|| grant.clone());
+                let reason = row.end_reason.clone().unwrap_or_else(|| "revoke".into());
+                let mut non_fatals = Vec::new();
+                self.engine
+                    .end_support_sessions(&Caller::System, &row, &reason, &mut non_fatals)
+                    .await;
+            }
+        }
+    }
+
+    async fn logout(&self, session: &OpenSession, at: i64, pos: Position) {
+        let store = self.engine.store();
+        let grant = store.grant(session.grant_id).await.ok().flatten();
+        let mut ev = AuditEvent::new(events::SUPPORT_LOGOUT, "system")
+            .user(session.user.as_str())
+            .details(json!({
+                "address": session.addr.to_string(),
+                "port": session.port,
+                "fingerprint": session.fingerprint,
+                "pid": session.pid,
+                "session_id": session.id,
+                "session_secs": (at - session.started_at).max(0),
+                "grant_id": session.grant_id,
+            }));
+        if let Some(g) = &grant {
+            ev = ev.ticket(g.ticket, Some(g.server));
+        }
+        let head = match self.engine.audit().append_closing(&[ev]).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(error = %e, "support_logout could not be written to the audit log yet");
+                None
+            }
+        };
+        match store
+            .end_session(
+                session.id,
+                at,
+                "logout",
+                Some((&self.source, pos)),
+                head.as_ref().map(|h| (h.seq, h.hash.as_str())),
+            )
+            .await
+        {
+            Ok(()) => {
+                if let Some(h) = &head {
+                    self.engine.audit().head_committed(h).await;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot record the end of a support session"),
+        }
+    }
+}
+
+/// The daemon task: polls every `every` until `shutdown` turns true.
+pub async fn run(
+    engine: Arc<Engine>,
+    path: PathBuf,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    tracing::info!(path = %path.display(), "watching sshd's log for support logins");
+    let mut watcher = Watcher::open(engine, path).await;
+    loop {
+        // Drain a burst before sleeping.
+        while watcher.poll().await > 0 {
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    return;
+                }
+            }
+        }
+    }
+}
