@@ -66,6 +66,18 @@ e2e_test!(
 );
 e2e_test!(s3_match_address_forbids_root => scenarios::access::match_address_forbids_root);
 e2e_test!(s3_ssh_test_follows_sshds_own_port => scenarios::access::ssh_test_follows_sshds_own_port);
+e2e_test!(
+    /// Issue 18: real logins with a granted key are audited; an admin's are not.
+    s18_support_logins_are_audited => scenarios::logins::support_logins_are_audited
+);
+e2e_test!(
+    /// Issue 18: a daemon restart during a session loses and repeats nothing.
+    s18_login_watch_restart_loses_and_repeats_nothing => scenarios::logins::restart_loses_and_repeats_nothing
+);
+e2e_test!(
+    /// Issue 18: a revoke ends support's open root session, not the admin's.
+    s18_revoke_ends_the_support_session_only => scenarios::logins::revoke_ends_the_support_session_only
+);
 e2e_test!(s4_ttl_expires_without_api_call => scenarios::access::ttl_expires_without_api_call);
 e2e_test!(s4_ttl_backstop_with_daemon_down => scenarios::access::ttl_backstop_with_daemon_down);
 e2e_test!(s5_crash_external_kill_during_burst => scenarios::mix::crash_external_kill_during_burst);

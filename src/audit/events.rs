@@ -47,7 +47,8 @@ pub const AUDIT_TAIL_DAMAGED: &str = "audit_tail_damaged";
 /// `session_id`, `in_window`, and `warning` when outside the window.
 pub const SUPPORT_LOGIN: &str = "support_login";
 /// details: `address`, `port`, `fingerprint`, `pid`, `session_id`,
-/// `session_secs`.
+/// `session_secs`, `seen` (`log`, or `process_gone` when sshd wrote no
+/// logout line).
 pub const SUPPORT_LOGOUT: &str = "support_logout";
 /// details: `address`, `port`, `fingerprint`, `pid`, `session_id`,
 /// `session_secs`, `reason`, `result`.

@@ -34,6 +34,8 @@ pub struct Watcher {
     proc: PathBuf,
     /// The position last stored.
     stored: Option<Position>,
+    /// Sessions whose process was found gone at the last idle poll.
+    gone_once: std::collections::HashSet<i64>,
 }
 
 impl Watcher {
@@ -54,6 +56,7 @@ impl Watcher {
             source,
             proc: PathBuf::from("/proc"),
             stored,
+            gone_once: Default::default(),
         }
     }
 
@@ -99,6 +102,35 @@ impl Watcher {
         lines.len()
     }
 
+    /// Called when the log has nothing new: a session whose sshd process
+    /// is gone without a logout line (sshd writes none when the client
+    /// vanishes or sshd is killed), twice in a row so that a line written
+    /// just before the exit is read first, gets its logout now.
+    pub async fn sweep(&mut self) {
+        let open = match self.engine.store().open_sessions().await {
+            Ok(o) => o,
+            Err(_) => return,
+        };
+        let proc = self.proc.clone();
+        let gone: Vec<&OpenSession> = open
+            .iter()
+            .filter(|s| match (s.pid, s.pid_start) {
+                (Some(pid), Some(start)) => sessions::sshd_start_time(&proc, pid) != Some(start),
+                _ => false,
+            })
+            .collect();
+        let now = self.engine.now();
+        let mut still = std::collections::HashSet::new();
+        for s in gone {
+            if self.gone_once.contains(&s.id) {
+                self.logout(s, now, None).await;
+            } else {
+                still.insert(s.id);
+            }
+        }
+        self.gone_once = still;
+    }
+
     /// Records what one event means; returns whether the position was
     /// stored with it.
     async fn handle(&mut self, line: &LogLine, pos: Position) -> bool {
@@ -125,7 +157,7 @@ impl Watcher {
                 true
             }
             Decision::Logout { session } => {
-                self.logout(session, at, pos).await;
+                self.logout(session, at, Some(pos)).await;
                 true
             }
         }
@@ -244,7 +276,8 @@ impl Watcher {
         }
     }
 
-    async fn logout(&self, session: &OpenSession, at: i64, pos: Position) {
+    /// `pos`: after the line that said so (None: the process was found gone).
+    async fn logout(&self, session: &OpenSession, at: i64, pos: Option<Position>) {
         let store = self.engine.store();
         let grant = store.grant(session.grant_id).await.ok().flatten();
         let mut ev = AuditEvent::new(events::SUPPORT_LOGOUT, "system")
@@ -257,6 +290,7 @@ impl Watcher {
                 "session_id": session.id,
                 "session_secs": (at - session.started_at).max(0),
                 "grant_id": session.grant_id,
+                "seen": if pos.is_some() { "log" } else { "process_gone" },
             }));
         if let Some(g) = &grant {
             ev = ev.ticket(g.ticket, Some(g.server));
@@ -273,7 +307,7 @@ impl Watcher {
                 session.id,
                 at,
                 "logout",
-                Some((&self.source, pos)),
+                pos.as_ref().map(|p| (self.source.as_str(), *p)),
                 head.as_ref().map(|h| (h.seq, h.hash.as_str())),
             )
             .await
@@ -304,6 +338,7 @@ pub async fn run(
                 return;
             }
         }
+        watcher.sweep().await;
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             changed = shutdown.changed() => {

@@ -5,5 +5,6 @@ pub mod access;
 pub mod crash;
 pub mod disk;
 pub mod firewall;
+pub mod logins;
 pub mod mix;
 pub mod package;

@@ -1,0 +1,198 @@
+//! Issue 18: who actually came in. A real sshd writes its log to
+//! /var/log/auth.log (`-E`, OpenSSH's own line format); the daemon follows
+//! that file, audits support logins and logouts, and ends a grant's open
+//! sessions when the grant ends.
+
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::e2e::cmd;
+use crate::e2e::daemon::{self, binary, CONFIG};
+use crate::e2e::scene::*;
+use crate::e2e::sshd::{KeyPair, SSH_KEYGEN};
+
+/// Generous: the watcher reads every 500 ms; the machine is shared.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// `supportauth audit show --event EVENT`: the records, oldest first.
+fn records(event: &str) -> Vec<Value> {
+    let out = cmd::run(
+        &binary(),
+        &["--config", CONFIG, "audit", "show", "--event", event],
+    );
+    assert!(
+        out.status.success(),
+        "audit show failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// Waits (bounded) until at least `n` records of `event` exist.
+fn wait_records(scene: &Scene, event: &str, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got = records(event);
+        if got.len() >= n {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} {event} record(s) after {WAIT:?}, expected {n}: {got:?}\nsshd log:\n{}\ndaemon log:\n{}",
+            got.len(),
+            scene.sshd.log(),
+            scene.daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn fingerprint(key: &KeyPair) -> String {
+    let out = cmd::run_ok(
+        Path::new(SSH_KEYGEN),
+        &["-l", "-f", &key.private.with_extension("pub").display().to_string()],
+    );
+    out.split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no fingerprint in {out:?}"))
+        .to_string()
+}
+
+fn assert_support_record(rec: &Value, ticket: u64, fp: &str) {
+    assert_eq!(rec["ticket_id"], ticket, "{rec}");
+    assert_eq!(rec["server_num"], 1, "{rec}");
+    assert_eq!(rec["ssh_username"], "root", "{rec}");
+    assert_eq!(rec["details"]["address"], "127.0.0.1", "{rec}");
+    assert_eq!(rec["details"]["fingerprint"], fp, "{rec}");
+    assert!(rec["details"]["port"].as_u64().unwrap_or(0) > 0, "{rec}");
+}
+
+/// Real logins with the granted key become `support_login` and
+/// `support_logout`; the admin's own key produces nothing.
+pub fn support_logins_are_audited(sb: &crate::e2e::sandbox::Sandbox) {
+    let scene = Scene::new(sb, &SceneSetup::root_login("prohibit-password"));
+    let fp = fingerprint(&scene.support);
+    scene.grant(500, &[]);
+    // The admin first: once the support logout (a later line) is recorded,
+    // the admin's lines have been read too.
+    scene
+        .sshd
+        .assert_root(&scene.admin, "root", &["id", "-u"], b"");
+    scene
+        .sshd
+        .assert_root(&scene.support, "root", &["id", "-u"], b"");
+    let logouts = wait_records(&scene, "support_logout", 1);
+    let logins = records("support_login");
+    assert_eq!(logins.len(), 1, "the admin's login was recorded: {logins:?}");
+    assert_eq!(logouts.len(), 1, "{logouts:?}");
+    assert_support_record(&logins[0], 500, &fp);
+    assert_eq!(logins[0]["details"]["in_window"], true, "{}", logins[0]);
+    assert!(logins[0]["details"].get("warning").is_none());
+    assert_support_record(&logouts[0], 500, &fp);
+    assert_eq!(
+        logins[0]["details"]["port"], logouts[0]["details"]["port"],
+        "the logout is the login's connection"
+    );
+    assert!(logouts[0]["details"]["session_secs"].as_i64().is_some());
+    // Shown in ticket_list.
+    let listed = scene.daemon.call_ok("ticket_list", &[("ticket_id", "500")]);
+    let server = &listed["auths"][0]["servers"][0];
+    assert_eq!(server["login_count"], 1, "{listed}");
+    assert!(server["last_login"].as_i64().is_some(), "{listed}");
+    scene.assert_admin_intact();
+    daemon::assert_audit_verifies();
+}
+
+/// The daemon is killed while a support session is open; the session ends
+/// and a whole other one happens while it is down. After the restart every
+/// event is recorded exactly once.
+pub fn restart_loses_and_repeats_nothing(sb: &crate::e2e::sandbox::Sandbox) {
+    let mut scene = Scene::new(sb, &SceneSetup::root_login("prohibit-password"));
+    let fp = fingerprint(&scene.support);
+    scene.grant(501, &[]);
+    // Ends by itself a few seconds later (sshd writes a logout line only
+    // when the session ends, not when the client vanishes).
+    let mut session = scene
+        .sshd
+        .open_session(&scene.support, "root", &["sleep", "6"]);
+    wait_records(&scene, "support_login", 1);
+    scene.daemon.kill9();
+    wait_exit(&mut session, Duration::from_secs(60));
+    scene
+        .sshd
+        .assert_root(&scene.support, "root", &["id", "-u"], b"");
+    scene.daemon.restart();
+    wait_records(&scene, "support_logout", 2);
+    // One more round after the restart; then the counts are exact.
+    scene
+        .sshd
+        .assert_root(&scene.support, "root", &["id", "-u"], b"");
+    let logouts = wait_records(&scene, "support_logout", 3);
+    let logins = records("support_login");
+    assert_eq!(logins.len(), 3, "{logins:?}");
+    assert_eq!(logouts.len(), 3, "{logouts:?}");
+    for rec in logins.iter().chain(&logouts) {
+        assert_support_record(rec, 501, &fp);
+    }
+    let ports = |recs: &[Value]| {
+        let mut p: Vec<u64> = recs
+            .iter()
+            .map(|r| r["details"]["port"].as_u64().unwrap_or(0))
+            .collect();
+        p.sort_unstable();
+        p
+    };
+    assert_eq!(ports(&logins), ports(&logouts), "each login has its logout");
+    daemon::assert_audit_verifies();
+}
+
+/// Revoking while support is logged in as root ends that session; the
+/// admin's own root session on the same host stays open.
+pub fn revoke_ends_the_support_session_only(sb: &crate::e2e::sandbox::Sandbox) {
+    let scene = Scene::new(sb, &SceneSetup::root_login("prohibit-password"));
+    scene.grant(502, &[]);
+    let mut admin = scene
+        .sshd
+        .open_session(&scene.admin, "root", &["sleep", "600"]);
+    let mut support = scene
+        .sshd
+        .open_session(&scene.support, "root", &["sleep", "600"]);
+    wait_records(&scene, "support_login", 1);
+    scene.revoke(502, "root");
+    wait_exit(&mut support, Duration::from_secs(10));
+    let ended = wait_records(&scene, "support_session_ended", 1);
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert_eq!(ended[0]["ticket_id"], 502, "{}", ended[0]);
+    assert_eq!(ended[0]["details"]["reason"], "revoke", "{}", ended[0]);
+    assert_eq!(ended[0]["details"]["result"], "terminated", "{}", ended[0]);
+    // The admin's session is still there.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        admin.try_wait().expect("wait ssh").is_none(),
+        "the admin's root session was ended"
+    );
+    scene
+        .sshd
+        .assert_root(&scene.admin, "root", &["id", "-u"], b"");
+    let _ = admin.kill();
+    let _ = admin.wait();
+    scene.assert_admin_intact();
+    daemon::assert_audit_verifies();
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().expect("wait ssh").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the ssh session is still open after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
