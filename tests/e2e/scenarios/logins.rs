@@ -105,6 +105,9 @@ pub fn support_logins_are_audited(sb: &crate::e2e::sandbox::Sandbox) {
     let server = &listed["auths"][0]["servers"][0];
     assert_eq!(server["login_count"], 1, "{listed}");
     assert!(server["last_login"].as_i64().is_some(), "{listed}");
+    scene.revoke(500, "root");
+    // No session was open: nothing to end.
+    assert!(records("support_session_ended").is_empty());
     scene.assert_admin_intact();
     daemon::assert_audit_verifies();
 }
