@@ -36,7 +36,16 @@ pub struct Watcher {
     stored: Option<Position>,
     /// Sessions whose process was found gone at the last idle poll.
     gone_once: std::collections::HashSet<i64>,
+    /// The key fingerprint of every connection seen logging in (admins'
+    /// too) and not seen ending: sshd writes one `Accepted` line per
+    /// connection, so a second one with another key is forged (syslog
+    /// lets any local user write lines tagged sshd), and its session must
+    /// not be one supportauth would ever end.
+    connections: std::collections::HashMap<(std::net::IpAddr, u16), String>,
 }
+
+/// Bound of [`Watcher::connections`] (forgotten all at once past it).
+const MAX_CONNECTIONS: usize = 4096;
 
 impl Watcher {
     /// Follows `path` from the position stored for it (from its end when
@@ -57,6 +66,7 @@ impl Watcher {
             proc: PathBuf::from("/proc"),
             stored,
             gone_once: Default::default(),
+            connections: Default::default(),
         }
     }
 
@@ -137,6 +147,27 @@ impl Watcher {
         let now = self.engine.now();
         let at = line.time.unwrap_or(now);
         let store = self.engine.store();
+        let mut forged = false;
+        match &line.event {
+            SshdEvent::Accepted {
+                addr,
+                port,
+                fingerprint,
+                ..
+            } => {
+                if self.connections.len() >= MAX_CONNECTIONS {
+                    self.connections.clear();
+                }
+                forged = self
+                    .connections
+                    .insert((*addr, *port), fingerprint.clone())
+                    .is_some_and(|before| &before != fingerprint);
+            }
+            SshdEvent::Disconnected { addr, port, .. } => {
+                self.connections.remove(&(*addr, *port));
+            }
+            SshdEvent::SessionClosed { .. } => {}
+        }
         let (grants, open) = match &line.event {
             SshdEvent::Accepted { fingerprint, .. } => {
                 (self.grants_of(fingerprint).await, Vec::new())
@@ -153,7 +184,12 @@ impl Watcher {
                 in_window,
                 warning,
             } => {
-                self.login(line, at, grant, in_window, warning, pos).await;
+                let warning = match forged {
+                    true => Some(FORGED),
+                    false => warning,
+                };
+                self.login(line, at, grant, in_window && !forged, warning, pos, forged)
+                    .await;
                 true
             }
             Decision::Logout { session } => {
@@ -182,6 +218,7 @@ impl Watcher {
             .collect()
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn login(
         &self,
         line: &LogLine,
@@ -190,6 +227,7 @@ impl Watcher {
         in_window: bool,
         warning: Option<&str>,
         pos: Position,
+        forged: bool,
     ) {
         let SshdEvent::Accepted {
             user,
@@ -201,14 +239,18 @@ impl Watcher {
         else {
             return;
         };
-        // The session's sshd process: the line's pid when it is sshd's,
-        // else the sshd holding this connection.
+        // The session's sshd process: the sshd holding this connection
+        // (when the line names a pid, it must be that one). None for a
+        // forged line: such a session is never ended.
         let proc = self.proc.clone();
         let (addr_, port_) = (*addr, *port);
-        let found = tokio::task::block_in_place(|| match line.pid {
-            Some(pid) => sessions::sshd_start_time(&proc, pid).map(|s| (pid, s)),
-            None => sessions::sshd_of_connection(&proc, addr_, port_),
-        });
+        let found = match forged {
+            true => None,
+            false => tokio::task::block_in_place(|| {
+                sessions::sshd_of_connection(&proc, addr_, port_)
+                    .filter(|(p, _)| line.pid.is_none_or(|lp| lp == *p))
+            }),
+        };
         let pid = found.map(|(p, _)| p).or(line.pid);
         let mut details = json!({
             "address": addr.to_string(),
@@ -321,6 +363,9 @@ impl Watcher {
         }
     }
 }
+
+const FORGED: &str =
+    "a second login line for a connection already logged in with another key (forged?)";
 
 /// The daemon task: polls every `every` until `shutdown` turns true.
 pub async fn run(

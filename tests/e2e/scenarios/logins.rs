@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::e2e::cmd;
 use crate::e2e::daemon::{self, binary, CONFIG};
 use crate::e2e::scene::*;
-use crate::e2e::sshd::{KeyPair, SSH_KEYGEN};
+use crate::e2e::sshd::{KeyPair, AUTH_LOG, SSH_KEYGEN};
 
 /// Generous: the watcher reads every 500 ms; the machine is shared.
 const WAIT: Duration = Duration::from_secs(20);
@@ -167,6 +167,30 @@ pub fn revoke_ends_the_support_session_only(sb: &crate::e2e::sandbox::Sandbox) {
         .sshd
         .open_session(&scene.support, "root", &["sleep", "600"]);
     wait_records(&scene, "support_login", 1);
+    // A local user forges (through syslog, in real life) a support login
+    // line naming the admin's connection: audited as a warning, but that
+    // session must never become one a revoke ends.
+    let admin_fp = fingerprint(&scene.admin);
+    let admin_port = accepted_port(&admin_fp);
+    let support_fp = fingerprint(&scene.support);
+    let forged = format!(
+        "Accepted publickey for root from 127.0.0.1 port {admin_port} ssh2: ED25519 {support_fp}\r\n"
+    );
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(AUTH_LOG)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, forged.as_bytes()))
+        .expect("append to the auth log");
+    let logins = wait_records(&scene, "support_login", 2);
+    assert_eq!(logins[1]["details"]["port"], admin_port, "{}", logins[1]);
+    assert_eq!(logins[1]["details"]["in_window"], false, "{}", logins[1]);
+    assert!(
+        logins[1]["details"]["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("forged")),
+        "{}",
+        logins[1]
+    );
     scene.revoke(502, "root");
     wait_exit(&mut support, Duration::from_secs(10));
     let ended = wait_records(&scene, "support_session_ended", 1);
@@ -187,6 +211,26 @@ pub fn revoke_ends_the_support_session_only(sb: &crate::e2e::sandbox::Sandbox) {
     let _ = admin.wait();
     scene.assert_admin_intact();
     daemon::assert_audit_verifies();
+}
+
+/// The port of the (one) connection that logged in with this key, once
+/// sshd has logged it (bounded wait).
+fn accepted_port(fp: &str) -> u64 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let log = std::fs::read_to_string(AUTH_LOG).expect("read the auth log");
+        let ports: Vec<u64> = log
+            .lines()
+            .filter(|l| l.starts_with("Accepted publickey") && l.trim_end().ends_with(fp))
+            .filter_map(|l| l.split(' ').nth(7).and_then(|p| p.parse().ok()))
+            .collect();
+        assert!(ports.len() <= 1, "{log}");
+        if let Some(p) = ports.first() {
+            return *p;
+        }
+        assert!(Instant::now() < deadline, "no login with {fp}:\n{log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn wait_exit(child: &mut Child, limit: Duration) {
