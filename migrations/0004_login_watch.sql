@@ -6,11 +6,15 @@
 -- restart neither misses nor repeats a line.
 CREATE TABLE login_position (
     id      INTEGER PRIMARY KEY CHECK (id = 1),
-    -- The file followed ('file:<path>'): a position in another file is
-    -- not used.
+    -- What was followed: 'file:<path>' or 'journal'. A position saved for
+    -- another source is not used.
     source  TEXT    NOT NULL,
+    -- file: the file's inode and the offset after the last line read.
+    -- journal: `cursor`, the last entry's cursor; while it is '' (no sshd
+    -- entry seen yet), `offset` holds the Unix time reading started from.
     inode   INTEGER NOT NULL,
-    offset  INTEGER NOT NULL
+    offset  INTEGER NOT NULL,
+    cursor  TEXT    NOT NULL DEFAULT ''
 );
 
 -- One row per support login (a login with a grant's key).

@@ -119,6 +119,7 @@ pub struct ToolsConfig {
     pub firewall_offline_cmd: PathBuf,
     pub csf: PathBuf,
     pub whmapi1: PathBuf,
+    pub journalctl: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -251,9 +252,10 @@ impl Default for PortalConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LoginsConfig {
-    /// "auto": `path` if set, else the first of /var/log/auth.log and
-    /// /var/log/secure that exists (off when neither does); "file":
-    /// `path`; "off": no login watching.
+    /// "auto": `path` if set; else the journal when journald runs (its
+    /// socket exists) and `tools.journalctl` is there; else the first of
+    /// /var/log/auth.log and /var/log/secure that exists (off when none
+    /// is). "file": `path`. "journal": `journalctl`. "off": none.
     pub source: LoginSource,
     /// The file sshd's authentication messages go to.
     pub path: Option<PathBuf>,
@@ -266,8 +268,20 @@ pub struct LoginsConfig {
 pub enum LoginSource {
     Auto,
     File,
+    Journal,
     Off,
 }
+
+/// What the login watcher follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginLog {
+    File(PathBuf),
+    /// The journal, through this journalctl.
+    Journal(PathBuf),
+}
+
+/// journald's native socket: it exists while journald runs.
+pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 
 /// Where sshd's messages usually go (Debian/Ubuntu, then RHEL family).
 pub const AUTH_LOGS: [&str; 2] = ["/var/log/auth.log", "/var/log/secure"];
@@ -365,6 +379,7 @@ impl Default for ToolsConfig {
             firewall_offline_cmd: "/usr/bin/firewall-offline-cmd".into(),
             csf: "/usr/sbin/csf".into(),
             whmapi1: "/usr/local/cpanel/bin/whmapi1".into(),
+            journalctl: "/usr/bin/journalctl".into(),
         }
     }
 }
@@ -502,7 +517,7 @@ impl Config {
         for (key, p) in abs_paths {
             check_clean_absolute(p).map_err(|m| bad(key, m))?;
         }
-        let tools: [(&str, &Path); 13] = [
+        let tools: [(&str, &Path); 14] = [
             ("tools.sshd", &self.tools.sshd),
             ("tools.useradd", &self.tools.useradd),
             ("tools.userdel", &self.tools.userdel),
@@ -519,6 +534,7 @@ impl Config {
             ),
             ("tools.csf", &self.tools.csf),
             ("tools.whmapi1", &self.tools.whmapi1),
+            ("tools.journalctl", &self.tools.journalctl),
         ];
         for (key, p) in tools {
             check_clean_absolute(p).map_err(|m| bad(key, m))?;
@@ -714,16 +730,26 @@ impl Config {
         under_root(&self.root, p)
     }
 
-    /// The log file the login watcher follows, under `root` (None: off).
-    pub fn login_log(&self) -> Option<PathBuf> {
+    /// What the login watcher follows (None: off).
+    pub fn login_log(&self) -> Option<LoginLog> {
+        let journal = LoginLog::Journal(self.tools.journalctl.clone());
         match (self.logins.source, &self.logins.path) {
             (LoginSource::Off, _) => None,
-            (_, Some(p)) => Some(self.host_path(p)),
+            (LoginSource::Journal, _) => Some(journal),
+            (_, Some(p)) => Some(LoginLog::File(self.host_path(p))),
             (LoginSource::File, None) => None,
-            (LoginSource::Auto, None) => AUTH_LOGS
-                .iter()
-                .map(|p| self.host_path(Path::new(p)))
-                .find(|p| p.exists()),
+            (LoginSource::Auto, None) => {
+                let journald = self.host_path(Path::new(JOURNAL_SOCKET)).exists()
+                    && self.tools.journalctl.exists();
+                if journald {
+                    return Some(journal);
+                }
+                AUTH_LOGS
+                    .iter()
+                    .map(|p| self.host_path(Path::new(p)))
+                    .find(|p| p.exists())
+                    .map(LoginLog::File)
+            }
         }
     }
 

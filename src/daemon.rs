@@ -275,9 +275,9 @@ fn start_background_tasks(app: &Arc<App>, shutdown: watch::Receiver<bool>) -> Ve
         tokio::spawn(crate::portal::poller::run(Arc::clone(app), shutdown.clone())),
     ];
     match cfg.login_log() {
-        Some(path) => tasks.push(tokio::spawn(crate::logins::watch::run(
+        Some(log) => tasks.push(tokio::spawn(crate::logins::watch::run(
             Arc::clone(&app.engine),
-            path,
+            log,
             Duration::from_millis(cfg.logins.poll_interval_ms),
             shutdown,
         ))),

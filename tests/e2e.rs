@@ -78,6 +78,11 @@ e2e_test!(
     /// Issue 18: a revoke ends support's open root session, not the admin's.
     s18_revoke_ends_the_support_session_only => scenarios::logins::revoke_ends_the_support_session_only
 );
+e2e_test!(
+    /// Issue 18: the same through a real journald (`journalctl -o json`).
+    s18_journal_logins => scenarios::logins::journal_logins,
+    needs scenarios::logins::journal_needs
+);
 e2e_test!(s4_ttl_expires_without_api_call => scenarios::access::ttl_expires_without_api_call);
 e2e_test!(s4_ttl_backstop_with_daemon_down => scenarios::access::ttl_backstop_with_daemon_down);
 e2e_test!(s5_crash_external_kill_during_burst => scenarios::mix::crash_external_kill_during_burst);

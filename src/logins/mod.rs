@@ -10,6 +10,7 @@
 //! [`crate::system::sessions`]; the engine ends a grant's sessions when the
 //! grant ends (see `engine::sessions`).
 
+pub mod journal;
 pub mod matcher;
 pub mod parse;
 pub mod source;

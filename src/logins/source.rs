@@ -17,11 +17,21 @@ use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-/// Where the watcher has read up to.
+/// Where the watcher has read a file up to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Position {
     pub inode: u64,
     pub offset: u64,
+}
+
+/// Where the watcher has read its source up to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mark {
+    File(Position),
+    /// The journal's cursor of the last entry read.
+    Cursor(String),
+    /// The journal from this Unix time on (no entry read yet).
+    Since(i64),
 }
 
 struct Open {

@@ -18,7 +18,9 @@ use tokio::sync::watch;
 
 use super::matcher::{decide, Decision, OpenSession};
 use super::parse::{parse_line, LogLine, SshdEvent};
-use super::source::{FileFollower, Position};
+use super::journal::JournalFollower;
+use super::source::{FileFollower, Mark};
+use crate::config::LoginLog;
 use crate::audit::{events, AuditEvent};
 use crate::domain::caller::Caller;
 use crate::domain::{GrantRow, GrantState};
@@ -26,14 +28,20 @@ use crate::engine::Engine;
 use crate::store::logins::NewSession;
 use crate::system::sessions;
 
+/// What is read.
+enum Follower {
+    File(FileFollower),
+    Journal(JournalFollower),
+}
+
 pub struct Watcher {
     engine: Arc<Engine>,
-    follower: FileFollower,
-    /// `file:<path>`: the stored position belongs to this file.
+    follower: Follower,
+    /// `file:<path>` or `journal`: the stored position belongs to it.
     source: String,
     proc: PathBuf,
     /// The position last stored.
-    stored: Option<Position>,
+    stored: Option<Mark>,
     /// Sessions whose process was found gone at the last idle poll.
     gone_once: std::collections::HashSet<i64>,
     /// The key fingerprint of every connection seen logging in (admins'
@@ -48,10 +56,13 @@ pub struct Watcher {
 const MAX_CONNECTIONS: usize = 4096;
 
 impl Watcher {
-    /// Follows `path` from the position stored for it (from its end when
-    /// none is stored).
-    pub async fn open(engine: Arc<Engine>, path: PathBuf) -> Watcher {
-        let source = format!("file:{}", path.display());
+    /// Follows `log` from the position stored for it (from its end, or
+    /// from now, when none is stored).
+    pub async fn open(engine: Arc<Engine>, log: &LoginLog) -> Watcher {
+        let source = match log {
+            LoginLog::File(path) => format!("file:{}", path.display()),
+            LoginLog::Journal(_) => "journal".to_string(),
+        };
         let stored = match engine.store().login_position(&source).await {
             Ok(p) => p,
             Err(e) => {
@@ -59,8 +70,20 @@ impl Watcher {
                 None
             }
         };
+        let follower = match log {
+            LoginLog::File(path) => {
+                let pos = match &stored {
+                    Some(Mark::File(p)) => Some(*p),
+                    _ => None,
+                };
+                Follower::File(FileFollower::new(path, pos))
+            }
+            LoginLog::Journal(tool) => {
+                Follower::Journal(JournalFollower::new(tool, stored.clone(), engine.now()))
+            }
+        };
         Watcher {
-            follower: FileFollower::new(&path, stored),
+            follower,
             engine,
             source,
             proc: PathBuf::from("/proc"),
@@ -70,42 +93,55 @@ impl Watcher {
         }
     }
 
+    /// What is new, parsed, each with the position after it.
+    async fn read(&mut self) -> std::io::Result<Vec<(Option<LogLine>, Mark)>> {
+        match &mut self.follower {
+            Follower::File(f) => {
+                let lines = tokio::task::block_in_place(|| f.poll())?;
+                Ok(lines
+                    .into_iter()
+                    .map(|(l, pos)| (parse_line(&l), Mark::File(pos)))
+                    .collect())
+            }
+            Follower::Journal(j) => j.poll().await,
+        }
+    }
+
     /// Reads and handles what is new; returns how many lines were read.
     pub async fn poll(&mut self) -> usize {
-        let lines = match tokio::task::block_in_place(|| self.follower.poll()) {
+        let lines = match self.read().await {
             Ok(l) => l,
             Err(e) => {
-                tracing::warn!(path = %self.follower.path().display(), error = %e, "cannot read the login log");
+                tracing::warn!(source = %self.source, error = %e, "cannot read sshd's log");
                 return 0;
             }
         };
         let mut pending = None;
-        for (line, pos) in &lines {
-            match parse_line(line) {
-                Some(parsed) => {
-                    if self.handle(&parsed, *pos).await {
-                        pending = None;
-                    } else {
-                        pending = Some(*pos);
-                    }
-                }
-                None => pending = Some(*pos),
-            }
+        for (parsed, mark) in &lines {
+            let stored = match parsed {
+                Some(parsed) => self.handle(parsed, mark).await,
+                None => false,
+            };
+            pending = (!stored).then_some(mark);
         }
-        // The first position of a fresh start (the file's end) is stored
-        // too, so lines written while the daemon is down are not skipped.
-        let at_end = self.follower.position();
+        // The first position of a fresh start (the file's end, the time
+        // reading began) is stored too, so lines written while the daemon
+        // is down are not skipped.
+        let start = match &self.follower {
+            Follower::File(f) => f.position().map(Mark::File),
+            Follower::Journal(j) => Some(j.mark().clone()),
+        };
         if pending.is_none() && self.stored.is_none() {
-            pending = at_end;
+            pending = start.as_ref();
         }
-        if let Some(pos) = pending {
+        if let Some(mark) = pending {
             match self
                 .engine
                 .store()
-                .save_login_position((&self.source, pos))
+                .save_login_position((&self.source, mark))
                 .await
             {
-                Ok(()) => self.stored = Some(pos),
+                Ok(()) => self.stored = Some(mark.clone()),
                 Err(e) => tracing::error!(error = %e, "cannot store the login log position"),
             }
         }
@@ -143,7 +179,7 @@ impl Watcher {
 
     /// Records what one event means; returns whether the position was
     /// stored with it.
-    async fn handle(&mut self, line: &LogLine, pos: Position) -> bool {
+    async fn handle(&mut self, line: &LogLine, pos: &Mark) -> bool {
         let now = self.engine.now();
         let at = line.time.unwrap_or(now);
         let store = self.engine.store();
@@ -226,7 +262,7 @@ impl Watcher {
         grant: &GrantRow,
         in_window: bool,
         warning: Option<&str>,
-        pos: Position,
+        pos: &Mark,
         forged: bool,
     ) {
         let SshdEvent::Accepted {
@@ -319,7 +355,7 @@ impl Watcher {
     }
 
     /// `pos`: after the line that said so (None: the process was found gone).
-    async fn logout(&self, session: &OpenSession, at: i64, pos: Option<Position>) {
+    async fn logout(&self, session: &OpenSession, at: i64, pos: Option<&Mark>) {
         let store = self.engine.store();
         let grant = store.grant(session.grant_id).await.ok().flatten();
         let mut ev = AuditEvent::new(events::SUPPORT_LOGOUT, "system")
@@ -349,7 +385,7 @@ impl Watcher {
                 session.id,
                 at,
                 "logout",
-                pos.as_ref().map(|p| (self.source.as_str(), *p)),
+                pos.map(|p| (self.source.as_str(), p)),
                 head.as_ref().map(|h| (h.seq, h.hash.as_str())),
             )
             .await
@@ -370,12 +406,12 @@ const FORGED: &str =
 /// The daemon task: polls every `every` until `shutdown` turns true.
 pub async fn run(
     engine: Arc<Engine>,
-    path: PathBuf,
+    log: LoginLog,
     every: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    tracing::info!(path = %path.display(), "watching sshd's log for support logins");
-    let mut watcher = Watcher::open(engine, path).await;
+    tracing::info!(source = ?log, "watching sshd's log for support logins");
+    let mut watcher = Watcher::open(engine, &log).await;
     loop {
         // Drain a burst before sleeping.
         while watcher.poll().await > 0 {

@@ -9,7 +9,7 @@ use sqlx::Row;
 use super::grants::save_audit_head;
 use super::{Store, StoreError};
 use crate::logins::matcher::OpenSession;
-use crate::logins::source::Position;
+use crate::logins::source::{Mark, Position};
 use crate::types::Username;
 
 /// A session to record at login.
@@ -33,8 +33,9 @@ pub struct LoginStats {
     pub last: Option<i64>,
 }
 
-/// A position to save, in the file named by `source`.
-pub type Saved<'a> = (&'a str, Position);
+/// A position to save, in the source named by `source` (`file:<path>`
+/// or `journal`).
+pub type Saved<'a> = (&'a str, &'a Mark);
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
@@ -42,16 +43,25 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
 
 impl Store {
     /// The position saved for `source`, if it is the one followed last.
-    pub async fn login_position(&self, source: &str) -> Result<Option<Position>, StoreError> {
-        let row: Option<(String, i64, i64)> =
-            sqlx::query_as("SELECT source, inode, offset FROM login_position WHERE id = 1")
-                .fetch_optional(self.pool())
-                .await?;
+    pub async fn login_position(&self, source: &str) -> Result<Option<Mark>, StoreError> {
+        let row: Option<(String, i64, i64, String)> = sqlx::query_as(
+            "SELECT source, inode, offset, cursor FROM login_position WHERE id = 1",
+        )
+        .fetch_optional(self.pool())
+        .await?;
         Ok(row
-            .filter(|(s, _, _)| s == source)
-            .map(|(_, inode, offset)| Position {
-                inode: inode as u64,
-                offset: offset.max(0) as u64,
+            .filter(|(s, ..)| s == source)
+            .map(|(s, inode, offset, cursor)| {
+                if s.starts_with("file:") {
+                    Mark::File(Position {
+                        inode: inode as u64,
+                        offset: offset.max(0) as u64,
+                    })
+                } else if cursor.is_empty() {
+                    Mark::Since(offset)
+                } else {
+                    Mark::Cursor(cursor)
+                }
             }))
     }
 
@@ -181,15 +191,21 @@ impl Store {
 }
 
 async fn save_position(conn: &mut sqlx::SqliteConnection, at: Saved<'_>) -> Result<(), StoreError> {
-    let (source, pos) = at;
+    let (source, mark) = at;
+    let (inode, offset, cursor) = match mark {
+        Mark::File(p) => (p.inode as i64, p.offset as i64, ""),
+        Mark::Cursor(c) => (0, 0, c.as_str()),
+        Mark::Since(t) => (0, *t, ""),
+    };
     sqlx::query(
-        "INSERT INTO login_position (id, source, inode, offset) VALUES (1, ?1, ?2, ?3) \
+        "INSERT INTO login_position (id, source, inode, offset, cursor) VALUES (1, ?1, ?2, ?3, ?4) \
          ON CONFLICT(id) DO UPDATE SET source = excluded.source, inode = excluded.inode, \
-         offset = excluded.offset",
+         offset = excluded.offset, cursor = excluded.cursor",
     )
     .bind(source)
-    .bind(pos.inode as i64)
-    .bind(pos.offset as i64)
+    .bind(inode)
+    .bind(offset)
+    .bind(cursor)
     .execute(conn)
     .await?;
     Ok(())
@@ -206,10 +222,10 @@ mod tests {
         let s = Store::open(&d.path().join("s/state.db")).await.unwrap();
         let g = s.insert_granting(&sample("1234", "1")).await.unwrap();
         assert_eq!(s.login_position("file:/a").await.unwrap(), None);
-        let pos = Position {
+        let pos = Mark::File(Position {
             inode: 9,
             offset: 100,
-        };
+        });
         let new = NewSession {
             grant_id: g.id,
             user: Username::root(),
@@ -222,16 +238,16 @@ mod tests {
             started_at: 1000,
         };
         let id = s
-            .record_login(&new, ("file:/a", pos), Some((3, "h")))
+            .record_login(&new, ("file:/a", &pos), Some((3, "h")))
             .await
             .unwrap();
-        assert_eq!(s.login_position("file:/a").await.unwrap(), Some(pos));
+        assert_eq!(s.login_position("file:/a").await.unwrap(), Some(pos.clone()));
         assert_eq!(s.login_position("file:/b").await.unwrap(), None);
         assert_eq!(s.audit_head().await.unwrap(), Some((3, "h".into())));
         let open = s.open_sessions().await.unwrap();
         assert_eq!(open.len(), 1);
         assert_eq!((open[0].id, open[0].pid, open[0].port), (id, Some(77), 4000));
-        s.record_login(&new, ("file:/a", pos), None).await.unwrap();
+        s.record_login(&new, ("file:/a", &pos), None).await.unwrap();
         let stats = s.login_stats().await.unwrap();
         assert_eq!(
             stats.get(&g.id),
@@ -242,5 +258,10 @@ mod tests {
         );
         s.end_session(id, 1060, "logout", None, None).await.unwrap();
         assert_eq!(s.open_sessions().await.unwrap().len(), 1);
+        for mark in [Mark::Since(1234), Mark::Cursor("s=ab;i=3".into())] {
+            s.save_login_position(("journal", &mark)).await.unwrap();
+            assert_eq!(s.login_position("journal").await.unwrap(), Some(mark));
+            assert_eq!(s.login_position("file:/a").await.unwrap(), None);
+        }
     }
 }

@@ -33,7 +33,7 @@ pub struct Output {
 
 /// The only environment a tool gets: a fixed PATH (some tools exec helpers)
 /// and the C locale so their messages are parseable.
-const SAFE_ENV: &[(&str, &str)] = &[
+pub(crate) const SAFE_ENV: &[(&str, &str)] = &[
     ("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
     ("LC_ALL", "C"),
     ("LANG", "C"),

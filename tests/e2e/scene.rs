@@ -39,6 +39,9 @@ pub struct SceneSetup<'a> {
     /// Also make a second network namespace `support` joined by a veth
     /// pair: 10.200.0.2 there, 10.200.0.1 here (sshd listens on it too).
     pub support_netns: bool,
+    /// Run journald in the sandbox; sshd logs to it and the daemon reads
+    /// logins from the journal (otherwise from /var/log/auth.log).
+    pub journal: bool,
 }
 
 impl<'a> SceneSetup<'a> {
@@ -51,6 +54,7 @@ impl<'a> SceneSetup<'a> {
             group_sudo_rule: true,
             firewall: "none",
             support_netns: false,
+            journal: false,
         }
     }
 }
@@ -62,6 +66,9 @@ impl Scene {
         }
         if setup.support_netns {
             make_support_netns();
+        }
+        if setup.journal {
+            sandbox::start_journald();
         }
         let support = KeyPair::generate(&sb.path("support"), "support@e2e");
         let admin = KeyPair::generate(&sb.path("admin"), "admin@e2e");
@@ -75,6 +82,7 @@ impl Scene {
                 } else {
                     &[]
                 },
+                syslog: setup.journal,
             },
         );
         // The admin's own root keys: a comment, an option-bearing line, and
@@ -108,6 +116,7 @@ impl Scene {
             sshd_port: sshd.port,
             firewall: setup.firewall,
             reconcile_secs: setup.reconcile_secs,
+            logins: if setup.journal { "journal" } else { "auto" },
         });
         let daemon = Daemon::start(sb, setup.fault);
         Scene {

@@ -60,6 +60,9 @@ pub struct SshdSetup<'a> {
     pub tail: &'a str,
     /// Addresses besides 127.0.0.1 to listen on (they must exist).
     pub also_listen: &'a [&'a str],
+    /// Log through syslog(3) (/dev/log: journald, see
+    /// [`super::sandbox::start_journald`]) instead of to [`AUTH_LOG`].
+    pub syslog: bool,
 }
 
 pub struct Sshd {
@@ -102,8 +105,11 @@ impl Sshd {
         cmd::run_ok(Path::new(SSHD), &["-t", "-f", SSHD_CONFIG]);
         let log = sb.path(&format!("sshd-{port}.log"));
         let log_file = File::create(&log).expect("sshd log");
+        let log_args: &[&str] = if setup.syslog { &[] } else { &["-E", AUTH_LOG] };
         let child = Command::new(SSHD)
-            .args(["-D", "-E", AUTH_LOG, "-f", SSHD_CONFIG])
+            .arg("-D")
+            .args(log_args)
+            .args(["-f", SSHD_CONFIG])
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("dup log"))
             .stderr(log_file)

@@ -243,3 +243,69 @@ fn wait_exit(child: &mut Child, limit: Duration) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+const JOURNALD: [&str; 2] = [
+    "/usr/lib/systemd/systemd-journald",
+    "/lib/systemd/systemd-journald",
+];
+
+/// Why the journal scenario cannot run here.
+pub fn journal_needs() -> Option<String> {
+    if !JOURNALD.iter().any(|p| Path::new(p).exists()) {
+        return Some("systemd-journald is missing (apt-get install systemd)".into());
+    }
+    (!Path::new("/usr/bin/journalctl").exists())
+        .then(|| "/usr/bin/journalctl is missing (apt-get install systemd)".into())
+}
+
+/// The same through the journal: a real journald in the sandbox, sshd
+/// logging to it by syslog, the daemon reading `journalctl -o json`.
+/// A line another program writes with sshd's tag is not taken for sshd's;
+/// a revoke ends the open session, whose pid the journal gave.
+pub fn journal_logins(sb: &crate::e2e::sandbox::Sandbox) {
+    let scene = Scene::new(
+        sb,
+        &SceneSetup {
+            journal: true,
+            ..SceneSetup::root_login("prohibit-password")
+        },
+    );
+    let fp = fingerprint(&scene.support);
+    scene.grant(510, &[]);
+    scene
+        .sshd
+        .assert_root(&scene.admin, "root", &["id", "-u"], b"");
+    scene
+        .sshd
+        .assert_root(&scene.support, "root", &["id", "-u"], b"");
+    wait_records(&scene, "support_logout", 1);
+    // Anyone can write to syslog as "sshd"; the journal knows better.
+    cmd::run_ok(
+        Path::new("/usr/bin/logger"),
+        &[
+            "-t",
+            "sshd",
+            &format!("Accepted publickey for root from 127.0.0.1 port 7 ssh2: ED25519 {fp}"),
+        ],
+    );
+    let mut session = scene
+        .sshd
+        .open_session(&scene.support, "root", &["sleep", "600"]);
+    let logins = wait_records(&scene, "support_login", 2);
+    assert_eq!(logins.len(), 2, "the forged line was taken: {logins:?}");
+    for rec in &logins {
+        assert_support_record(rec, 510, &fp);
+        assert!(rec["details"]["pid"].as_u64().is_some(), "{rec}");
+    }
+    assert_eq!(records("support_logout").len(), 1);
+    scene.revoke(510, "root");
+    wait_exit(&mut session, Duration::from_secs(10));
+    let ended = wait_records(&scene, "support_session_ended", 1);
+    assert_eq!(ended[0]["details"]["result"], "terminated", "{}", ended[0]);
+    assert_eq!(
+        ended[0]["details"]["pid"], logins[1]["details"]["pid"],
+        "{ended:?}"
+    );
+    scene.assert_admin_intact();
+    daemon::assert_audit_verifies();
+}
