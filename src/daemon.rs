@@ -272,7 +272,10 @@ fn start_background_tasks(app: &Arc<App>, shutdown: watch::Receiver<bool>) -> Ve
             every,
             shutdown.clone(),
         )),
-        tokio::spawn(crate::portal::poller::run(Arc::clone(app), shutdown.clone())),
+        tokio::spawn(crate::portal::poller::run(
+            Arc::clone(app),
+            shutdown.clone(),
+        )),
     ];
     match cfg.login_log() {
         Some(log) => tasks.push(tokio::spawn(crate::logins::watch::run(

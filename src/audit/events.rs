@@ -44,10 +44,10 @@ pub const AUDIT_TAIL_DAMAGED: &str = "audit_tail_damaged";
 // Seen in sshd's log (issue 18): a login with a grant's key, its end, and
 // a support session supportauth ended because its access ended.
 /// details: `address`, `port`, `fingerprint`, `key_type`, `pid`,
-/// `session_id`, `in_window`, and `warning` when outside the window.
+/// `grant_id`, `in_window`, and `warning` when outside the window.
 pub const SUPPORT_LOGIN: &str = "support_login";
-/// details: `address`, `port`, `fingerprint`, `pid`, `session_id`,
-/// `session_secs`, `seen` (`log`, or `process_gone` when sshd wrote no
+/// details: `address`, `port`, `fingerprint`, `pid`, `grant_id`,
+/// `session_id`, `session_secs`, `seen` (`log`, or `process_gone` when sshd wrote no
 /// logout line).
 pub const SUPPORT_LOGOUT: &str = "support_logout";
 /// details: `address`, `port`, `fingerprint`, `pid`, `session_id`,

@@ -69,7 +69,7 @@
 //!
 //! Support sessions, from sshd's log (actor `system`; ticket, server and
 //! user of the grant whose key logged in): `support_login` (details
-//! `address`, `port`, `fingerprint`, `key_type`, `pid`, `session_id`,
+//! `address`, `port`, `fingerprint`, `key_type`, `pid`, `grant_id`,
 //! `in_window`; `warning` when the key was used outside its grant's window,
 //! user or addresses), `support_logout` (also `session_secs`),
 //! `support_session_ended` (a revoke, expiry, closed ticket or kill switch

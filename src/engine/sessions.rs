@@ -80,7 +80,11 @@ impl Engine {
                 continue;
             }
             let head_ref = head.as_ref().map(|h| (h.seq, h.hash.as_str()));
-            match self.store.end_session(s.id, now, reason, None, head_ref).await {
+            match self
+                .store
+                .end_session(s.id, now, reason, None, head_ref)
+                .await
+            {
                 Ok(()) => {
                     if let Some(h) = &head {
                         self.audit.head_committed(h).await;

@@ -144,10 +144,7 @@ pub fn entry(json: &str) -> Option<(Option<LogLine>, String)> {
     let event = message
         .filter(|_| comm_ok && pid.is_some())
         .and_then(|m| parse_message(&m));
-    Some((
-        event.map(|event| LogLine { pid, time, event }),
-        cursor,
-    ))
+    Some((event.map(|event| LogLine { pid, time, event }), cursor))
 }
 
 #[cfg(test)]
@@ -164,10 +161,16 @@ mod tests {
         let line = line.unwrap();
         assert!(cursor.starts_with("s=956e"));
         assert_eq!((line.pid, line.time), (Some(32), Some(1_796_377_789)));
-        assert!(matches!(line.event, SshdEvent::Accepted { port: 57940, .. }));
+        assert!(matches!(
+            line.event,
+            SshdEvent::Accepted { port: 57940, .. }
+        ));
         let closed = r#"{"MESSAGE":"pam_unix(sshd:session): session closed for user root","_COMM":"sshd","_PID":"32","__REALTIME_TIMESTAMP":"1796377790356710","__CURSOR":"s=9;i=9"}"#;
         let (line, _) = entry(closed).unwrap();
-        assert!(matches!(line.unwrap().event, SshdEvent::SessionClosed { .. }));
+        assert!(matches!(
+            line.unwrap().event,
+            SshdEvent::SessionClosed { .. }
+        ));
         // Not an event, but its cursor still counts.
         let other = r#"{"MESSAGE":"Server listening on 127.0.0.1 port 2299.","_COMM":"sshd","_PID":"29","__CURSOR":"s=9;i=3"}"#;
         assert_eq!(entry(other), Some((None, "s=9;i=3".into())));
@@ -182,7 +185,15 @@ mod tests {
         assert_eq!(entry(no_pid), Some((None, "c".into())));
         let bytes = r#"{"MESSAGE":[68,105,115,255],"_COMM":"sshd","_PID":"5","__CURSOR":"c"}"#;
         assert_eq!(entry(bytes), Some((None, "c".into())));
-        for bad in ["", "{}", "[]", "null", r#"{"__CURSOR":""}"#, r#"{"__CURSOR":7}"#, "{\"__CURSOR\":\"c\""] {
+        for bad in [
+            "",
+            "{}",
+            "[]",
+            "null",
+            r#"{"__CURSOR":""}"#,
+            r#"{"__CURSOR":7}"#,
+            "{\"__CURSOR\":\"c\"",
+        ] {
             assert_eq!(entry(bad), None, "{bad}");
         }
     }

@@ -212,9 +212,13 @@ mod tests {
         }
         // Wrong user, wrong address.
         let d = decide(&login("admin", "203.0.113.9", FP), None, 350, &grants, &[]);
-        assert!(matches!(d, Decision::Login { in_window: false, warning: Some(w), .. } if w.contains("user")));
+        assert!(
+            matches!(d, Decision::Login { in_window: false, warning: Some(w), .. } if w.contains("user"))
+        );
         let d = decide(&login("root", "198.51.100.1", FP), None, 350, &grants, &[]);
-        assert!(matches!(d, Decision::Login { in_window: false, warning: Some(w), .. } if w.contains("address")));
+        assert!(
+            matches!(d, Decision::Login { in_window: false, warning: Some(w), .. } if w.contains("address"))
+        );
     }
 
     #[test]
@@ -222,7 +226,13 @@ mod tests {
         let grants = [grant(2, "root", 300, 400, None)];
         let other = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
         assert_eq!(
-            decide(&login("root", "203.0.113.9", other), None, 350, &grants, &[]),
+            decide(
+                &login("root", "203.0.113.9", other),
+                None,
+                350,
+                &grants,
+                &[]
+            ),
             Decision::Nothing
         );
         assert_eq!(
@@ -250,18 +260,29 @@ mod tests {
             addr: "203.0.113.9".parse().unwrap(),
             port: 5000,
         };
-        assert!(matches!(decide(&bye, None, 360, &[], &open), Decision::Logout { session } if session.id == 7));
+        assert!(
+            matches!(decide(&bye, None, 360, &[], &open), Decision::Logout { session } if session.id == 7)
+        );
         let other_port = SshdEvent::Disconnected {
             user: Username::root(),
             addr: "203.0.113.9".parse().unwrap(),
             port: 5001,
         };
-        assert_eq!(decide(&other_port, None, 360, &[], &open), Decision::Nothing);
+        assert_eq!(
+            decide(&other_port, None, 360, &[], &open),
+            Decision::Nothing
+        );
         let closed = SshdEvent::SessionClosed {
             user: Username::root(),
         };
-        assert!(matches!(decide(&closed, Some(42), 360, &[], &open), Decision::Logout { .. }));
-        assert_eq!(decide(&closed, Some(43), 360, &[], &open), Decision::Nothing);
+        assert!(matches!(
+            decide(&closed, Some(42), 360, &[], &open),
+            Decision::Logout { .. }
+        ));
+        assert_eq!(
+            decide(&closed, Some(43), 360, &[], &open),
+            Decision::Nothing
+        );
         assert_eq!(decide(&closed, None, 360, &[], &open), Decision::Nothing);
         let mut unknown = s.clone();
         unknown.id = 8;

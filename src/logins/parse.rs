@@ -113,10 +113,13 @@ fn split_timestamp(line: &str) -> Option<(Option<i64>, &str)> {
     let (clock, rest) = rest.split_once(' ')?;
     let day_ok = matches!(day.parse::<u8>(), Ok(1..=31));
     let clock_ok = clock.len() == 8
-        && clock
-            .bytes()
-            .enumerate()
-            .all(|(i, b)| if i == 2 || i == 5 { b == b':' } else { b.is_ascii_digit() });
+        && clock.bytes().enumerate().all(|(i, b)| {
+            if i == 2 || i == 5 {
+                b == b':'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
     (day_ok && clock_ok).then_some((None, rest))
 }
 
@@ -272,7 +275,9 @@ mod tests {
             "Dec  4 09:35:55 web1 sshd[5]: Accepted publickey for root from 203.0.113.5 port 51000 ssh2: ED25519-CERT {FP} ID support (serial 9) CA ED25519 {FP}"
         ))
         .unwrap();
-        assert!(matches!(l.event, SshdEvent::Accepted { ref key_type, .. } if key_type == "ED25519-CERT"));
+        assert!(
+            matches!(l.event, SshdEvent::Accepted { ref key_type, .. } if key_type == "ED25519-CERT")
+        );
     }
 
     /// Lines other programs (or a hostile local user) may write.
@@ -301,8 +306,8 @@ mod tests {
             format!("Accepted publickey for root from 1.2.3.4 port 22 ssh2: ED25519 {FP}x"),
             format!("Accepted publickey for root from 1.2.3.4 port 22 ssh2: ED2\u{0}5519 {FP}"),
             format!("Accepted publickey for root  from 1.2.3.4 port 22 ssh2: ED25519 {FP}"),
-            format!("Accepted password for root from 1.2.3.4 port 22 ssh2"),
-            format!("Accepted publickey for root from 1.2.3.4 port 22"),
+            "Accepted password for root from 1.2.3.4 port 22 ssh2".into(),
+            "Accepted publickey for root from 1.2.3.4 port 22".into(),
             "Disconnected from user root 1.2.3.4 port".into(),
             "Disconnected from user root 1.2.3.4 port 22 extra".into(),
             "Disconnected from authenticating user root 1.2.3.4 port 22 [preauth]".into(),

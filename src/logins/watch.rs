@@ -16,12 +16,12 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::sync::watch;
 
+use super::journal::JournalFollower;
 use super::matcher::{decide, Decision, OpenSession};
 use super::parse::{parse_line, LogLine, SshdEvent};
-use super::journal::JournalFollower;
 use super::source::{FileFollower, Mark};
-use crate::config::LoginLog;
 use crate::audit::{events, AuditEvent};
+use crate::config::LoginLog;
 use crate::domain::caller::Caller;
 use crate::domain::{GrantRow, GrantState};
 use crate::engine::Engine;
@@ -31,7 +31,7 @@ use crate::system::sessions;
 /// What is read.
 enum Follower {
     File(FileFollower),
-    Journal(JournalFollower),
+    Journal(Box<JournalFollower>),
 }
 
 pub struct Watcher {
@@ -78,9 +78,11 @@ impl Watcher {
                 };
                 Follower::File(FileFollower::new(path, pos))
             }
-            LoginLog::Journal(tool) => {
-                Follower::Journal(JournalFollower::new(tool, stored.clone(), engine.now()))
-            }
+            LoginLog::Journal(tool) => Follower::Journal(Box::new(JournalFollower::new(
+                tool,
+                stored.clone(),
+                engine.now(),
+            ))),
         };
         Watcher {
             follower,
@@ -208,10 +210,13 @@ impl Watcher {
             SshdEvent::Accepted { fingerprint, .. } => {
                 (self.grants_of(fingerprint).await, Vec::new())
             }
-            _ => (Vec::new(), store.open_sessions().await.unwrap_or_else(|e| {
-                tracing::error!(error = %e, "cannot read the open support sessions");
-                Vec::new()
-            })),
+            _ => (
+                Vec::new(),
+                store.open_sessions().await.unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "cannot read the open support sessions");
+                    Vec::new()
+                }),
+            ),
         };
         match decide(&line.event, line.pid, at, &grants, &open) {
             Decision::Nothing => false,
@@ -238,7 +243,12 @@ impl Watcher {
     /// The grants of this key, by the fingerprint computed from each
     /// grant's stored key.
     async fn grants_of(&self, fingerprint: &str) -> Vec<GrantRow> {
-        let rows = match self.engine.store().grants_with_fingerprint(fingerprint).await {
+        let rows = match self
+            .engine
+            .store()
+            .grants_with_fingerprint(fingerprint)
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read grants to match a login");

@@ -44,11 +44,10 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
 impl Store {
     /// The position saved for `source`, if it is the one followed last.
     pub async fn login_position(&self, source: &str) -> Result<Option<Mark>, StoreError> {
-        let row: Option<(String, i64, i64, String)> = sqlx::query_as(
-            "SELECT source, inode, offset, cursor FROM login_position WHERE id = 1",
-        )
-        .fetch_optional(self.pool())
-        .await?;
+        let row: Option<(String, i64, i64, String)> =
+            sqlx::query_as("SELECT source, inode, offset, cursor FROM login_position WHERE id = 1")
+                .fetch_optional(self.pool())
+                .await?;
         Ok(row
             .filter(|(s, ..)| s == source)
             .map(|(s, inode, offset, cursor)| {
@@ -241,12 +240,18 @@ mod tests {
             .record_login(&new, ("file:/a", &pos), Some((3, "h")))
             .await
             .unwrap();
-        assert_eq!(s.login_position("file:/a").await.unwrap(), Some(pos.clone()));
+        assert_eq!(
+            s.login_position("file:/a").await.unwrap(),
+            Some(pos.clone())
+        );
         assert_eq!(s.login_position("file:/b").await.unwrap(), None);
         assert_eq!(s.audit_head().await.unwrap(), Some((3, "h".into())));
         let open = s.open_sessions().await.unwrap();
         assert_eq!(open.len(), 1);
-        assert_eq!((open[0].id, open[0].pid, open[0].port), (id, Some(77), 4000));
+        assert_eq!(
+            (open[0].id, open[0].pid, open[0].port),
+            (id, Some(77), 4000)
+        );
         s.record_login(&new, ("file:/a", &pos), None).await.unwrap();
         let stats = s.login_stats().await.unwrap();
         assert_eq!(

@@ -64,7 +64,11 @@ pub fn sshd_of_connection(proc: &Path, addr: IpAddr, port: u16) -> Option<(u32, 
     }
     let mut holders = Vec::new();
     for entry in std::fs::read_dir(proc).ok()?.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let Some(start) = sshd_start_time(proc, pid) else {
@@ -218,6 +222,9 @@ mod tests {
     fn a_process_that_is_not_sshd_is_never_a_session() {
         let me = std::process::id();
         assert_eq!(sshd_start_time(Path::new("/proc"), me), None);
-        assert_eq!(end_session(me, 0, Duration::from_millis(1)), Ended::AlreadyGone);
+        assert_eq!(
+            end_session(me, 0, Duration::from_millis(1)),
+            Ended::AlreadyGone
+        );
     }
 }

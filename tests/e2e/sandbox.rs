@@ -266,7 +266,7 @@ pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 /// at it, so syslog(3) callers (sshd, PAM) log to a journal here. /dev
 /// becomes a private tmpfs first (the host's basic device nodes bound in,
 /// a devpts of its own): the host's /dev is never written to.
-pub fn start_journald() {
+pub fn start_journald() -> Journald {
     let journald = cmd::tool(&[
         "/usr/lib/systemd/systemd-journald",
         "/lib/systemd/systemd-journald",
@@ -278,10 +278,20 @@ pub fn start_journald() {
     for node in ["null", "zero", "full", "random", "urandom", "tty"] {
         let at = Path::new("/dev").join(node);
         std::fs::write(&at, b"").expect("bind target in /dev");
-        mount("none", "bind", &host_dev.join(node).display().to_string(), &at);
+        mount(
+            "none",
+            "bind",
+            &host_dev.join(node).display().to_string(),
+            &at,
+        );
     }
     mkdir_mode("/dev/pts", 0o755);
-    mount("devpts", "newinstance,ptmxmode=0666,mode=0620", "devpts", Path::new("/dev/pts"));
+    mount(
+        "devpts",
+        "newinstance,ptmxmode=0666,mode=0620",
+        "devpts",
+        Path::new("/dev/pts"),
+    );
     mkdir_mode("/dev/shm", 0o1777);
     for (link, target) in [
         ("/dev/ptmx", "pts/ptmx"),
@@ -294,8 +304,7 @@ pub fn start_journald() {
         std::os::unix::fs::symlink(target, link).expect("symlink in /dev");
     }
     std::fs::create_dir_all("/run/systemd/journal").expect("mkdir /run/systemd/journal");
-    // Reaped by the sandbox's end (its pid namespace).
-    std::process::Command::new(&journald)
+    let child = std::process::Command::new(&journald)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -308,5 +317,16 @@ pub fn start_journald() {
             "journald did not create {JOURNAL_SOCKET} in 15s"
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Journald(child)
+}
+
+/// The sandbox's journald; stopped when dropped.
+pub struct Journald(std::process::Child);
+
+impl Drop for Journald {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

@@ -24,6 +24,8 @@ pub struct Scene {
     root_keys_before: Vec<u8>,
     admin_keys_before: Vec<u8>,
     admin_passwd_line: String,
+    /// Dropped last: sshd and the daemon may still write to it.
+    _journald: Option<sandbox::Journald>,
 }
 
 pub struct SceneSetup<'a> {
@@ -67,9 +69,7 @@ impl Scene {
         if setup.support_netns {
             make_support_netns();
         }
-        if setup.journal {
-            sandbox::start_journald();
-        }
+        let journald = setup.journal.then(sandbox::start_journald);
         let support = KeyPair::generate(&sb.path("support"), "support@e2e");
         let admin = KeyPair::generate(&sb.path("admin"), "admin@e2e");
         let sshd = Sshd::start(
@@ -127,6 +127,7 @@ impl Scene {
             root_keys_before: root_keys.into_bytes(),
             admin_keys_before: admin_keys.into_bytes(),
             admin_passwd_line: passwd_line(ADMIN_USER).expect("admin in passwd"),
+            _journald: journald,
         }
     }
 

@@ -56,7 +56,11 @@ fn wait_records(scene: &Scene, event: &str, n: usize) -> Vec<Value> {
 fn fingerprint(key: &KeyPair) -> String {
     let out = cmd::run_ok(
         Path::new(SSH_KEYGEN),
-        &["-l", "-f", &key.private.with_extension("pub").display().to_string()],
+        &[
+            "-l",
+            "-f",
+            &key.private.with_extension("pub").display().to_string(),
+        ],
     );
     out.split_whitespace()
         .nth(1)
@@ -89,7 +93,11 @@ pub fn support_logins_are_audited(sb: &crate::e2e::sandbox::Sandbox) {
         .assert_root(&scene.support, "root", &["id", "-u"], b"");
     let logouts = wait_records(&scene, "support_logout", 1);
     let logins = records("support_login");
-    assert_eq!(logins.len(), 1, "the admin's login was recorded: {logins:?}");
+    assert_eq!(
+        logins.len(),
+        1,
+        "the admin's login was recorded: {logins:?}"
+    );
     assert_eq!(logouts.len(), 1, "{logouts:?}");
     assert_support_record(&logins[0], 500, &fp);
     assert_eq!(logins[0]["details"]["in_window"], true, "{}", logins[0]);
