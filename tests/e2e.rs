@@ -79,6 +79,10 @@ e2e_test!(
     s18_revoke_ends_the_support_session_only => scenarios::logins::revoke_ends_the_support_session_only
 );
 e2e_test!(
+    /// Issue 18: expiry and the kill switch end open support sessions.
+    s18_expiry_and_kill_switch_end_sessions => scenarios::logins::expiry_and_kill_switch_end_sessions
+);
+e2e_test!(
     /// Issue 18: the same through a real journald (`journalctl -o json`).
     s18_journal_logins => scenarios::logins::journal_logins,
     needs scenarios::logins::journal_needs

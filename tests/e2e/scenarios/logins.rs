@@ -221,6 +221,43 @@ pub fn revoke_ends_the_support_session_only(sb: &crate::e2e::sandbox::Sandbox) {
     daemon::assert_audit_verifies();
 }
 
+/// Expiry and the kill switch end open support sessions too (the same
+/// path as a revoke), each audited with its reason.
+pub fn expiry_and_kill_switch_end_sessions(sb: &crate::e2e::sandbox::Sandbox) {
+    let scene = Scene::new(
+        sb,
+        &SceneSetup {
+            reconcile_secs: 1,
+            ..SceneSetup::root_login("prohibit-password")
+        },
+    );
+    // Long enough for the login to happen first; the wait is generous.
+    scene.grant(503, &[("ttl", "10".into())]);
+    let mut first = scene
+        .sshd
+        .open_session(&scene.support, "root", &["sleep", "600"]);
+    let logins = wait_records(&scene, "support_login", 1);
+    assert_eq!(logins[0]["ticket_id"], 503, "{}", logins[0]);
+    wait_exit(&mut first, Duration::from_secs(90));
+    let ended = wait_records(&scene, "support_session_ended", 1);
+    assert_eq!(ended[0]["ticket_id"], 503, "{}", ended[0]);
+    assert_eq!(ended[0]["details"]["reason"], "expire", "{}", ended[0]);
+    scene.grant(504, &[]);
+    let mut second = scene
+        .sshd
+        .open_session(&scene.support, "root", &["sleep", "600"]);
+    let logins = wait_records(&scene, "support_login", 2);
+    assert_eq!(logins[1]["ticket_id"], 504, "{}", logins[1]);
+    assert_eq!(logins[1]["details"]["in_window"], true, "{}", logins[1]);
+    scene.daemon.call_ok("ticket_revoke_all", &[]);
+    wait_exit(&mut second, Duration::from_secs(10));
+    let ended = wait_records(&scene, "support_session_ended", 2);
+    assert_eq!(ended[1]["ticket_id"], 504, "{}", ended[1]);
+    assert_eq!(ended[1]["details"]["reason"], "revoke_all", "{}", ended[1]);
+    scene.assert_admin_intact();
+    daemon::assert_audit_verifies();
+}
+
 /// The port of the (one) connection that logged in with this key, once
 /// sshd has logged it (bounded wait).
 fn accepted_port(fp: &str) -> u64 {
