@@ -285,18 +285,31 @@ impl Watcher {
         else {
             return;
         };
-        // The session's sshd process: the sshd holding this connection
-        // (when the line names a pid, it must be that one). None for a
-        // forged line: such a session is never ended.
+        // The session's sshd process. The journal's `_PID` is the
+        // kernel's word; a file's line is not, so there the process is the
+        // sshd holding this connection (when the line names a pid, it must
+        // be that one). None for a forged line: such a session is never
+        // ended.
         let proc = self.proc.clone();
         let (addr_, port_) = (*addr, *port);
-        let found = match forged {
-            true => None,
-            false => tokio::task::block_in_place(|| {
+        let pid_attested = matches!(self.follower, Follower::Journal(_));
+        let found = match (forged, line.pid) {
+            (true, _) => None,
+            (false, Some(pid)) if pid_attested => {
+                tokio::task::block_in_place(|| sessions::sshd_start_time(&proc, pid))
+                    .map(|start| (pid, start))
+            }
+            (false, _) => tokio::task::block_in_place(|| {
                 sessions::sshd_of_connection(&proc, addr_, port_)
                     .filter(|(p, _)| line.pid.is_none_or(|lp| lp == *p))
             }),
         };
+        if found.is_none() && !forged {
+            tracing::warn!(
+                address = %addr, port,
+                "the sshd process of this support session was not found (gone already, or /proc/PID/fd not readable: the unit needs CAP_SYS_PTRACE); it cannot be ended at revoke"
+            );
+        }
         let pid = found.map(|(p, _)| p).or(line.pid);
         let mut details = json!({
             "address": addr.to_string(),
