@@ -50,7 +50,15 @@ pub struct Watcher {
     /// lets any local user write lines tagged sshd), and its session must
     /// not be one supportauth would ever end.
     connections: std::collections::HashMap<(std::net::IpAddr, u16), String>,
+    /// Warning logins recorded in the current minute, and those left out
+    /// since the last one recorded (forged lines must not flood the log).
+    warnings: (i64, u32),
+    suppressed: u64,
 }
+
+/// Most warning logins (outside a window, forged) recorded per minute;
+/// the next one recorded says how many were left out.
+const MAX_WARNINGS_PER_MINUTE: u32 = 20;
 
 /// Bound of [`Watcher::connections`] (forgotten all at once past it).
 const MAX_CONNECTIONS: usize = 4096;
@@ -92,6 +100,8 @@ impl Watcher {
             stored,
             gone_once: Default::default(),
             connections: Default::default(),
+            warnings: (0, 0),
+            suppressed: 0,
         }
     }
 
@@ -229,6 +239,11 @@ impl Watcher {
                     true => Some(FORGED),
                     false => warning,
                 };
+                if warning.is_some() && !self.warning_budget(now) {
+                    self.suppressed += 1;
+                    tracing::warn!(ticket = %grant.ticket, "warning login not recorded: too many this minute");
+                    return false;
+                }
                 self.login(line, at, grant, in_window && !forged, warning, pos, forged)
                     .await;
                 true
@@ -238,6 +253,11 @@ impl Watcher {
                 true
             }
         }
+    }
+
+    /// Whether another warning login may be recorded in this minute.
+    fn warning_budget(&mut self, now: i64) -> bool {
+        take_budget(&mut self.warnings, now)
     }
 
     /// The grants of this key, by the fingerprint computed from each
@@ -266,7 +286,7 @@ impl Watcher {
 
     #[allow(clippy::too_many_arguments)]
     async fn login(
-        &self,
+        &mut self,
         line: &LogLine,
         at: i64,
         grant: &GrantRow,
@@ -322,6 +342,10 @@ impl Watcher {
         });
         if let Some(w) = warning {
             details["warning"] = json!(w);
+            if self.suppressed > 0 {
+                details["warnings_not_recorded_before"] = json!(self.suppressed);
+                self.suppressed = 0;
+            }
             tracing::warn!(ticket = %grant.ticket, user = %user, address = %addr, "{w}");
         }
         let ev = AuditEvent::new(events::SUPPORT_LOGIN, "system")
@@ -423,6 +447,17 @@ impl Watcher {
     }
 }
 
+/// Counts one more in `used` (minute, count); whether it is within
+/// [`MAX_WARNINGS_PER_MINUTE`].
+fn take_budget(used: &mut (i64, u32), now: i64) -> bool {
+    let minute = now.div_euclid(60);
+    if used.0 != minute {
+        *used = (minute, 0);
+    }
+    used.1 = used.1.saturating_add(1);
+    used.1 <= MAX_WARNINGS_PER_MINUTE
+}
+
 const FORGED: &str =
     "a second login line for a connection already logged in with another key (forged?)";
 
@@ -451,5 +486,19 @@ pub async fn run(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warning_logins_are_budgeted_per_minute() {
+        let mut used = (0, 0);
+        let allowed = (0..100).filter(|_| take_budget(&mut used, 120)).count();
+        assert_eq!(allowed, MAX_WARNINGS_PER_MINUTE as usize);
+        assert!(!take_budget(&mut used, 179));
+        assert!(take_budget(&mut used, 180));
     }
 }
