@@ -214,10 +214,26 @@ async fn run_async(
         ),
         Err(e) => tracing::error!(error = %e, "start-up reconciliation failed; will retry"),
     }
+    // Logins while the daemon was down are recorded before it serves.
+    let logins = match cfg.login_log() {
+        Some(log) => {
+            tracing::info!(source = ?log, "watching sshd's log for support logins");
+            let mut watcher = crate::logins::watch::Watcher::open(Arc::clone(&engine), &log).await;
+            let n = watcher.catch_up().await;
+            tracing::info!(lines = n, "sshd's log read up to its end");
+            Some(watcher)
+        }
+        None => {
+            tracing::warn!(
+                "login watching is off (logins.source, or no sshd log found): support logins are not audited"
+            );
+            None
+        }
+    };
     let app = App::new(cfg, store.clone(), clock, audit, engine);
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(server::serve(Arc::clone(&app), listeners, stop_rx.clone()));
-    let background = start_background_tasks(&app, stop_rx.clone());
+    let background = start_background_tasks(&app, logins, stop_rx.clone());
     let watchdog = start_watchdog(stop_rx.clone());
 
     let _ = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status("serving")]);
@@ -263,7 +279,11 @@ fn source_name(source: &ConfigSource) -> String {
 /// The daemon's own work: grant expiry and the periodic reconciler. Every
 /// task returns once `shutdown` turns true; the daemon waits for them
 /// (bounded) before exiting.
-fn start_background_tasks(app: &Arc<App>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+fn start_background_tasks(
+    app: &Arc<App>,
+    logins: Option<crate::logins::watch::Watcher>,
+    shutdown: watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
     let cfg = app.config();
     let every = Duration::from_secs(cfg.access.reconcile_interval_secs);
     let mut tasks = vec![
@@ -277,16 +297,12 @@ fn start_background_tasks(app: &Arc<App>, shutdown: watch::Receiver<bool>) -> Ve
             shutdown.clone(),
         )),
     ];
-    match cfg.login_log() {
-        Some(log) => tasks.push(tokio::spawn(crate::logins::watch::run(
-            Arc::clone(&app.engine),
-            log,
+    if let Some(watcher) = logins {
+        tasks.push(tokio::spawn(crate::logins::watch::run(
+            watcher,
             Duration::from_millis(cfg.logins.poll_interval_ms),
             shutdown,
-        ))),
-        None => tracing::warn!(
-            "login watching is off (logins.source, or no sshd log file found): support logins are not audited"
-        ),
+        )));
     }
     tasks
 }

@@ -119,6 +119,21 @@ impl Watcher {
         }
     }
 
+    /// Reads everything written while the daemon was down (the daemon
+    /// does this before it serves, so its first answers already count
+    /// those logins; a journal may still be starting and is caught up by
+    /// [`run`]). Returns how many lines were read.
+    pub async fn catch_up(&mut self) -> usize {
+        let mut total = 0;
+        loop {
+            let n = self.poll().await;
+            if n == 0 {
+                return total;
+            }
+            total += n;
+        }
+    }
+
     /// Reads and handles what is new; returns how many lines were read.
     pub async fn poll(&mut self) -> usize {
         let lines = match self.read().await {
@@ -462,14 +477,7 @@ const FORGED: &str =
     "a second login line for a connection already logged in with another key (forged?)";
 
 /// The daemon task: polls every `every` until `shutdown` turns true.
-pub async fn run(
-    engine: Arc<Engine>,
-    log: LoginLog,
-    every: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    tracing::info!(source = ?log, "watching sshd's log for support logins");
-    let mut watcher = Watcher::open(engine, &log).await;
+pub async fn run(mut watcher: Watcher, every: Duration, mut shutdown: watch::Receiver<bool>) {
     loop {
         // Drain a burst before sleeping.
         while watcher.poll().await > 0 {
