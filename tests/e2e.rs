@@ -83,6 +83,10 @@ e2e_test!(
     s18_expiry_and_kill_switch_end_sessions => scenarios::logins::expiry_and_kill_switch_end_sessions
 );
 e2e_test!(
+    /// Issue 18: a login read only after its grant was revoked is ended then.
+    s18_login_read_after_revoke_is_ended => scenarios::logins::login_read_after_revoke_is_ended
+);
+e2e_test!(
     /// Issue 18: the same through a real journald (`journalctl -o json`).
     s18_journal_logins => scenarios::logins::journal_logins,
     needs scenarios::logins::journal_needs

@@ -342,7 +342,7 @@ impl Watcher {
         if found.is_none() && !forged {
             tracing::warn!(
                 address = %addr, port,
-                "the sshd process of this support session was not found (gone already, or /proc/PID/fd not readable: the unit needs CAP_SYS_PTRACE); it cannot be ended at revoke"
+                "the sshd process of this support session was not found (the session ended already, or /proc/PID/fd is not readable: the unit needs CAP_SYS_PTRACE); it cannot be ended at revoke"
             );
         }
         let pid = found.map(|(p, _)| p).or(line.pid);
@@ -402,17 +402,21 @@ impl Watcher {
             }
             Err(e) => tracing::error!(error = %e, "cannot record a support session"),
         }
-        // Read after its grant ended (a login just before a revoke, read
-        // just after it): the revoke could not know it, so end it now.
-        if matches!(grant.state, GrantState::Revoked | GrantState::Failed) {
-            if let Ok(current) = self.engine.store().grant(grant.id).await {
-                let row = current.unwrap_or_else(|| grant.clone());
-                let reason = row.end_reason.clone().unwrap_or_else(|| "revoke".into());
-                let mut non_fatals = Vec::new();
-                self.engine
-                    .end_support_sessions(&Caller::System, &row, &reason, &mut non_fatals)
-                    .await;
-            }
+        // Its grant is ending or ended (a login just before a revoke, read
+        // just after it, or during it): that revoke may not have seen this
+        // session, so it is ended here. The grant is read again now, after
+        // the session is in the store.
+        let current = self.engine.store().grant(grant.id).await.ok().flatten();
+        let row = current.unwrap_or_else(|| grant.clone());
+        if matches!(
+            row.state,
+            GrantState::Revoking | GrantState::Revoked | GrantState::Failed
+        ) {
+            let reason = row.end_reason.clone().unwrap_or_else(|| "revoke".into());
+            let mut non_fatals = Vec::new();
+            self.engine
+                .end_support_sessions(&Caller::System, &row, &reason, &mut non_fatals)
+                .await;
         }
     }
 

@@ -258,6 +258,42 @@ pub fn expiry_and_kill_switch_end_sessions(sb: &crate::e2e::sandbox::Sandbox) {
     daemon::assert_audit_verifies();
 }
 
+/// A login the daemon reads only after its grant was revoked (the revoke
+/// could not know the session) is ended as soon as it is read.
+pub fn login_read_after_revoke_is_ended(sb: &crate::e2e::sandbox::Sandbox) {
+    let mut scene = Scene::new(sb, &SceneSetup::root_login("prohibit-password"));
+    // Read at start, then only a minute later.
+    let config = std::fs::read_to_string(CONFIG).expect("read the daemon config");
+    assert!(
+        config.trim_end().ends_with("[logins]\nsource = \"auto\""),
+        "{config}"
+    );
+    std::fs::write(CONFIG, config + "poll_interval_ms = 60000\n").expect("write the config");
+    scene.daemon.kill9();
+    scene.daemon.restart();
+    scene.grant(505, &[]);
+    let support_fp = fingerprint(&scene.support);
+    let mut session = scene
+        .sshd
+        .open_session(&scene.support, "root", &["sleep", "600"]);
+    accepted_port(&support_fp);
+    scene.revoke(505, "root");
+    assert!(
+        records("support_login").is_empty(),
+        "the login was read before the revoke: this did not test the late read"
+    );
+    assert!(
+        session.try_wait().expect("wait ssh").is_none(),
+        "session ended early"
+    );
+    wait_exit(&mut session, Duration::from_secs(120));
+    let ended = wait_records(&scene, "support_session_ended", 1);
+    assert_eq!(ended[0]["ticket_id"], 505, "{}", ended[0]);
+    assert_eq!(ended[0]["details"]["reason"], "revoke", "{}", ended[0]);
+    scene.assert_admin_intact();
+    daemon::assert_audit_verifies();
+}
+
 /// The port of the (one) connection that logged in with this key, once
 /// sshd has logged it (bounded wait).
 fn accepted_port(fp: &str) -> u64 {
