@@ -53,6 +53,7 @@ pub struct Config {
     /// Webhooks and mail about grants, revokes, logins and audit damage
     /// (see [`crate::notify`]).
     pub notify: crate::notify::config::NotifyConfig,
+    pub logins: LoginsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -121,6 +122,7 @@ pub struct ToolsConfig {
     pub firewall_offline_cmd: PathBuf,
     pub csf: PathBuf,
     pub whmapi1: PathBuf,
+    pub journalctl: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -249,6 +251,54 @@ impl Default for PortalConfig {
     }
 }
 
+/// Login watching: support logins read from sshd's log (see [`crate::logins`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginsConfig {
+    /// "auto": `path` if set; else the journal when journald runs (its
+    /// socket exists) and `tools.journalctl` is there; else the first of
+    /// /var/log/auth.log and /var/log/secure that exists (off when none
+    /// is). "file": `path`. "journal": `journalctl`. "off": none.
+    pub source: LoginSource,
+    /// The file sshd's authentication messages go to.
+    pub path: Option<PathBuf>,
+    /// How often the file is read for new lines.
+    pub poll_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LoginSource {
+    Auto,
+    File,
+    Journal,
+    Off,
+}
+
+/// What the login watcher follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginLog {
+    File(PathBuf),
+    /// The journal, through this journalctl.
+    Journal(PathBuf),
+}
+
+/// journald's native socket: it exists while journald runs.
+pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+/// Where sshd's messages usually go (Debian/Ubuntu, then RHEL family).
+pub const AUTH_LOGS: [&str; 2] = ["/var/log/auth.log", "/var/log/secure"];
+
+impl Default for LoginsConfig {
+    fn default() -> Self {
+        LoginsConfig {
+            source: LoginSource::Auto,
+            path: None,
+            poll_interval_ms: 500,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -276,6 +326,7 @@ impl Default for Config {
             log: LogConfig::default(),
             portal: PortalConfig::default(),
             notify: Default::default(),
+            logins: LoginsConfig::default(),
         }
     }
 }
@@ -332,6 +383,7 @@ impl Default for ToolsConfig {
             firewall_offline_cmd: "/usr/bin/firewall-offline-cmd".into(),
             csf: "/usr/sbin/csf".into(),
             whmapi1: "/usr/local/cpanel/bin/whmapi1".into(),
+            journalctl: "/usr/bin/journalctl".into(),
         }
     }
 }
@@ -469,7 +521,7 @@ impl Config {
         for (key, p) in abs_paths {
             check_clean_absolute(p).map_err(|m| bad(key, m))?;
         }
-        let tools: [(&str, &Path); 13] = [
+        let tools: [(&str, &Path); 14] = [
             ("tools.sshd", &self.tools.sshd),
             ("tools.useradd", &self.tools.useradd),
             ("tools.userdel", &self.tools.userdel),
@@ -486,6 +538,7 @@ impl Config {
             ),
             ("tools.csf", &self.tools.csf),
             ("tools.whmapi1", &self.tools.whmapi1),
+            ("tools.journalctl", &self.tools.journalctl),
         ];
         for (key, p) in tools {
             check_clean_absolute(p).map_err(|m| bad(key, m))?;
@@ -494,6 +547,7 @@ impl Config {
             ("listen.tls_cert", &self.listen.tls_cert),
             ("listen.tls_key", &self.listen.tls_key),
             ("log.file", &self.log.file),
+            ("logins.path", &self.logins.path),
         ] {
             if let Some(p) = p {
                 check_clean_absolute(p).map_err(|m| bad(key, m))?;
@@ -555,6 +609,18 @@ impl Config {
         }
         if !a.sshd_laddr.is_empty() && a.sshd_laddr.parse::<std::net::IpAddr>().is_err() {
             return Err(bad("access.sshd_laddr", "not an IP address".into()));
+        }
+        if self.logins.source == LoginSource::File && self.logins.path.is_none() {
+            return Err(bad(
+                "logins.path",
+                "logins.source = \"file\" needs the file's path".into(),
+            ));
+        }
+        if !(50..=60_000).contains(&self.logins.poll_interval_ms) {
+            return Err(bad(
+                "logins.poll_interval_ms",
+                "must be between 50 and 60000".into(),
+            ));
         }
         if a.reconcile_interval_secs == 0 {
             return Err(bad(
@@ -669,6 +735,29 @@ impl Config {
     /// Resolves a configured absolute data path under `root`.
     pub fn host_path(&self, p: &Path) -> PathBuf {
         under_root(&self.root, p)
+    }
+
+    /// What the login watcher follows (None: off).
+    pub fn login_log(&self) -> Option<LoginLog> {
+        let journal = LoginLog::Journal(self.tools.journalctl.clone());
+        match (self.logins.source, &self.logins.path) {
+            (LoginSource::Off, _) => None,
+            (LoginSource::Journal, _) => Some(journal),
+            (_, Some(p)) => Some(LoginLog::File(self.host_path(p))),
+            (LoginSource::File, None) => None,
+            (LoginSource::Auto, None) => {
+                let journald = self.host_path(Path::new(JOURNAL_SOCKET)).exists()
+                    && self.tools.journalctl.exists();
+                if journald {
+                    return Some(journal);
+                }
+                AUTH_LOGS
+                    .iter()
+                    .map(|p| self.host_path(Path::new(p)))
+                    .find(|p| p.exists())
+                    .map(LoginLog::File)
+            }
+        }
     }
 
     pub fn state_dir(&self) -> PathBuf {

@@ -243,10 +243,26 @@ async fn run_async(
         ),
         Err(e) => tracing::error!(error = %e, "start-up reconciliation failed; will retry"),
     }
+    // Logins while the daemon was down are recorded before it serves.
+    let logins = match cfg.login_log() {
+        Some(log) => {
+            tracing::info!(source = ?log, "watching sshd's log for support logins");
+            let mut watcher = crate::logins::watch::Watcher::open(Arc::clone(&engine), &log).await;
+            let n = watcher.catch_up().await;
+            tracing::info!(lines = n, "sshd's log read up to its end");
+            Some(watcher)
+        }
+        None => {
+            tracing::warn!(
+                "login watching is off (logins.source, or no sshd log found): support logins are not audited"
+            );
+            None
+        }
+    };
     let app = App::new(cfg, store.clone(), clock, audit, engine);
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(server::serve(Arc::clone(&app), listeners, stop_rx.clone()));
-    let mut background = start_background_tasks(&app, stop_rx.clone());
+    let mut background = start_background_tasks(&app, logins, stop_rx.clone());
     if !receivers.is_empty() {
         tracing::info!(receivers = receivers.len(), "notifications on");
         let ctx = Arc::new(crate::notify::worker::Ctx {
@@ -309,16 +325,32 @@ fn source_name(source: &ConfigSource) -> String {
 /// The daemon's own work: grant expiry and the periodic reconciler. Every
 /// task returns once `shutdown` turns true; the daemon waits for them
 /// (bounded) before exiting.
-fn start_background_tasks(app: &Arc<App>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
-    let every = Duration::from_secs(app.config().access.reconcile_interval_secs);
-    vec![
+fn start_background_tasks(
+    app: &Arc<App>,
+    logins: Option<crate::logins::watch::Watcher>,
+    shutdown: watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    let cfg = app.config();
+    let every = Duration::from_secs(cfg.access.reconcile_interval_secs);
+    let mut tasks = vec![
         tokio::spawn(crate::engine::background::run(
             Arc::clone(&app.engine),
             every,
             shutdown.clone(),
         )),
-        tokio::spawn(crate::portal::poller::run(Arc::clone(app), shutdown)),
-    ]
+        tokio::spawn(crate::portal::poller::run(
+            Arc::clone(app),
+            shutdown.clone(),
+        )),
+    ];
+    if let Some(watcher) = logins {
+        tasks.push(tokio::spawn(crate::logins::watch::run(
+            watcher,
+            Duration::from_millis(cfg.logins.poll_interval_ms),
+            shutdown,
+        )));
+    }
+    tasks
 }
 
 /// Pings systemd's watchdog at half its interval when `WATCHDOG_USEC` is set.
@@ -364,6 +396,9 @@ async fn reload(app: &App, path: Option<&Path>) {
             }
             if new.notify != old.notify {
                 restart_needed.push("notify");
+            }
+            if new.logins != old.logins {
+                restart_needed.push("logins");
             }
             if !restart_needed.is_empty() {
                 tracing::warn!(

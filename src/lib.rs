@@ -27,6 +27,7 @@ pub mod domain;
 pub mod engine;
 pub mod firewall;
 pub mod limiter;
+pub mod logins;
 pub mod metrics;
 pub mod notify;
 pub mod planner;

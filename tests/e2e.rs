@@ -68,6 +68,31 @@ e2e_test!(
 );
 e2e_test!(s3_match_address_forbids_root => scenarios::access::match_address_forbids_root);
 e2e_test!(s3_ssh_test_follows_sshds_own_port => scenarios::access::ssh_test_follows_sshds_own_port);
+e2e_test!(
+    /// Issue 18: real logins with a granted key are audited; an admin's are not.
+    s18_support_logins_are_audited => scenarios::logins::support_logins_are_audited
+);
+e2e_test!(
+    /// Issue 18: a daemon restart during a session loses and repeats nothing.
+    s18_login_watch_restart_loses_and_repeats_nothing => scenarios::logins::restart_loses_and_repeats_nothing
+);
+e2e_test!(
+    /// Issue 18: a revoke ends support's open root session, not the admin's.
+    s18_revoke_ends_the_support_session_only => scenarios::logins::revoke_ends_the_support_session_only
+);
+e2e_test!(
+    /// Issue 18: expiry and the kill switch end open support sessions.
+    s18_expiry_and_kill_switch_end_sessions => scenarios::logins::expiry_and_kill_switch_end_sessions
+);
+e2e_test!(
+    /// Issue 18: a login read only after its grant was revoked is ended then.
+    s18_login_read_after_revoke_is_ended => scenarios::logins::login_read_after_revoke_is_ended
+);
+e2e_test!(
+    /// Issue 18: the same through a real journald (`journalctl -o json`).
+    s18_journal_logins => scenarios::logins::journal_logins,
+    needs scenarios::logins::journal_needs
+);
 e2e_test!(s4_ttl_expires_without_api_call => scenarios::access::ttl_expires_without_api_call);
 e2e_test!(s4_ttl_backstop_with_daemon_down => scenarios::access::ttl_backstop_with_daemon_down);
 e2e_test!(s4_extend_moves_sshds_expiry => scenarios::access::extend_moves_sshds_expiry);

@@ -79,6 +79,10 @@ struct ServerOut<'a> {
     /// row exists: a grant or revoke in progress shows as such.
     grant_state: Option<&'static str>,
     key_fingerprint: Option<&'a str>,
+    /// When the grant's key last logged in (epoch), as sshd's log showed.
+    last_login: Option<i64>,
+    /// How many times the grant's key logged in.
+    login_count: Option<u64>,
     server_name: &'a str,
     server_num: u64,
     source: Option<&'a str>,
@@ -132,6 +136,8 @@ struct Ctx<'a> {
     now: i64,
     local: Arc<std::collections::BTreeSet<std::net::IpAddr>>,
     nat: &'a BTreeMap<String, String>,
+    /// Logins per grant id (see `crate::logins`).
+    logins: std::collections::HashMap<i64, crate::store::logins::LoginStats>,
 }
 
 fn server_out<'a>(
@@ -147,6 +153,7 @@ fn server_out<'a>(
         format!("{}:{}", entry.ssh_ip, entry.ssh_port)
     };
     let bound = crate::portal::is_bound(ctx.nat, &ctx.local, entry.ssh_ip);
+    let logins = grant.map(|g| ctx.logins.get(&g.id).copied().unwrap_or_default());
     ServerOut {
         access_ips: grant.map(|g| g.access_ips.as_slice()),
         auth_status: auth,
@@ -155,6 +162,8 @@ fn server_out<'a>(
         expires_at: grant.and_then(|g| g.expires_at),
         grant_state: grant.map(|g| g.state.as_str()),
         key_fingerprint: grant.map(|g| g.key_fingerprint.as_str()),
+        last_login: logins.and_then(|l| l.last),
+        login_count: logins.map(|l| l.count),
         server_name: entry.server_name,
         server_num: server.get(),
         source: grant.map(|g| g.source.as_str()),
@@ -206,6 +215,12 @@ pub async fn ticket_list(app: &Arc<App>, _caller: &Caller, params: &Params) -> D
         now: app.engine.now(),
         local: crate::system::net::local_addresses_cached(),
         nat: &app.portal.settings().nat,
+        logins: app
+            .engine
+            .store()
+            .login_stats()
+            .await
+            .map_err(|e| ApiError::new(format!("The state database failed: {e}")))?,
     };
     let connected = app.portal.is_connected().await;
     let rows: Vec<&GrantRow> = live
@@ -338,6 +353,10 @@ mod tests {
         }
     }
 
+    fn g_id() -> i64 {
+        grant().id
+    }
+
     /// The former `json!` rendering of a server entry: the reference the
     /// typed structs must match byte for byte.
     fn reference(
@@ -366,6 +385,8 @@ mod tests {
             "expires_at": grant.and_then(|g| g.expires_at),
             "access_ips": grant.map(|g| g.access_ips.clone()),
             "key_fingerprint": grant.map(|g| g.key_fingerprint.clone()),
+            "last_login": grant.map(|_| 140),
+            "login_count": grant.map(|_| 2),
             "source": grant.map(|g| g.source),
         })
     }
@@ -377,6 +398,7 @@ mod tests {
             now: 0,
             local: Arc::default(),
             nat: &nat,
+            logins: Default::default(),
         };
         let g = grant();
         let mut servers = Servers::default();
@@ -407,6 +429,14 @@ mod tests {
             now: 150,
             local: Arc::new(["127.0.0.1".parse().unwrap()].into()),
             nat: &nat,
+            logins: [(
+                g_id(),
+                crate::store::logins::LoginStats {
+                    count: 2,
+                    last: Some(140),
+                },
+            )]
+            .into(),
         };
         let g = grant();
         let portal_entry = ServerEntry {

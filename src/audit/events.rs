@@ -52,11 +52,24 @@ pub const NOTIFY_FAILED: &str = "notify_failed";
 /// `reason`, `from_seq`, `to_seq`).
 pub const NOTIFY_DROPPED: &str = "notify_dropped";
 
+// Seen in sshd's log (issue 18): a login with a grant's key, its end, and
+// a support session supportauth ended because its access ended.
+/// details: `address`, `port`, `fingerprint`, `key_type`, `pid`,
+/// `grant_id`, `in_window`, and `warning` when outside the window.
+pub const SUPPORT_LOGIN: &str = "support_login";
+/// details: `address`, `port`, `fingerprint`, `pid`, `grant_id`,
+/// `session_id`, `session_secs`, `seen` (`log`, or `process_gone` when sshd wrote no
+/// logout line).
+pub const SUPPORT_LOGOUT: &str = "support_logout";
+/// details: `address`, `port`, `fingerprint`, `pid`, `session_id`,
+/// `session_secs`, `reason`, `result`.
+pub const SUPPORT_SESSION_ENDED: &str = "support_session_ended";
+
 /// Events after which access for (ticket_id, server_num) no longer exists.
 pub const ENDING: [&str; 5] = [REVOKE, EXPIRE, REVOKE_CLOSED, REVOKE_ALL, GRANT_ROLLED_BACK];
 
 /// Every event name schema v1 defines.
-pub const ALL: [&str; 32] = [
+pub const ALL: [&str; 35] = [
     GRANT,
     GRANT_EXTENDED,
     REVOKE,
@@ -89,6 +102,9 @@ pub const ALL: [&str; 32] = [
     AUDIT_RECORDS_DROPPED,
     NOTIFY_FAILED,
     NOTIFY_DROPPED,
+    SUPPORT_LOGIN,
+    SUPPORT_LOGOUT,
+    SUPPORT_SESSION_ENDED,
 ];
 
 /// Whether `event` ends access for its (ticket_id, server_num).

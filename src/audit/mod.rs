@@ -68,6 +68,14 @@
 //! `length`, `sha256`, `saved_to`), `audit_records_dropped`,
 //! `notify_failed` and `notify_dropped` (see `crate::notify`).
 //!
+//! Support sessions, from sshd's log (actor `system`; ticket, server and
+//! user of the grant whose key logged in): `support_login` (details
+//! `address`, `port`, `fingerprint`, `key_type`, `pid`, `grant_id`,
+//! `in_window`; `warning` when the key was used outside its grant's window,
+//! user or addresses), `support_logout` (also `session_secs`),
+//! `support_session_ended` (a revoke, expiry, closed ticket or kill switch
+//! ended it: also `reason`, `result`).
+//!
 //! # Classic format
 //!
 //! With `audit.format = "cpanel"` the file holds cPanel's colon-separated

@@ -147,6 +147,11 @@ pub fn ticket_list(data: &Value) -> String {
                 time_or(&s["auth_time"], "-"),
                 time_or(&s["expires_at"], "never"),
                 ips.join(","),
+                match &s["login_count"] {
+                    Value::Null => "-".into(),
+                    n => text(n),
+                },
+                time_or(&s["last_login"], "-"),
             ]);
         }
     }
@@ -163,6 +168,8 @@ pub fn ticket_list(data: &Value) -> String {
             "GRANTED",
             "EXPIRES",
             "SUPPORT_IPS",
+            "LOGINS",
+            "LAST_LOGIN",
         ],
         &rows,
     )
@@ -353,6 +360,21 @@ mod tests {
         );
         assert_eq!(lines.len(), 4, "{text}");
         assert!(notify_status(&json!({"receivers": []})).contains("No notification receivers"));
+    }
+
+    #[test]
+    fn ticket_table_shows_logins() {
+        let d = json!({"auths": [{"ticket_id": 5, "ticket_status": "OPEN", "servers": [
+            {"server_num": 1, "auth_status": "AUTHED", "ssh_username": "root", "auth_time": 0,
+             "expires_at": null, "access_ips": [], "login_count": 3, "last_login": 0},
+            {"server_num": 2, "auth_status": "NOT_AUTHED", "ssh_username": "root",
+             "auth_time": null, "expires_at": null, "access_ips": null,
+             "login_count": null, "last_login": null}]}]});
+        let t = ticket_list(&d);
+        assert!(t.contains("LOGINS") && t.contains("LAST_LOGIN"), "{t}");
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[1].contains(" 3 "), "{t}");
+        assert!(lines[2].trim_end().ends_with('-'), "{t}");
     }
 
     #[test]

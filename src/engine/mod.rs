@@ -18,6 +18,7 @@ pub mod grant;
 pub mod host;
 pub mod reconcile;
 pub mod revoke;
+pub mod sessions;
 pub mod support_ips;
 
 use std::sync::{Arc, RwLock};

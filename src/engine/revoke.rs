@@ -234,6 +234,9 @@ impl Engine {
             }
         }
         super::fault::point("revoke_after_key_removed");
+        // 2a. Its open support sessions (the key is gone: none can start).
+        self.end_support_sessions(caller, row, reason.as_str(), &mut out.non_fatals)
+            .await;
         // 2b. The temporary user, unless another live grant uses it.
         let mut events = Vec::new();
         if let Some(n) = removed {

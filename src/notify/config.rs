@@ -6,10 +6,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::events;
 
-/// Written by login watching (issue 18): a support key logged in / out.
-pub const SUPPORT_LOGIN: &str = "support_login";
-pub const SUPPORT_LOGOUT: &str = "support_logout";
-
 /// What a receiver hears about when it names no `events`: access given and
 /// taken, support logins, repaired drift and damage to the audit log.
 pub const DEFAULT_EVENTS: &[&str] = &[
@@ -19,8 +15,9 @@ pub const DEFAULT_EVENTS: &[&str] = &[
     events::REVOKE_CLOSED,
     events::REVOKE_ALL,
     events::GRANT_ROLLED_BACK,
-    SUPPORT_LOGIN,
-    SUPPORT_LOGOUT,
+    events::SUPPORT_LOGIN,
+    events::SUPPORT_LOGOUT,
+    events::SUPPORT_SESSION_ENDED,
     events::DRIFT_REPAIRED,
     events::AUDIT_TAIL_MISSING,
     events::AUDIT_TAIL_DAMAGED,

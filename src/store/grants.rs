@@ -347,6 +347,17 @@ impl Store {
         Ok(ctx)
     }
 
+    /// Every grant ever made with the key of this fingerprint (any state).
+    pub async fn grants_with_fingerprint(&self, fp: &str) -> Result<Vec<GrantRow>, StoreError> {
+        sqlx::query(select_grants!("WHERE key_fingerprint = ?1 ORDER BY id"))
+            .bind(fp)
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(row_to_grant)
+            .collect()
+    }
+
     /// Live grants, optionally filtered, by ticket and server.
     pub async fn list_live(
         &self,

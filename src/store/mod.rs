@@ -6,6 +6,7 @@
 
 pub mod audit_backlog;
 pub mod grants;
+pub mod logins;
 pub mod notify;
 pub mod portal_session;
 pub mod token_table;

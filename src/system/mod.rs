@@ -10,6 +10,7 @@ pub mod keystore;
 pub mod net;
 pub mod processes;
 pub mod safefile;
+pub mod sessions;
 pub mod sshd;
 pub mod sudoers;
 pub mod users;

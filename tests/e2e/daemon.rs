@@ -29,6 +29,8 @@ pub struct DaemonSetup<'a> {
     /// `firewall.backends`, e.g. "none" or "nftables".
     pub firewall: &'a str,
     pub reconcile_secs: u64,
+    /// `logins.source`.
+    pub logins: &'a str,
 }
 
 /// Writes /etc/supportauth/config.toml and checks it with the product's
@@ -51,8 +53,10 @@ pub fn write_config(setup: &DaemonSetup) {
          backends = [\"{}\"]\n\
          [log]\n\
          level = \"info\"\n\
-         journald = false\n",
-        setup.sshd_port, setup.reconcile_secs, setup.firewall
+         journald = false\n\
+         [logins]\n\
+         source = \"{}\"\n",
+        setup.sshd_port, setup.reconcile_secs, setup.firewall, setup.logins
     );
     std::fs::create_dir_all("/etc/supportauth").expect("mkdir /etc/supportauth");
     std::fs::write(CONFIG, &text).expect("write the daemon config");

@@ -258,3 +258,75 @@ pub fn wait_no_processes_of(uid: u32) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// Where journald's native socket appears once it runs.
+pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+/// Runs the real systemd-journald in the sandbox, with /dev/log pointing
+/// at it, so syslog(3) callers (sshd, PAM) log to a journal here. /dev
+/// becomes a private tmpfs first (the host's basic device nodes bound in,
+/// a devpts of its own): the host's /dev is never written to.
+pub fn start_journald() -> Journald {
+    let journald = cmd::tool(&[
+        "/usr/lib/systemd/systemd-journald",
+        "/lib/systemd/systemd-journald",
+    ]);
+    let host_dev = Path::new("/run/e2e-hostdev");
+    mkdir_mode(host_dev, 0o755);
+    mount("none", "rbind", "/dev", host_dev);
+    mount_tmpfs(Path::new("/dev"), "0755");
+    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let at = Path::new("/dev").join(node);
+        std::fs::write(&at, b"").expect("bind target in /dev");
+        mount(
+            "none",
+            "bind",
+            &host_dev.join(node).display().to_string(),
+            &at,
+        );
+    }
+    mkdir_mode("/dev/pts", 0o755);
+    mount(
+        "devpts",
+        "newinstance,ptmxmode=0666,mode=0620",
+        "devpts",
+        Path::new("/dev/pts"),
+    );
+    mkdir_mode("/dev/shm", 0o1777);
+    for (link, target) in [
+        ("/dev/ptmx", "pts/ptmx"),
+        ("/dev/fd", "/proc/self/fd"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/dev/stdout", "/proc/self/fd/1"),
+        ("/dev/stderr", "/proc/self/fd/2"),
+        ("/dev/log", "/run/systemd/journal/dev-log"),
+    ] {
+        std::os::unix::fs::symlink(target, link).expect("symlink in /dev");
+    }
+    std::fs::create_dir_all("/run/systemd/journal").expect("mkdir /run/systemd/journal");
+    let child = std::process::Command::new(&journald)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start systemd-journald");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !Path::new(JOURNAL_SOCKET).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "journald did not create {JOURNAL_SOCKET} in 15s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Journald(child)
+}
+
+/// The sandbox's journald; stopped when dropped.
+pub struct Journald(std::process::Child);
+
+impl Drop for Journald {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

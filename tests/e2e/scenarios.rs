@@ -6,6 +6,7 @@ pub mod crash;
 pub mod disk;
 pub mod doctor;
 pub mod firewall;
+pub mod logins;
 pub mod metrics;
 pub mod mix;
 pub mod package;

@@ -24,6 +24,8 @@ pub struct Scene {
     root_keys_before: Vec<u8>,
     admin_keys_before: Vec<u8>,
     admin_passwd_line: String,
+    /// Dropped last: sshd and the daemon may still write to it.
+    _journald: Option<sandbox::Journald>,
 }
 
 pub struct SceneSetup<'a> {
@@ -39,6 +41,9 @@ pub struct SceneSetup<'a> {
     /// Also make a second network namespace `support` joined by a veth
     /// pair: 10.200.0.2 there, 10.200.0.1 here (sshd listens on it too).
     pub support_netns: bool,
+    /// Run journald in the sandbox; sshd logs to it and the daemon reads
+    /// logins from the journal (otherwise from /var/log/auth.log).
+    pub journal: bool,
 }
 
 impl<'a> SceneSetup<'a> {
@@ -51,6 +56,7 @@ impl<'a> SceneSetup<'a> {
             group_sudo_rule: true,
             firewall: "none",
             support_netns: false,
+            journal: false,
         }
     }
 }
@@ -63,6 +69,7 @@ impl Scene {
         if setup.support_netns {
             make_support_netns();
         }
+        let journald = setup.journal.then(sandbox::start_journald);
         let support = KeyPair::generate(&sb.path("support"), "support@e2e");
         let admin = KeyPair::generate(&sb.path("admin"), "admin@e2e");
         let sshd = Sshd::start(
@@ -75,6 +82,7 @@ impl Scene {
                 } else {
                     &[]
                 },
+                syslog: setup.journal,
             },
         );
         // The admin's own root keys: a comment, an option-bearing line, and
@@ -108,6 +116,7 @@ impl Scene {
             sshd_port: sshd.port,
             firewall: setup.firewall,
             reconcile_secs: setup.reconcile_secs,
+            logins: if setup.journal { "journal" } else { "auto" },
         });
         let daemon = Daemon::start(sb, setup.fault);
         Scene {
@@ -118,6 +127,7 @@ impl Scene {
             root_keys_before: root_keys.into_bytes(),
             admin_keys_before: admin_keys.into_bytes(),
             admin_passwd_line: passwd_line(ADMIN_USER).expect("admin in passwd"),
+            _journald: journald,
         }
     }
 

@@ -18,6 +18,7 @@ pub fn root_key_login(sb: &Sandbox) {
             permit_root_login: "prohibit-password",
             tail: "",
             also_listen: &[],
+            syslog: false,
         },
     );
     if !Path::new("/root/.ssh").exists() {
@@ -51,6 +52,7 @@ pub fn user_sudo_login(sb: &Sandbox) {
             permit_root_login: "no",
             tail: "",
             also_listen: &[],
+            syslog: false,
         },
     );
     let user = "cp900001.ssh";
@@ -146,6 +148,7 @@ pub fn deliberate_failure(sb: &Sandbox) {
             permit_root_login: "prohibit-password",
             tail: "",
             also_listen: &[],
+            syslog: false,
         },
     );
     if let Login::Refused { .. } = sshd.login(&key, "root", &["id", "-u"], b"") {

@@ -16,6 +16,9 @@ pub const SSH: &str = "/usr/bin/ssh";
 pub const SSH_KEYGEN: &str = "/usr/bin/ssh-keygen";
 pub const SSHD_CONFIG: &str = "/etc/ssh/sshd_config";
 const HOST_KEY: &str = "/etc/ssh/ssh_host_e2e_ed25519_key";
+/// sshd writes its log here (`-E`), as rsyslog would on Debian: the file
+/// the daemon's login watcher follows (`logins.source = "auto"`).
+pub const AUTH_LOG: &str = "/var/log/auth.log";
 
 /// An ed25519 key pair made with the real ssh-keygen.
 pub struct KeyPair {
@@ -57,6 +60,9 @@ pub struct SshdSetup<'a> {
     pub tail: &'a str,
     /// Addresses besides 127.0.0.1 to listen on (they must exist).
     pub also_listen: &'a [&'a str],
+    /// Log through syslog(3) (/dev/log: journald, see
+    /// [`super::sandbox::start_journald`]) instead of to [`AUTH_LOG`].
+    pub syslog: bool,
 }
 
 pub struct Sshd {
@@ -67,7 +73,8 @@ pub struct Sshd {
 
 impl Sshd {
     /// Writes the configuration, checks it with `sshd -t`, starts
-    /// `sshd -D -e` and waits (bounded) until the port accepts.
+    /// `sshd -D -E /var/log/auth.log` and waits (bounded) until the port
+    /// accepts.
     pub fn start(sb: &Sandbox, setup: &SshdSetup) -> Sshd {
         if !Path::new(HOST_KEY).exists() {
             KeyPair::generate(Path::new(HOST_KEY), "e2e-host");
@@ -98,8 +105,11 @@ impl Sshd {
         cmd::run_ok(Path::new(SSHD), &["-t", "-f", SSHD_CONFIG]);
         let log = sb.path(&format!("sshd-{port}.log"));
         let log_file = File::create(&log).expect("sshd log");
+        let log_args: &[&str] = if setup.syslog { &[] } else { &["-E", AUTH_LOG] };
         let child = Command::new(SSHD)
-            .args(["-D", "-e", "-f", SSHD_CONFIG])
+            .arg("-D")
+            .args(log_args)
+            .args(["-f", SSHD_CONFIG])
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("dup log"))
             .stderr(log_file)
@@ -129,8 +139,10 @@ impl Sshd {
         }
     }
 
+    /// sshd's own output and its log.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+            + &std::fs::read_to_string(AUTH_LOG).unwrap_or_default()
     }
 
     /// Connects with `key` as `user` and runs `remote` (argv, joined by
