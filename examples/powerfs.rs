@@ -16,6 +16,7 @@
 //! for CONTROL_DIR/status to show the next `seq`); one command a line:
 //!   cut after N     after the N-th fsync from now: make it durable, save
 //!                   the image, then never answer again (the power is off)
+//!   cut now         the power goes off now (e.g. right after an answer)
 //!   cut flushed N   at the N-th fsync from now, before it: everything
 //!                   written so far reached the disk (the most a crash
 //!                   between fsync N-1 and N can leave), save, stop
@@ -60,7 +61,9 @@ mod entries {
         m.iter().collect::<Vec<_>>().serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<Vec<u8>, u64>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<Vec<u8>, u64>, D::Error> {
         Ok(Vec::<(Vec<u8>, u64)>::deserialize(d)?.into_iter().collect())
     }
 }
@@ -259,7 +262,12 @@ impl State {
     fn command(&mut self, line: &str, image: &PathBuf) {
         let w: Vec<&str> = line.split_whitespace().collect();
         match w.as_slice() {
+            ["cut", "now"] => {
+                self.save(image);
+                self.off = true;
+            }
             ["cut", kind, n] => {
+                eprintln!("cut {kind} {n}");
                 let n: u64 = n.parse().expect("cut N");
                 self.fsyncs = 0;
                 self.cut = Some(if *kind == "after" {
@@ -367,6 +375,8 @@ impl PowerFs {
         }
         st.fsyncs += 1;
         let n = st.fsyncs;
+        // The log names every durability point (tests/e2e prints it).
+        eprintln!("fsync {n} {}", String::from_utf8_lossy(&st.path(ino, None)));
         match st.cut {
             Some(Cut::Flushed(at)) if at == n => {
                 st.durable = st.live.clone();

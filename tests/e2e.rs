@@ -14,6 +14,7 @@ mod e2e {
     pub mod daemon;
     pub mod host_guard;
     pub mod outer;
+    pub mod powerfs;
     pub mod sandbox;
     pub mod scenarios;
     pub mod scene;
@@ -75,6 +76,12 @@ e2e_test!(
     /// A full disk under the audit log: no change goes unrecorded.
     s8_full_audit_disk => scenarios::disk::full_audit_disk
 );
+
+// Issue 16: power loss at every fsync (powerfs, see e2e/powerfs.rs).
+e2e_test!(powerloss_grant_root => scenarios::powerloss::grant_root, needs e2e::powerfs::needs);
+e2e_test!(powerloss_grant_temp => scenarios::powerloss::grant_temp, needs e2e::powerfs::needs);
+e2e_test!(powerloss_revoke_root => scenarios::powerloss::revoke_root, needs e2e::powerfs::needs);
+e2e_test!(powerloss_revoke_temp => scenarios::powerloss::revoke_temp, needs e2e::powerfs::needs);
 
 // Issue 19: the packaged product.
 e2e_test!(

@@ -7,3 +7,4 @@ pub mod disk;
 pub mod firewall;
 pub mod mix;
 pub mod package;
+pub mod powerloss;
