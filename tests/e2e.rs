@@ -82,6 +82,12 @@ e2e_test!(powerloss_grant_root => scenarios::powerloss::grant_root, needs e2e::p
 e2e_test!(powerloss_grant_temp => scenarios::powerloss::grant_temp, needs e2e::powerfs::needs);
 e2e_test!(powerloss_revoke_root => scenarios::powerloss::revoke_root, needs e2e::powerfs::needs);
 e2e_test!(powerloss_revoke_temp => scenarios::powerloss::revoke_temp, needs e2e::powerfs::needs);
+e2e_test!(
+    /// ENOSPC and EIO at every write, fsync, rename and open under the
+    /// state, audit and ~/.ssh directories, during a grant / a revoke.
+    disk_failing_grant => scenarios::disk::failing_disk_grant, needs e2e::powerfs::needs
+);
+e2e_test!(disk_failing_revoke => scenarios::disk::failing_disk_revoke, needs e2e::powerfs::needs);
 
 // Issue 19: the packaged product.
 e2e_test!(

@@ -268,9 +268,14 @@ impl FileKeyStore {
             if !name.starts_with(KEY_FILE_PREFIX) || !name.ends_with(".pub") {
                 continue;
             }
-            // Unreadable or odd files under our name are left for the admin.
-            let Ok(Some(data)) = ssh.read_file(&name, acct.uid, 64 * 1024) else {
-                continue;
+            // Odd files under our name (a symlink, another owner...) are
+            // left for the admin; an I/O error is not "odd": skipping it
+            // left a support key's copy behind a revoke for good (issue 16,
+            // failing-disk sweep), so the caller fails and retries.
+            let data = match ssh.read_file(&name, acct.uid, 64 * 1024) {
+                Ok(Some(data)) => data,
+                Err(e @ SafeFileError::Io { .. }) => return Err(e.into()),
+                Ok(None) | Err(_) => continue,
             };
             let Some(ours) = authorized_keys::parse_ours(&data.bytes) else {
                 continue;

@@ -25,7 +25,7 @@ use crate::e2e::powerfs::{self, PowerFs};
 use crate::e2e::sandbox::Sandbox;
 use crate::e2e::scene::*;
 
-const TICKET: u64 = 400;
+pub const TICKET: u64 = 400;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -112,6 +112,54 @@ fn reboot_firewall() {
     cmd::run_ok(&nft_tool(), &["flush", "ruleset"]);
 }
 
+/// The machine every run starts from: the powerfs image, /etc and the
+/// firewall, saved with the daemon stopped.
+pub struct Baseline {
+    machine: Machine,
+    image: PathBuf,
+}
+
+impl Baseline {
+    /// Saves the current machine; `fs` is unmounted.
+    pub fn save(mut fs: PowerFs) -> Baseline {
+        fs.control("sync");
+        let image = Path::new("/run/powerfs/image.base").to_path_buf();
+        std::fs::copy(powerfs::image(), &image).expect("save baseline");
+        fs.power_off();
+        Baseline {
+            machine: Machine::capture(),
+            image,
+        }
+    }
+
+    /// Back to the saved machine, powerfs mounted (the daemon not started).
+    pub fn restore(&self) -> PowerFs {
+        std::fs::copy(&self.image, powerfs::image()).expect("baseline image");
+        self.machine.restore();
+        PowerFs::mount()
+    }
+}
+
+/// The operation through the API: its answer, or why there is none.
+pub fn call(scene: &Scene, op: Op, ticket: u64, user: &str) -> Result<serde_json::Value, String> {
+    let t = ticket.to_string();
+    match op {
+        Op::Grant => scene.daemon.try_call(
+            "ticket_grant",
+            &[
+                ("ticket_id", &t),
+                ("server_num", "1"),
+                ("ssh_key", &scene.support.public_line),
+                ("access_ip-0", "127.0.0.1"),
+            ],
+        ),
+        Op::Revoke => scene.daemon.try_call(
+            "ticket_revoke",
+            &[("ticket_id", &t), ("ssh_username", user)],
+        ),
+    }
+}
+
 /// What one run of the operation did.
 struct Run {
     answered_yes: bool,
@@ -124,42 +172,22 @@ struct Sweep {
     who: Who,
     op: Op,
     user: String,
-    machine: Machine,
-    base: PathBuf,
+    base: Baseline,
 }
 
 impl Sweep {
     /// The operation, through the API; whether it answered "yes".
     fn call(&self) -> bool {
-        let t = TICKET.to_string();
-        let answer = match self.op {
-            Op::Grant => {
-                let key = self.scene.support.public_line.clone();
-                self.scene.daemon.try_call(
-                    "ticket_grant",
-                    &[
-                        ("ticket_id", &t),
-                        ("server_num", "1"),
-                        ("ssh_key", &key),
-                        ("access_ip-0", "127.0.0.1"),
-                    ],
-                )
-            }
-            Op::Revoke => self.scene.daemon.try_call(
-                "ticket_revoke",
-                &[("ticket_id", &t), ("ssh_username", &self.user)],
-            ),
-        };
-        answer.map(|v| result(&v) == 1).unwrap_or(false)
+        call(&self.scene, self.op, TICKET, &self.user)
+            .map(|v| result(&v) == 1)
+            .unwrap_or(false)
     }
 
     /// From the baseline: mount, start the daemon, arm the cut, run the
     /// operation; if the power went off, kill the daemon (it hangs in the
     /// fsync that never returns) and leave the image for the reboot.
     fn run(&mut self, cut: Option<Cut>) -> Run {
-        std::fs::copy(&self.base, powerfs::image()).expect("baseline image");
-        self.machine.restore();
-        let mut fs = PowerFs::mount();
+        let mut fs = self.base.restore();
         self.scene.daemon.restart();
         fs.control(&match cut {
             Some(Cut::After(n)) => format!("cut after {n}"),
@@ -265,19 +293,15 @@ impl Sweep {
 /// The sweep for one operation; prints how many crash states it explored.
 pub fn power_loss(sb: &Sandbox, who: Who, op: Op) {
     let _ = std::fs::remove_file(powerfs::image());
-    let mut fs = PowerFs::mount();
+    let fs = PowerFs::mount();
     let mut scene = crash::scene(sb, who, None);
     let user = crash::login_user(who, TICKET);
     if op == Op::Revoke {
         scene.grant(TICKET, &[]);
     }
     scene.daemon.kill9();
-    fs.control("sync");
-    let base = Path::new("/run/powerfs/image.base").to_path_buf();
-    std::fs::copy(powerfs::image(), &base).expect("save baseline");
-    drop(fs);
+    let base = Baseline::save(fs);
     let mut sweep = Sweep {
-        machine: Machine::capture(),
         scene,
         who,
         op,
