@@ -320,7 +320,8 @@ impl HostKeys for FileKeyStore {
             0o600,
             None,
         )?);
-        self.edit(
+        let renamed = std::cell::Cell::new(false);
+        let edited = self.edit(
             &ssh,
             acct,
             &|bytes| {
@@ -330,10 +331,24 @@ impl HostKeys for FileKeyStore {
                 Ok((Some(new), ()))
             },
             &mut || match copy.take() {
-                Some(c) => Ok(c.rename_unsynced()?),
+                Some(c) => {
+                    c.rename_unsynced()?;
+                    renamed.set(true);
+                    Ok(())
+                }
                 None => Ok(()),
             },
-        )?;
+        );
+        // authorized_keys' own rename failed after the copy's: the caller
+        // counts the key as never installed and rolls nothing back, so the
+        // copy goes here (the failing-disk sweep found it left behind for
+        // good, issue 16).
+        if edited.is_err() && renamed.get() {
+            if let Err(e) = ssh.remove_file(&key_file_name(mark)) {
+                tracing::warn!(user = %acct.user, error = %e, "cannot remove the copy of a key that was not installed");
+            }
+        }
+        edited?;
         Ok(())
     }
 

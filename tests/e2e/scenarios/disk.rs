@@ -185,9 +185,7 @@ fn failing_disk(sb: &Sandbox, op: Op) {
     if std::env::var_os("SUPPORTAUTH_DISKFAULT_ONLY").is_none() {
         assert!(runs > 20, "too few fault points reached: {runs}");
     }
-    eprintln!(
-        "failing disk {op:?}: {runs} runs, {injected} faults injected, every check held"
-    );
+    eprintln!("failing disk {op:?}: {runs} runs, {injected} faults injected, every check held");
 }
 
 /// One run: from the baseline, arm `fault`, call `op`, check the answer
@@ -203,10 +201,16 @@ fn fault_run(scene: &mut Scene, base: &Baseline, op: Op, path: &str, fault: &str
     let injected = fs.control("").injected;
     let ctx = format!("{op:?} with `{fault}`");
     let answer = answer.unwrap_or_else(|e| {
-        panic!("{ctx}: the daemon did not answer: {e}\n{}", scene.daemon.log())
+        panic!(
+            "{ctx}: the daemon did not answer: {e}\n{}",
+            scene.daemon.log()
+        )
     });
     let yes = result(&answer) == 1;
-    eprintln!("failing disk: {ctx}: {injected} call(s) failed, answered {}", result(&answer));
+    eprintln!(
+        "failing disk: {ctx}: {injected} call(s) failed, answered {}",
+        result(&answer)
+    );
     let on_keys = path == "/ssh/";
     if injected == 0 {
         fs.control("heal");
@@ -216,11 +220,18 @@ fn fault_run(scene: &mut Scene, base: &Baseline, op: Op, path: &str, fault: &str
     match op {
         Op::Grant if !yes => {
             let reason = answer["metadata"]["reason"].as_str().unwrap_or("");
-            assert!(!reason.trim().is_empty(), "{ctx}: refused without a reason: {answer}");
+            assert!(
+                !reason.trim().is_empty(),
+                "{ctx}: refused without a reason: {answer}"
+            );
             if !on_keys {
                 // Reading the key files needs the disk: heal first.
                 fs.control("heal");
-                assert_eq!(before, key_bytes(), "{ctx}: a refused grant changed key files");
+                assert_eq!(
+                    before,
+                    key_bytes(),
+                    "{ctx}: a refused grant changed key files"
+                );
             }
         }
         Op::Revoke if !on_keys => {
@@ -246,7 +257,10 @@ fn fault_run(scene: &mut Scene, base: &Baseline, op: Op, path: &str, fault: &str
     // (waiting records are appended), and it grants and revokes again.
     let access = mix::assert_converged(scene, 0);
     if access.iter().any(|(t, _)| *t == TICKET) {
-        assert!(op == Op::Revoke && on_keys || op == Op::Grant && yes, "{ctx}: {access:?}");
+        assert!(
+            op == Op::Revoke && on_keys || op == Op::Grant && yes,
+            "{ctx}: {access:?}"
+        );
         scene.revoke(TICKET, "root");
     }
     daemon::assert_audit_verifies();
