@@ -82,6 +82,9 @@ e2e_test!(powerloss_grant_root => scenarios::powerloss::grant_root, needs e2e::p
 e2e_test!(powerloss_grant_temp => scenarios::powerloss::grant_temp, needs e2e::powerfs::needs);
 e2e_test!(powerloss_revoke_root => scenarios::powerloss::revoke_root, needs e2e::powerfs::needs);
 e2e_test!(powerloss_revoke_temp => scenarios::powerloss::revoke_temp, needs e2e::powerfs::needs);
+e2e_test!(powerloss_token_change => scenarios::powerloss::token_change, needs e2e::powerfs::needs);
+e2e_test!(powerloss_expiry_temp => scenarios::powerloss::expiry_temp, needs e2e::powerfs::needs);
+e2e_test!(powerloss_reconcile_repair => scenarios::powerloss::reconcile_repair, needs e2e::powerfs::needs);
 e2e_test!(
     /// ENOSPC and EIO at every write, fsync, rename and open under the
     /// state, audit and ~/.ssh directories, during a grant / a revoke.

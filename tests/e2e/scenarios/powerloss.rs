@@ -26,12 +26,32 @@ use crate::e2e::sandbox::Sandbox;
 use crate::e2e::scene::*;
 
 pub const TICKET: u64 = 400;
+/// The expiry sweep's ttl: the grant ends while the daemon is down.
+const EXPIRY_TTL: u64 = 5;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
     Grant,
     Revoke,
+    /// `api_token_create` of token [`TOKEN`].
+    Token,
+    /// The daemon's start-up ends a grant whose ttl passed while it was
+    /// down (the "call" is the start itself; "yes" is its `ready`).
+    Expiry,
+    /// The start-up reconciliation repairs drift: the admin deleted the
+    /// grant's authorized_keys line by hand, so the grant is ended (and
+    /// its key's WHM copy removed).
+    Reconcile,
 }
+
+impl Op {
+    /// The daemon's start is the operation.
+    fn at_start(self) -> bool {
+        matches!(self, Op::Expiry | Op::Reconcile)
+    }
+}
+
+pub const TOKEN: &str = "powerloss";
 
 /// Where the power goes off.
 #[derive(Clone, Copy, Debug)]
@@ -157,7 +177,27 @@ pub fn call(scene: &Scene, op: Op, ticket: u64, user: &str) -> Result<serde_json
             "ticket_revoke",
             &[("ticket_id", &t), ("ssh_username", user)],
         ),
+        Op::Token => scene.daemon.try_call(
+            "api_token_create",
+            &[("token_name", TOKEN), ("acl-0", "tickets-list")],
+        ),
+        Op::Expiry | Op::Reconcile => Err("the daemon's start has no call".into()),
     }
+}
+
+/// Whether token [`TOKEN`] is listed.
+fn token_listed(scene: &Scene) -> bool {
+    let data = scene.daemon.call_ok("api_token_list", &[]);
+    data["tokens"].get(TOKEN).is_some()
+}
+
+fn readies(scene: &Scene) -> usize {
+    scene
+        .daemon
+        .log()
+        .lines()
+        .filter(|l| l.ends_with(" ready"))
+        .count()
 }
 
 /// What one run of the operation did.
@@ -188,16 +228,36 @@ impl Sweep {
     /// fsync that never returns) and leave the image for the reboot.
     fn run(&mut self, cut: Option<Cut>) -> Run {
         let mut fs = self.base.restore();
-        self.scene.daemon.restart();
+        let readies_before = readies(&self.scene);
+        if !self.op.at_start() {
+            self.scene.daemon.restart();
+        }
         fs.control(&match cut {
             Some(Cut::After(n)) => format!("cut after {n}"),
             Some(Cut::Flushed(n)) => format!("cut flushed {n}"),
             None | Some(Cut::Answered) => "cut after 1000000000".into(),
         });
+        if self.op.at_start() {
+            self.scene.daemon.spawn_unready();
+        }
         let done = std::sync::atomic::AtomicBool::new(false);
+        let cut_seen = std::sync::atomic::AtomicBool::new(false);
         let (answered_yes, st) = std::thread::scope(|s| {
             let caller = s.spawn(|| {
-                let yes = self.call();
+                let yes = if self.op.at_start() {
+                    // The start is the operation: its "yes" is `ready`.
+                    loop {
+                        if readies(&self.scene) > readies_before {
+                            break true;
+                        }
+                        if cut_seen.load(std::sync::atomic::Ordering::SeqCst) {
+                            break false;
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                } else {
+                    self.call()
+                };
                 done.store(true, std::sync::atomic::Ordering::SeqCst);
                 yes
             });
@@ -217,6 +277,7 @@ impl Sweep {
                     // uninterruptibly: it dies once the file system is gone.
                     self.scene.daemon.kill_pid_9();
                     fs.power_off();
+                    cut_seen.store(true, std::sync::atomic::Ordering::SeqCst);
                     break;
                 }
                 let answered = done.load(std::sync::atomic::Ordering::SeqCst);
@@ -269,6 +330,23 @@ impl Sweep {
                 assert!(authed, "{ctx}: answered grant lost: {listed:?}")
             }
             Op::Revoke if run.answered_yes => assert!(!authed, "{ctx}: answered revoke undone"),
+            // Its time is past: whatever the cut, the start ends it.
+            // Its time is past, or its key gone: whatever the cut, the
+            // start ends it.
+            Op::Expiry | Op::Reconcile => {
+                assert!(!authed, "{ctx}: the grant stands: {listed:?}")
+            }
+            Op::Token => {
+                let listed = token_listed(&self.scene);
+                if run.answered_yes {
+                    assert!(listed, "{ctx}: the answered token is lost");
+                }
+                if listed {
+                    self.scene
+                        .daemon
+                        .call_ok("api_token_revoke", &[("token_name", TOKEN)]);
+                }
+            }
             _ => {}
         }
         // Store, host and audit replay describe the same access.
@@ -296,11 +374,35 @@ pub fn power_loss(sb: &Sandbox, who: Who, op: Op) {
     let fs = PowerFs::mount();
     let mut scene = crash::scene(sb, who, None);
     let user = crash::login_user(who, TICKET);
-    if op == Op::Revoke {
-        scene.grant(TICKET, &[]);
+    match op {
+        Op::Revoke => {
+            scene.grant(TICKET, &[]);
+        }
+        Op::Expiry => {
+            scene.grant(TICKET, &[("ttl", EXPIRY_TTL.to_string())]);
+        }
+        Op::Reconcile => {
+            scene.grant(TICKET, &[]);
+        }
+        _ => {}
     }
+    // Down before the ttl passes (the expiry sweep's grant is still
+    // active in the saved machine).
     scene.daemon.kill9();
+    if op == Op::Reconcile {
+        // The admin's hand edit (the file keeps its owner and mode).
+        let text = std::fs::read_to_string(ROOT_KEYS).expect("root's keys");
+        let kept: String = text
+            .split_inclusive('\n')
+            .filter(|l| !l.contains(&format!("{TICKET}_server_")))
+            .collect();
+        assert_ne!(kept, text, "the grant's line was not in {ROOT_KEYS}");
+        std::fs::write(ROOT_KEYS, kept).expect("edit root's keys");
+    }
     let base = Baseline::save(fs);
+    if op == Op::Expiry {
+        std::thread::sleep(Duration::from_secs(EXPIRY_TTL + 1));
+    }
     let mut sweep = Sweep {
         scene,
         who,
@@ -360,4 +462,16 @@ pub fn revoke_root(sb: &Sandbox) {
 
 pub fn revoke_temp(sb: &Sandbox) {
     power_loss(sb, Who::Temp, Op::Revoke);
+}
+
+pub fn token_change(sb: &Sandbox) {
+    power_loss(sb, Who::Root, Op::Token);
+}
+
+pub fn expiry_temp(sb: &Sandbox) {
+    power_loss(sb, Who::Temp, Op::Expiry);
+}
+
+pub fn reconcile_repair(sb: &Sandbox) {
+    power_loss(sb, Who::Root, Op::Reconcile);
 }
