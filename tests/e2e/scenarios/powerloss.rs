@@ -1,7 +1,9 @@
 //! Power loss (issue 16): the daemon's state directory, the audit log's
 //! /var/cpanel and the ~/.ssh it edits live on powerfs (see
 //! `e2e/powerfs.rs`), which keeps only what was fsynced. For one operation
-//! (a grant or a revoke, for root or a temporary user), the power is cut
+//! (a grant or a revoke, for root or a temporary user; a token change; an
+//! expiry or a reconciliation repair, both done by the daemon's start-up;
+//! see [`Op`]), the power is cut
 //! at every fsync in turn, twice: right after it (the least a crash there
 //! leaves) and just before the next one with every write so far on the
 //! disk (the most). After each cut the machine "reboots" (the file system
@@ -330,7 +332,6 @@ impl Sweep {
                 assert!(authed, "{ctx}: answered grant lost: {listed:?}")
             }
             Op::Revoke if run.answered_yes => assert!(!authed, "{ctx}: answered revoke undone"),
-            // Its time is past: whatever the cut, the start ends it.
             // Its time is past, or its key gone: whatever the cut, the
             // start ends it.
             Op::Expiry | Op::Reconcile => {
@@ -412,7 +413,7 @@ pub fn power_loss(sb: &Sandbox, who: Who, op: Op) {
     };
     let dry = sweep.run(None);
     eprintln!(
-        "powerloss: dry run: {} fsyncs\n{}",
+        "power loss {op:?} {who:?}: dry run, {} fsyncs; powerfs log (durability points):\n{}",
         dry.fsyncs,
         powerfs::log()
     );
