@@ -16,6 +16,7 @@ mod e2e {
     pub mod daemon;
     pub mod host_guard;
     pub mod outer;
+    pub mod powerfs;
     pub mod sandbox;
     pub mod scenarios;
     pub mod scene;
@@ -113,6 +114,20 @@ e2e_test!(
     /// `/metrics` after grants, revokes and failed logins, parsed strictly.
     metrics_scrape_counts => scenarios::metrics::scrape_after_grants_revokes_and_failed_logins
 );
+// Issue 16: power loss at every fsync (powerfs, see e2e/powerfs.rs).
+e2e_test!(powerloss_grant_root => scenarios::powerloss::grant_root, needs e2e::powerfs::needs);
+e2e_test!(powerloss_grant_temp => scenarios::powerloss::grant_temp, needs e2e::powerfs::needs);
+e2e_test!(powerloss_revoke_root => scenarios::powerloss::revoke_root, needs e2e::powerfs::needs);
+e2e_test!(powerloss_revoke_temp => scenarios::powerloss::revoke_temp, needs e2e::powerfs::needs);
+e2e_test!(powerloss_token_change => scenarios::powerloss::token_change, needs e2e::powerfs::needs);
+e2e_test!(powerloss_expiry_temp => scenarios::powerloss::expiry_temp, needs e2e::powerfs::needs);
+e2e_test!(powerloss_reconcile_repair => scenarios::powerloss::reconcile_repair, needs e2e::powerfs::needs);
+e2e_test!(
+    /// ENOSPC and EIO at every write, fsync, rename and open under the
+    /// state, audit and ~/.ssh directories, during a grant / a revoke.
+    disk_failing_grant => scenarios::disk::failing_disk_grant, needs e2e::powerfs::needs
+);
+e2e_test!(disk_failing_revoke => scenarios::disk::failing_disk_revoke, needs e2e::powerfs::needs);
 
 // Issue 19: the packaged product.
 e2e_test!(

@@ -24,14 +24,18 @@ impl Store {
 
     /// Forgets kept records that are in the log now.
     pub async fn forget_audit_records(&self, ids: &[i64]) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
-        for id in ids {
-            sqlx::query("DELETE FROM audit_backlog WHERE id = ?1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+        let mut tx = super::WriteTx::begin(self.pool()).await?;
+        let body = async {
+            for id in ids {
+                sqlx::query("DELETE FROM audit_backlog WHERE id = ?1")
+                    .bind(id)
+                    .execute(tx.conn())
+                    .await?;
+            }
+            Ok(())
         }
-        tx.commit().await?;
+        .await;
+        tx.finish(body).await?;
         Ok(())
     }
 }

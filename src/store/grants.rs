@@ -171,22 +171,25 @@ impl Store {
         ended: Option<(i64, &str)>,
         audit_head: Option<(u64, &str)>,
     ) -> Result<(), StoreError> {
-        // Rolled back when dropped before `commit`.
-        let mut tx = self.pool().begin().await?;
-        sqlx::query(
-            "UPDATE grants SET state = ?1, \
-             ended_at = COALESCE(?2, ended_at), end_reason = COALESCE(?3, end_reason) WHERE id = ?4",
-        )
-        .bind(state.as_str())
-        .bind(ended.map(|(t, _)| t))
-        .bind(ended.map(|(_, r)| r))
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        if let Some((seq, hash)) = audit_head {
-            save_audit_head(&mut tx, seq, hash).await?;
+        let mut tx = super::WriteTx::begin(self.pool()).await?;
+        let body = async {
+            sqlx::query(
+                "UPDATE grants SET state = ?1, \
+                 ended_at = COALESCE(?2, ended_at), end_reason = COALESCE(?3, end_reason) WHERE id = ?4",
+            )
+            .bind(state.as_str())
+            .bind(ended.map(|(t, _)| t))
+            .bind(ended.map(|(_, r)| r))
+            .bind(id)
+            .execute(tx.conn())
+            .await?;
+            if let Some((seq, hash)) = audit_head {
+                save_audit_head(tx.conn(), seq, hash).await?;
+            }
+            Ok(())
         }
-        tx.commit().await?;
+        .await;
+        tx.finish(body).await?;
         Ok(())
     }
 

@@ -122,6 +122,49 @@ pub async fn open_read_only(db: &Path) -> Result<sqlx::SqliteConnection, String>
         .map_err(|e| format!("cannot open {} read-only: {e}", db.display()))
 }
 
+/// Write transactions: `BEGIN IMMEDIATE` on one pooled connection, the
+/// statements, `COMMIT`; on any error the connection is closed instead of
+/// going back to the pool (SQLite rolls back on close). Why not sqlx's
+/// `Transaction`: when COMMIT failed on a full or failing disk, the pooled
+/// connection kept sqlx's transaction depth, so the next "transaction" on
+/// it was a deferred SAVEPOINT that ran into SQLITE_BUSY_SNAPSHOT ("database
+/// is locked", code 517) and kept the daemon from recovering once the disk
+/// healed (issue 16, failing-disk sweep). IMMEDIATE takes the write lock
+/// first, waiting out `busy_timeout`, where a deferred BEGIN's snapshot
+/// fails at once when another connection commits meanwhile.
+pub(crate) struct WriteTx(sqlx::pool::PoolConnection<sqlx::Sqlite>);
+
+impl WriteTx {
+    pub(crate) async fn begin(pool: &SqlitePool) -> Result<WriteTx, sqlx::Error> {
+        let mut conn = pool.acquire().await?;
+        if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
+            conn.close_on_drop();
+            return Err(e);
+        }
+        Ok(WriteTx(conn))
+    }
+
+    pub(crate) fn conn(&mut self) -> &mut sqlx::SqliteConnection {
+        &mut self.0
+    }
+
+    /// Commits; the result of `body` decides first: an error closes the
+    /// connection (rolled back), nothing half-done returns to the pool.
+    pub(crate) async fn finish<T>(
+        mut self,
+        body: Result<T, sqlx::Error>,
+    ) -> Result<T, sqlx::Error> {
+        let done = match body {
+            Ok(v) => sqlx::query("COMMIT").execute(&mut *self.0).await.map(|_| v),
+            Err(e) => Err(e),
+        };
+        if done.is_err() {
+            self.0.close_on_drop();
+        }
+        done
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) the database at `db_path`, with mode 0600,
     /// WAL, a busy timeout, and every migration applied.

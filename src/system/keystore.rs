@@ -268,9 +268,14 @@ impl FileKeyStore {
             if !name.starts_with(KEY_FILE_PREFIX) || !name.ends_with(".pub") {
                 continue;
             }
-            // Unreadable or odd files under our name are left for the admin.
-            let Ok(Some(data)) = ssh.read_file(&name, acct.uid, 64 * 1024) else {
-                continue;
+            // Odd files under our name (a symlink, another owner...) are
+            // left for the admin; an I/O error is not "odd": skipping it
+            // left a support key's copy behind a revoke for good (issue 16,
+            // failing-disk sweep), so the caller fails and retries.
+            let data = match ssh.read_file(&name, acct.uid, 64 * 1024) {
+                Ok(Some(data)) => data,
+                Err(e @ SafeFileError::Io { .. }) => return Err(e.into()),
+                Ok(None) | Err(_) => continue,
             };
             let Some(ours) = authorized_keys::parse_ours(&data.bytes) else {
                 continue;
@@ -315,7 +320,8 @@ impl HostKeys for FileKeyStore {
             0o600,
             None,
         )?);
-        self.edit(
+        let renamed = std::cell::Cell::new(false);
+        let edited = self.edit(
             &ssh,
             acct,
             &|bytes| {
@@ -325,10 +331,24 @@ impl HostKeys for FileKeyStore {
                 Ok((Some(new), ()))
             },
             &mut || match copy.take() {
-                Some(c) => Ok(c.rename_unsynced()?),
+                Some(c) => {
+                    c.rename_unsynced()?;
+                    renamed.set(true);
+                    Ok(())
+                }
                 None => Ok(()),
             },
-        )?;
+        );
+        // authorized_keys' own rename failed after the copy's: the caller
+        // counts the key as never installed and rolls nothing back, so the
+        // copy goes here (the failing-disk sweep found it left behind for
+        // good, issue 16).
+        if edited.is_err() && renamed.get() {
+            if let Err(e) = ssh.remove_file(&key_file_name(mark)) {
+                tracing::warn!(user = %acct.user, error = %e, "cannot remove the copy of a key that was not installed");
+            }
+        }
+        edited?;
         Ok(())
     }
 

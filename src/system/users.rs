@@ -201,6 +201,23 @@ impl ShadowUsers {
     }
 }
 
+impl ShadowUsers {
+    /// useradd -m and userdel -r never fsync: without this a power cut
+    /// can undo the home's creation or removal after the answer (a removed
+    /// home came back in the power-loss sweep, tests/e2e powerloss_revoke_temp).
+    fn sync_home_parent(&self, home: &Path) -> Result<(), (String, String)> {
+        use crate::system::safefile::{CheckedDir, DirPolicy};
+        let root = self.prefix.clone().unwrap_or_else(|| PathBuf::from("/"));
+        let home = root.join(home.strip_prefix("/").unwrap_or(home));
+        let Some(parent) = home.parent() else {
+            return Ok(());
+        };
+        CheckedDir::open_under(&root, parent, DirPolicy::root())
+            .and_then(|d| d.sync())
+            .map_err(|e| (parent.display().to_string(), e.to_string()))
+    }
+}
+
 /// chpasswd's crypt method for a scratch root: ENCRYPT_METHOD from its
 /// login.defs, else SHA512 (what shadow defaults to without PAM).
 fn encrypt_method(root: &Path) -> String {
@@ -257,8 +274,15 @@ impl HostUsers for ShadowUsers {
             return Err(UsersError::NoSuchGroup(crate::types::printable(group)));
         }
         exec::run(&self.useradd, self.useradd_args(name, ticket, group), None)?;
-        self.ours(name)?
-            .ok_or_else(|| UsersError::Vanished(name.to_string()))
+        let acct = self
+            .ours(name)?
+            .ok_or_else(|| UsersError::Vanished(name.to_string()))?;
+        // Only logged: failing here would leave the new account to the
+        // reconciler instead of the grant's own rollback.
+        if let Err((dir, message)) = self.sync_home_parent(&acct.home) {
+            tracing::warn!(user = %name, dir, message, "the new home may not survive a power cut");
+        }
+        Ok(acct)
     }
 
     fn set_password(&self, name: &Username, password: &Secret) -> Result<(), UsersError> {
@@ -301,6 +325,10 @@ impl HostUsers for ShadowUsers {
             }
         }
         exec::run(&self.userdel, self.userdel_args(name), None)?;
+        // The account is gone: a home that could come back is only logged.
+        if let Err((dir, message)) = self.sync_home_parent(&acct.home) {
+            tracing::warn!(user = %name, dir, message, "the home's removal may not survive a power cut");
+        }
         Ok(true)
     }
 

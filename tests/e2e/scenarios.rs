@@ -10,3 +10,4 @@ pub mod logins;
 pub mod metrics;
 pub mod mix;
 pub mod package;
+pub mod powerloss;

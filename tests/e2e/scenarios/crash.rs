@@ -21,7 +21,7 @@ pub enum Who {
 }
 pub use Who::{Root, Temp};
 
-fn scene(sb: &Sandbox, who: Who, fault: Option<&str>) -> Scene {
+pub fn scene(sb: &Sandbox, who: Who, fault: Option<&str>) -> Scene {
     let setup = match who {
         Root => SceneSetup::root_login("prohibit-password"),
         Temp => SceneSetup {
@@ -39,7 +39,7 @@ fn scene(sb: &Sandbox, who: Who, fault: Option<&str>) -> Scene {
     )
 }
 
-fn login_user(who: Who, ticket: u64) -> String {
+pub fn login_user(who: Who, ticket: u64) -> String {
     match who {
         Root => "root".into(),
         Temp => format!("cp{ticket}.ssh"),
@@ -88,7 +88,7 @@ fn assert_half_done(step: &str, who: Who, ticket: u64) {
 }
 
 /// Support can log in as `user` and run a command.
-fn assert_login_works(scene: &Scene, user: &str) {
+pub fn assert_login_works(scene: &Scene, user: &str) {
     match scene.sshd.login(&scene.support, user, &["id", "-un"], b"") {
         Login::Ran {
             code: Some(0),
@@ -104,7 +104,7 @@ fn assert_login_works(scene: &Scene, user: &str) {
 
 /// Nothing of `ticket` left, access refused, the admin's files intact,
 /// the audit chain verifies.
-fn assert_converged(scene: &Scene, ticket: u64, user: &str) {
+pub fn assert_converged(scene: &Scene, ticket: u64, user: &str) {
     scene.assert_no_trace(ticket);
     assert_no_firewall_trace();
     scene.sshd.assert_refused(&scene.support, user);

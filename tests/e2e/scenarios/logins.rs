@@ -21,7 +21,9 @@ const WAIT: Duration = Duration::from_secs(20);
 fn records(event: &str) -> Vec<Value> {
     let out = cmd::run(
         &binary(),
-        &["--config", CONFIG, "audit", "show", "--json", "--event", event],
+        &[
+            "--config", CONFIG, "audit", "show", "--json", "--event", event,
+        ],
     );
     assert!(
         out.status.success(),

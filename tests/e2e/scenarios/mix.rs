@@ -41,7 +41,7 @@ impl XorShift {
     }
 }
 
-type Access = std::collections::BTreeSet<(u64, String)>;
+pub type Access = std::collections::BTreeSet<(u64, String)>;
 
 fn mix_scene(sb: &Sandbox) -> Scene {
     Scene::new(
@@ -145,7 +145,7 @@ fn mixed_ops(
 /// Waits (bounded) until no grant is left to end by itself, then
 /// requires host keys, temporary users, drop-ins, the store and the audit
 /// replay to describe the same access; returns it.
-fn assert_converged(scene: &Scene, seed: u64) -> Access {
+pub fn assert_converged(scene: &Scene, seed: u64) -> Access {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (store, pending) = store_access(scene);
