@@ -210,6 +210,58 @@ pub fn restrict_mode(path: &Path, mode: u32) -> Result<()> {
     fchmod(&fd, Mode::from_bits_truncate(mode)).map_err(|e| io_err(path, "fchmod", e))
 }
 
+/// How deep [`CheckedDir::remove_tree`] goes.
+pub const MAX_TREE_DEPTH: usize = 64;
+
+fn remove_tree_at(
+    parent: &OwnedFd,
+    parent_path: &Path,
+    name: &std::ffi::CStr,
+    owner: u32,
+    dev: u64,
+    depth: usize,
+) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = parent_path.join(std::ffi::OsStr::from_bytes(name.to_bytes()));
+    let st = fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+        .map_err(|e| io_err(&path, "stat", e))?;
+    if st.st_uid != owner && st.st_uid != 0 {
+        return Err(SafeFileError::WrongOwner {
+            path: path.display().to_string(),
+            uid: st.st_uid,
+            expected: format!("uid {owner} or root"),
+        });
+    }
+    if !is_type(&st, SFlag::S_IFDIR) {
+        return unlinkat(parent, name, UnlinkatFlags::NoRemoveDir)
+            .map_err(|e| io_err(&path, "unlink", e));
+    }
+    if st.st_dev != dev || depth >= MAX_TREE_DEPTH {
+        return Err(io_err(
+            &path,
+            "remove (another file system, or too deep)",
+            Errno::EXDEV,
+        ));
+    }
+    let fd =
+        openat(parent, name, DIR_FLAGS, Mode::empty()).map_err(|e| io_err(&path, "open", e))?;
+    let mut children = Vec::new();
+    let mut dir = nix::dir::Dir::openat(&fd, ".", DIR_FLAGS, Mode::empty())
+        .map_err(|e| io_err(&path, "opendir", e))?;
+    for entry in dir.iter() {
+        let entry = entry.map_err(|e| io_err(&path, "readdir", e))?;
+        let n = entry.file_name();
+        if n.to_bytes() != b"." && n.to_bytes() != b".." {
+            children.push(n.to_owned());
+        }
+    }
+    drop(dir);
+    for child in children {
+        remove_tree_at(&fd, &path, &child, owner, dev, depth + 1)?;
+    }
+    unlinkat(parent, name, UnlinkatFlags::RemoveDir).map_err(|e| io_err(&path, "rmdir", e))
+}
+
 fn check_dir_stat(st: &FileStat, path: &Path, policy: DirPolicy) -> Result<()> {
     let shown = path.display().to_string();
     if !is_type(st, SFlag::S_IFDIR) {
@@ -586,6 +638,37 @@ impl CheckedDir {
         Ok(true)
     }
 
+    /// The owner of the entry `name` (not followed); None when absent.
+    pub fn owner_of(&self, name: &str) -> Result<Option<u32>> {
+        check_name(name)?;
+        match fstatat(&self.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(st.st_uid)),
+            Err(Errno::ENOENT) => Ok(None),
+            Err(e) => Err(io_err(&self.path.join(name), "stat", e)),
+        }
+    }
+
+    /// Removes the directory `name` with everything in it: a home whose
+    /// account is gone, which `userdel -r` left behind (a failing disk).
+    /// Nothing is followed (a symlink is removed as a link), and the walk
+    /// stops at anything owned by someone other than `owner` or root, at
+    /// another file system, and below [`MAX_TREE_DEPTH`]. The directory is
+    /// fsynced. Returns false when `name` does not exist.
+    pub fn remove_tree(&self, name: &str, owner: u32) -> Result<bool> {
+        check_name(name)?;
+        let here = fstat(&self.fd).map_err(|e| io_err(&self.path, "fstat", e))?;
+        let c_name = std::ffi::CString::new(name).map_err(|_| SafeFileError::BadName {
+            name: name.to_string(),
+        })?;
+        match remove_tree_at(&self.fd, &self.path, &c_name, owner, here.st_dev, 0) {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        self.sync()?;
+        Ok(true)
+    }
+
     /// Makes the directory's entries (renames, removals) durable.
     pub fn sync(&self) -> Result<()> {
         fsync(&self.fd).map_err(|e| io_err(&self.path, "fsync", e))
@@ -775,6 +858,34 @@ pub(crate) mod tests {
             .into_iter()
             .filter(|n| n.contains(".supportauth-"))
             .collect()
+    }
+
+    #[test]
+    fn remove_tree_takes_the_owners_files_and_stops_at_anyone_elses() {
+        if not_root("remove_tree_takes_the_owners_files_and_stops_at_anyone_elses") {
+            return;
+        }
+        let (tmp, dir) = scratch();
+        let home = tmp.path().join("cp7.ssh");
+        std::fs::create_dir_all(home.join("a/b")).unwrap();
+        std::fs::write(home.join("a/b/f"), "x").unwrap();
+        std::fs::write(tmp.path().join("target"), "keep").unwrap();
+        symlink(tmp.path().join("target"), home.join("a/link")).unwrap();
+        for p in ["cp7.ssh", "cp7.ssh/a", "cp7.ssh/a/b", "cp7.ssh/a/b/f"] {
+            std::os::unix::fs::lchown(tmp.path().join(p), Some(5001), Some(5001)).unwrap();
+        }
+        // Someone else's file inside: the walk stops and names it.
+        std::os::unix::fs::lchown(home.join("a/b/f"), Some(5002), Some(5002)).unwrap();
+        let err = dir.remove_tree("cp7.ssh", 5001).unwrap_err().to_string();
+        assert!(err.contains("uid 5002"), "{err}");
+        std::os::unix::fs::lchown(home.join("a/b/f"), Some(5001), Some(5001)).unwrap();
+        assert!(dir.remove_tree("cp7.ssh", 5001).unwrap());
+        assert!(!home.exists());
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("target")).unwrap(),
+            "keep"
+        );
+        assert!(!dir.remove_tree("cp7.ssh", 5001).unwrap(), "absent: false");
     }
 
     #[test]

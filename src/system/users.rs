@@ -28,6 +28,10 @@ pub enum UsersError {
     OddHome { name: String, home: String },
     #[error("cannot end the sessions of “{name}” before deleting it: {message}")]
     Sessions { name: String, message: String },
+    #[error(
+        "the home of the deleted user “{name}” is still there and could not be removed: {message}"
+    )]
+    LeftoverHome { name: String, message: String },
     #[error("group “{0}” does not exist on this host")]
     NoSuchGroup(String),
     #[error("neither a “wheel” nor a “sudo” group exists; create one that sudoers allows, or set access.wheel_group")]
@@ -202,6 +206,35 @@ impl ShadowUsers {
 }
 
 impl ShadowUsers {
+    /// Removes `<home base>/<name>` when it is left without its account:
+    /// only a directory named after one of our temporary users whose owner
+    /// has no account any more (never an admin's directory of that name),
+    /// walked without following anything (`CheckedDir::remove_tree`).
+    fn remove_orphan_home(&self, name: &Username) -> Result<(), UsersError> {
+        use crate::system::safefile::{CheckedDir, DirPolicy};
+        let root = self.prefix.clone().unwrap_or_else(|| PathBuf::from("/"));
+        let base = root.join(home_base(&root).trim_start_matches('/'));
+        let failed = |e: crate::system::safefile::SafeFileError| UsersError::LeftoverHome {
+            name: name.to_string(),
+            message: e.to_string(),
+        };
+        let dir = match CheckedDir::open_under(&root, &base, DirPolicy::root()) {
+            Ok(d) => d,
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(failed(e)),
+        };
+        let Some(owner) = dir.owner_of(name.as_str()).map_err(failed)? else {
+            return Ok(());
+        };
+        if owner == 0 || self.files.accounts()?.iter().any(|a| a.uid == owner) {
+            return Ok(());
+        }
+        if dir.remove_tree(name.as_str(), owner).map_err(failed)? {
+            tracing::warn!(user = %name, "removed the home its deletion left behind");
+        }
+        Ok(())
+    }
+
     /// useradd -m and userdel -r never fsync: without this a power cut
     /// can undo the home's creation or removal after the answer (a removed
     /// home came back in the power-loss sweep, tests/e2e powerloss_revoke_temp).
@@ -216,6 +249,17 @@ impl ShadowUsers {
             .and_then(|d| d.sync())
             .map_err(|e| (parent.display().to_string(), e.to_string()))
     }
+}
+
+/// Where useradd puts homes: HOME in `/etc/default/useradd`, else /home.
+fn home_base(root: &Path) -> String {
+    let defaults = std::fs::read_to_string(root.join("etc/default/useradd")).unwrap_or_default();
+    defaults
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("HOME="))
+        .map(|h| h.trim().to_string())
+        .filter(|h| h.starts_with('/') && !h.contains(".."))
+        .unwrap_or_else(|| "/home".to_string())
 }
 
 /// chpasswd's crypt method for a scratch root: ENCRYPT_METHOD from its
@@ -302,6 +346,9 @@ impl HostUsers for ShadowUsers {
 
     fn delete_temp(&self, name: &Username) -> Result<bool, UsersError> {
         let Some(acct) = self.ours(name)? else {
+            // A home `userdel -r` could not remove (a failing disk) outlives
+            // its account; a retry of the revoke takes it away.
+            self.remove_orphan_home(name)?;
             return Ok(false);
         };
         // userdel -r removes the home recursively: only a home named after
@@ -324,7 +371,15 @@ impl HostUsers for ShadowUsers {
                 tracing::info!(user = %name, processes = n, "ended the temporary user's sessions");
             }
         }
-        exec::run(&self.userdel, self.userdel_args(name), None)?;
+        let deleted = exec::run(&self.userdel, self.userdel_args(name), None);
+        if self.ours(name)?.is_none() {
+            // userdel removes the account first; a home it left behind
+            // (exit 12: a failing disk) is removed here, or the revoke
+            // fails and is retried.
+            self.remove_orphan_home(name)?;
+        } else {
+            deleted?;
+        }
         // The account is gone: a home that could come back is only logged.
         if let Err((dir, message)) = self.sync_home_parent(&acct.home) {
             tracing::warn!(user = %name, dir, message, "the home's removal may not survive a power cut");
@@ -475,6 +530,55 @@ mod tests {
         none.files = AccountFiles::new(s2.path("etc/passwd"), s2.path("empty-group"));
         std::fs::write(s2.path("empty-group"), "root:x:0:\n").unwrap();
         assert!(matches!(none.wheel_group(), Err(UsersError::NoWheelGroup)));
+        host.assert_unchanged();
+    }
+
+    /// A home `userdel -r` left behind (a failing disk, issue 16's sweep)
+    /// goes with the next delete of its user; a directory of that name
+    /// whose owner still has an account (an admin's) is never touched.
+    #[test]
+    fn a_home_left_without_its_account_is_removed() {
+        use std::os::unix::fs::{symlink, PermissionsExt};
+        let host = HostSnapshot::take();
+        let Some(s) = scratch(true) else { return };
+        let name = u("cp4243.ssh");
+        let home = s.path("home/cp4243.ssh");
+        std::fs::create_dir_all(home.join(".ssh/deeper")).unwrap();
+        std::fs::write(home.join(".ssh/authorized_keys"), "ssh-ed25519 AAAA x\n").unwrap();
+        std::fs::write(home.join(".ssh/deeper/f"), "x").unwrap();
+        // A link out of the home: removed as a link, its target kept.
+        let outside = s.path("outside");
+        std::fs::write(&outside, "keep").unwrap();
+        symlink(&outside, home.join("link")).unwrap();
+        for p in [&home, &home.join(".ssh"), &home.join(".ssh/deeper")] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        let chown = |uid: u32| {
+            for e in [
+                "",
+                ".ssh",
+                ".ssh/authorized_keys",
+                ".ssh/deeper",
+                ".ssh/deeper/f",
+            ] {
+                let p = if e.is_empty() {
+                    home.clone()
+                } else {
+                    home.join(e)
+                };
+                std::os::unix::fs::chown(&p, Some(uid), Some(uid)).unwrap();
+            }
+        };
+        // Owned by uid 0 of the scratch root's passwd: an account exists.
+        let root_uid = s.users.lookup(&u("root")).unwrap().unwrap().uid;
+        chown(root_uid);
+        assert!(!s.users.delete_temp(&name).unwrap());
+        assert!(home.exists(), "a home whose owner has an account stays");
+        // Owned by a uid no account has: what userdel -r left behind.
+        chown(64123);
+        assert!(!s.users.delete_temp(&name).unwrap());
+        assert!(!home.exists(), "the orphaned home is removed");
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "keep");
         host.assert_unchanged();
     }
 
