@@ -298,6 +298,9 @@ pub struct FloorSample {
     /// A small second file (WHM's key copy) written, fsynced and renamed
     /// in beside it; its directory fsync is the replace's.
     pub copy: f64,
+    /// That small file unlinked (a revoke removes WHM's key copy); its
+    /// directory fsync is the replace's too.
+    pub unlink: f64,
 }
 
 impl Floor {
@@ -385,6 +388,18 @@ impl Floor {
         ms(t.elapsed())
     }
 
+    /// Unlinks the small file of the previous sample, without a
+    /// directory fsync of its own.
+    pub fn unlink_small_file(&mut self) -> f64 {
+        let path = self.dir.join("copy.pub");
+        if !path.exists() {
+            return 0.0;
+        }
+        let t = Instant::now();
+        std::fs::remove_file(&path).expect("unlink");
+        ms(t.elapsed())
+    }
+
     /// Writes `content` to `tmp` (new, 0600), fsyncs it, renames it to
     /// `name`; the directory is not fsynced.
     fn stage_and_rename(&self, tmp: &str, name: &str, content: &[u8]) {
@@ -405,6 +420,7 @@ impl Floor {
     pub fn sample(&mut self, rt: &tokio::runtime::Runtime, keys: &[u8]) -> FloorSample {
         let commit = self.commit(rt);
         let append = self.append();
+        let unlink = self.unlink_small_file();
         let copy = self.small_file();
         let (replace, stage) = self.replace_parts(keys);
         FloorSample {
@@ -413,6 +429,7 @@ impl Floor {
             replace,
             stage,
             copy,
+            unlink,
         }
     }
 }
@@ -426,6 +443,7 @@ pub fn floor_medians(s: &[FloorSample]) -> FloorSample {
         replace: m(|x| x.replace),
         stage: m(|x| x.stage),
         copy: m(|x| x.copy),
+        unlink: m(|x| x.unlink),
     }
 }
 

@@ -24,7 +24,7 @@ use crate::engine::WhitelistOutcome;
 use crate::planner::{self, LoginFacts, LoginPlan, LoginRequest};
 use crate::sshkey::SupportKey;
 use crate::store::grants::{GrantRow, GrantState, InsertError, NewGrant};
-use crate::system::keystore::KeyAccount;
+use crate::system::keystore::{InstalledKey, KeyAccount};
 use crate::system::users::Secret;
 use crate::types::{ServerNum, SupportIp, TicketId, Username};
 
@@ -125,6 +125,8 @@ struct Decided {
     /// The wheel group, when this grant creates the temporary user.
     create_user_in: Option<String>,
     shared_user: bool,
+    /// The account the key goes to, when it exists already.
+    account: Option<KeyAccount>,
 }
 
 impl Engine {
@@ -155,18 +157,20 @@ impl Engine {
         // 2-4. The host, the closing records, the done mark.
         let mut done = Vec::new();
         let mut password = None;
-        if let Err(why) = self
+        let live = match self
             .apply_grant(caller, &row, &decided, &mut done, &mut password)
             .await
         {
-            self.roll_back(caller, &row, done, &why).await;
-            return Err(GrantError::RolledBack {
-                ticket: row.ticket,
-                server: row.server,
-                why,
-            });
-        }
-        drop(serial);
+            Ok(live) => live,
+            Err(why) => {
+                self.roll_back(caller, &row, done, &why).await;
+                return Err(GrantError::RolledBack {
+                    ticket: row.ticket,
+                    server: row.server,
+                    why,
+                });
+            }
+        };
         let row = GrantRow {
             state: GrantState::Active,
             ..row
@@ -174,7 +178,9 @@ impl Engine {
         // The firewall follows the live grants, best effort per backend and
         // reported in the answer (reference §3), like cPanel.
         let mut non_fatals = Vec::new();
-        let whitelist = self.converge_whitelist(caller, &mut non_fatals).await;
+        let whitelist = self
+            .converge_whitelist(serial, Some(live), caller, &mut non_fatals)
+            .await;
         self.grants_changed.notify_one();
         // Time in external tools (sshd -T) apart from our own work, so the
         // benchmark can compare the rest with the durable-write floor.
@@ -243,7 +249,18 @@ impl Engine {
             (GrantSource::Local, Some(at)) => (at.ip().to_string(), at.port()),
             _ => (req.ssh_ip.clone(), req.ssh_port),
         };
+        let user = plan.user();
+        let (temp_user, sudoers_dropin, group) = match &plan {
+            LoginPlan::Temporary {
+                group,
+                sudoers_dropin,
+                ..
+            } => (true, *sudoers_dropin, Some(group.clone())),
+            _ => (false, false, None),
+        };
         let context = self.store.grant_context(req.ticket, req.server).await?;
+        let (account, present) =
+            tokio::task::block_in_place(|| read_key_account(&self.host, &user))?;
         let live = &context.live;
         if let Some(existing) = live
             .iter()
@@ -255,22 +272,9 @@ impl Engine {
                 place: format!(" (as “{}”)", existing.ssh_username),
             });
         }
-        let user = plan.user();
-        let (temp_user, sudoers_dropin, group) = match &plan {
-            LoginPlan::Temporary {
-                group,
-                sudoers_dropin,
-                ..
-            } => (true, *sudoers_dropin, Some(group.clone())),
-            _ => (false, false, None),
-        };
         // Another live grant of this ticket may have created the temporary
         // user already: this one shares it (no new password, no new user).
         let shared_user = temp_user && live.iter().any(|g| g.temp_user && g.ssh_username == user);
-        let account = self
-            .host
-            .key_account_of(&user)
-            .map_err(super::EngineError::Host)?;
         if temp_user && !shared_user && account.is_some() {
             return Err(GrantError::Refused(format!(
                 "The temporary user {user} exists but no live grant uses it; supportauth removes \
@@ -280,29 +284,20 @@ impl Engine {
         }
         // A key of ours for this ticket and server already on the host
         // (left by someone else's hand) is refused rather than doubled.
-        let mut ssh_dir_created = false;
-        if let Some(acct) = &account {
-            let keys = self.host.keys.clone();
-            // An account without ~/.ssh gets one from the install; its
-            // revoke takes it away again (a temporary user's goes with it).
-            ssh_dir_created = !temp_user
-                && !tokio::task::block_in_place(|| keys.has_ssh_dir(acct)).map_err(|e| {
-                    super::EngineError::Host(format!("Cannot read {user}'s ~/.ssh: {e}"))
-                })?;
-            let present = tokio::task::block_in_place(|| keys.list_ours(acct)).map_err(|e| {
-                super::EngineError::Host(format!("Cannot read {user}'s authorized_keys: {e}"))
-            })?;
-            if present
-                .iter()
-                .any(|k| k.mark.ticket == req.ticket && k.mark.server == req.server)
-            {
-                return Err(GrantError::AlreadyPresent {
-                    ticket: req.ticket,
-                    server: req.server,
-                    place: format!(" in {user}'s authorized_keys"),
-                });
-            }
+        if present
+            .iter()
+            .flatten()
+            .any(|k| k.mark.ticket == req.ticket && k.mark.server == req.server)
+        {
+            return Err(GrantError::AlreadyPresent {
+                ticket: req.ticket,
+                server: req.server,
+                place: format!(" in {user}'s authorized_keys"),
+            });
         }
+        // An account without ~/.ssh gets one from the install; its revoke
+        // takes it away again (a temporary user's goes with it).
+        let ssh_dir_created = !temp_user && account.is_some() && present.is_none();
         let mark = KeyMark::new(
             req.ticket,
             req.server,
@@ -336,12 +331,14 @@ impl Engine {
             mark,
             create_user_in: group.filter(|_| !shared_user),
             shared_user,
+            account,
         };
         Ok((new, decided))
     }
 
     /// Steps 2-4: the host changes (each audited), the closing records and
-    /// the done mark. `done` collects what to undo on failure.
+    /// the done mark. `done` collects what to undo on failure. Returns the
+    /// live grants as the done mark left them.
     async fn apply_grant(
         &self,
         caller: &Caller,
@@ -349,7 +346,7 @@ impl Engine {
         decided: &Decided,
         done: &mut Vec<Done>,
         password: &mut Option<Secret>,
-    ) -> Result<(), String> {
+    ) -> Result<Vec<GrantRow>, String> {
         let user = &row.ssh_username;
         if let Some(group) = &decided.create_user_in {
             let users = self.host.users.clone();
@@ -391,10 +388,13 @@ impl Engine {
                 .map_err(audit_failed)?;
             }
         }
-        let acct = self
-            .host
-            .key_account_of(user)?
-            .ok_or_else(|| format!("the user {user} does not exist"))?;
+        let acct = match &decided.account {
+            Some(acct) => acct.clone(),
+            None => self
+                .host
+                .key_account_of(user)?
+                .ok_or_else(|| format!("the user {user} does not exist"))?,
+        };
         let keys = self.host.keys.clone();
         tokio::task::block_in_place(|| keys.install(&acct, &decided.line, &decided.mark))
             .map_err(|e| format!("installing the key for {user} failed: {e}"))?;
@@ -408,7 +408,8 @@ impl Engine {
             .map_err(audit_failed)?;
         super::fault::point("after_grant_audited");
         // 4. The done mark, with the chain head those records moved to.
-        self.store
+        let live = self
+            .store
             .finish(
                 row.id,
                 GrantState::Active,
@@ -421,7 +422,7 @@ impl Engine {
             self.audit.head_committed(head).await;
         }
         super::fault::point("after_grant_done");
-        Ok(())
+        Ok(live)
     }
 
     /// The records that close a grant: the key went in, access granted.
@@ -503,6 +504,24 @@ impl Engine {
             tracing::error!(error = %e, grant = row.id, "rolled back but could not mark the grant failed; the reconciler will retry");
         }
     }
+}
+
+/// The account `user` logs in as (`None`: no such user) and our keys in
+/// its `~/.ssh` (`None`: it has none).
+fn read_key_account(
+    host: &super::Host,
+    user: &Username,
+) -> Result<(Option<KeyAccount>, Option<Vec<InstalledKey>>), super::EngineError> {
+    let Some(acct) = host
+        .key_account_of(user)
+        .map_err(super::EngineError::Host)?
+    else {
+        return Ok((None, None));
+    };
+    let keys = host.keys.ssh_dir_keys(&acct).map_err(|e| {
+        super::EngineError::Host(format!("Cannot read {user}'s authorized_keys: {e}"))
+    })?;
+    Ok((Some(acct), keys))
 }
 
 /// Asks sshd and sudo what they allow, for the planner (the engine

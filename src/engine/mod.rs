@@ -24,7 +24,7 @@ pub mod support_ips;
 use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, MutexGuard};
 
 use crate::audit::{AuditEvent, AuditLog, Outcome};
 use crate::clock::Clock;
@@ -203,17 +203,32 @@ impl Engine {
     }
 
     /// Brings every whitelist to the union of the live grants' addresses
-    /// (or removes it when none is left), auditing each change. Every
-    /// change of the live grants is followed by one of these, each reading
-    /// the grants under the firewall lock, so the last one wins with the
-    /// current set. Callers do not hold the change lock.
+    /// (or removes it when none is left), auditing each change. Called at
+    /// the end of a change, with its change lock (`serial`) and the live
+    /// grants its last commit left (`live`, from [`Store::finish`]; `None`
+    /// when unknown). When the firewall is free, its lock is taken before
+    /// the change lock is released: no change can come between, so `live`
+    /// is current and needs no second read. When a firewall tool is still
+    /// running, the change lock is released first (a change never waits
+    /// for a firewall tool) and the grants are read once the firewall's
+    /// turn comes. Either way the last convergence applies the current set.
     async fn converge_whitelist(
         &self,
+        serial: MutexGuard<'_, ()>,
+        live: Option<Vec<GrantRow>>,
         caller: &Caller,
         non_fatals: &mut Vec<String>,
     ) -> WhitelistOutcome {
-        let _firewall = self.firewall.lock().await;
-        let live = match self.store.live_grants().await {
+        let (_firewall, live) = match (self.firewall.try_lock(), live) {
+            (Ok(turn), Some(live)) => (turn, Ok(live)),
+            (turn, _) => {
+                drop(turn);
+                drop(serial);
+                let turn = self.firewall.lock().await;
+                (turn, self.store.live_grants().await)
+            }
+        };
+        let live = match live {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read grants to converge the whitelist");
@@ -272,7 +287,9 @@ impl Engine {
     /// Converges the whitelist to the live grants.
     pub async fn whitelist_converge(&self, caller: &Caller) -> WhitelistOutcome {
         let mut non_fatals = Vec::new();
-        self.converge_whitelist(caller, &mut non_fatals).await
+        let serial = self.changes.lock().await;
+        self.converge_whitelist(serial, None, caller, &mut non_fatals)
+            .await
     }
 
     /// What the firewall has, compared with what the live grants need.

@@ -55,9 +55,10 @@ impl Engine {
                 }
             }
         }
-        drop(serial);
         let mut non_fatals = Vec::new();
-        let wl = self.converge_whitelist(&caller, &mut non_fatals).await;
+        let wl = self
+            .converge_whitelist(serial, None, &caller, &mut non_fatals)
+            .await;
         report.errors.extend(wl.errors);
         Ok(report)
     }

@@ -53,6 +53,10 @@ pub struct Revoked {
     pub non_fatals: Vec<String>,
     /// Steps that failed; their grants stay `revoking` for the reconciler.
     pub errors: Vec<String>,
+    /// The live grants as the last grant's done mark left them; `None`
+    /// when that grant's revoke did not finish (see
+    /// `Engine::converge_whitelist`).
+    live_after: Option<Vec<GrantRow>>,
 }
 
 impl Engine {
@@ -66,13 +70,26 @@ impl Engine {
         user: &Username,
     ) -> Result<Revoked, EngineError> {
         let serial = self.changes.lock().await;
-        let rows = self
+        // 1. The intent, for every grant this revoke ends, in the statement
+        // that finds them. When the store cannot record it (a full disk),
+        // access is still taken away.
+        let reason = EndReason::Revoke;
+        let (rows, intent) = match self
             .store
-            .list_live(Some(ticket), server, Some(user))
-            .await?;
+            .mark_revoking_matching(ticket, server, user, reason.as_str())
+            .await
+        {
+            Ok(rows) => (rows, Ok(())),
+            Err(e) => (
+                self.store
+                    .list_live(Some(ticket), server, Some(user))
+                    .await?,
+                Err(e.to_string()),
+            ),
+        };
         let mut out = Revoked::default();
         for row in &rows {
-            self.end_grant(caller, row, EndReason::Revoke, &mut out)
+            self.end_marked_grant(caller, row, reason, intent.clone(), &mut out)
                 .await;
         }
         // Keys of ours for this ticket that no grant row knows of (left by
@@ -112,8 +129,10 @@ impl Engine {
                 "No keys for ticket {ticket}{which} were found for the user “{user}”; nothing was revoked."
             )));
         }
-        drop(serial);
-        out.whitelist = self.converge_whitelist(caller, &mut out.non_fatals).await;
+        let live = out.live_after.take();
+        out.whitelist = self
+            .converge_whitelist(serial, live, caller, &mut out.non_fatals)
+            .await;
         Ok(out)
     }
 
@@ -133,9 +152,11 @@ impl Engine {
         {
             self.end_grant(caller, row, reason, &mut out).await;
         }
-        drop(serial);
         if !out.grants.is_empty() {
-            out.whitelist = self.converge_whitelist(caller, &mut out.non_fatals).await;
+            let live = out.live_after.take();
+            out.whitelist = self
+                .converge_whitelist(serial, live, caller, &mut out.non_fatals)
+                .await;
         }
         Ok(out)
     }
@@ -178,10 +199,29 @@ impl Engine {
         reason: EndReason,
         out: &mut Revoked,
     ) {
+        let intent = self
+            .store
+            .mark_revoking(row.id, reason.as_str())
+            .await
+            .map_err(|e| e.to_string());
+        self.end_marked_grant(caller, row, reason, intent, out)
+            .await
+    }
+
+    /// [`Self::end_grant`] from step 2, after the caller committed the
+    /// intent (`Err`: it could not).
+    async fn end_marked_grant(
+        &self,
+        caller: &Caller,
+        row: &GrantRow,
+        reason: EndReason,
+        intent: Result<(), String>,
+        out: &mut Revoked,
+    ) {
         let user = &row.ssh_username;
         let mut failed = false;
-        // 1. The intent.
-        if let Err(e) = self.store.mark_revoking(row.id, reason.as_str()).await {
+        out.live_after = None;
+        if let Err(e) = intent {
             failed = true;
             out.errors.push(format!(
                 "the state database could not record the revoke ({e}); access is still taken away"
@@ -305,10 +345,11 @@ impl Engine {
             )
             .await
         {
-            Ok(()) => {
+            Ok(live) => {
                 if let Some(head) = &head {
                     self.audit.head_committed(head).await;
                 }
+                out.live_after = Some(live);
                 let mut ended = row.clone();
                 ended.state = GrantState::Revoked;
                 out.grants.push(ended);

@@ -87,8 +87,8 @@ impl Engine {
             moved += 1;
         }
         // 3. Close what no grant needs any more.
-        drop(serial);
-        self.converge_whitelist(&caller, &mut nf).await;
+        self.converge_whitelist(serial, None, &caller, &mut nf)
+            .await;
         Ok(moved)
     }
 }

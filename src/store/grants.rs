@@ -14,20 +14,67 @@ use crate::types::{ServerNum, SupportIp, TicketId, Username};
 /// A compile-time `SELECT <every column> FROM grants <tail>`: SQL text is
 /// never assembled at run time.
 macro_rules! select_grants {
-    ($tail:literal) => {
+    ($($tail:tt)+) => {
+        concat!("SELECT ", grant_columns!(), " FROM grants ", $($tail)+)
+    };
+}
+
+/// Every column [`row_to_grant`] reads.
+macro_rules! grant_columns {
+    () => {
         concat!(
-            "SELECT id, ticket_id, server_num, state, source, ssh_username, temp_user, ",
+            "id, ticket_id, server_num, state, source, ssh_username, temp_user, ",
             "sudoers_dropin, ssh_dir_created, ssh_key, key_fingerprint, key_comment, access_ips, server_name, ",
             "ticket_subject, ssh_ip, ssh_port, whm_ip, ticket_status, created_at, expires_at, ",
-            "ended_at, end_reason, granted_by FROM grants ",
-            $tail
+            "ended_at, end_reason, granted_by"
+        )
+    };
+}
+
+/// Saves the audit chain head (`seq`, `hash`: parameters) when `seq` is
+/// not NULL; it only ever moves forward. (The `WHERE` after the SELECT is
+/// also what SQLite needs to parse an upsert of a SELECT.)
+macro_rules! upsert_audit_head {
+    ($seq:literal, $hash:literal) => {
+        concat!(
+            "INSERT INTO audit_head (id, seq, hash) SELECT 1, ",
+            $seq,
+            ", ",
+            $hash,
+            " WHERE ",
+            $seq,
+            " IS NOT NULL ",
+            "ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash ",
+            "WHERE excluded.seq > audit_head.seq"
         )
     };
 }
 
 /// Every live row, by ticket and server.
-const SELECT_LIVE: &str = select_grants!(
-    "WHERE state IN ('granting','active','revoking') ORDER BY ticket_id, server_num, id"
+macro_rules! select_live {
+    () => {
+        select_grants!(
+            "WHERE state IN ('granting','active','revoking') ORDER BY ticket_id, server_num, id"
+        )
+    };
+}
+const SELECT_LIVE: &str = select_live!();
+
+/// See [`Store::grant_context`].
+const GRANT_CONTEXT: &str = select_grants!(
+    "WHERE state IN ('granting','active','revoking') \
+     OR (ticket_id = ?1 AND server_num = ?2) ORDER BY ticket_id, server_num, id"
+);
+
+/// See [`Store::grants_with_fingerprint`].
+const BY_FINGERPRINT: &str = select_grants!("WHERE key_fingerprint = ?1 ORDER BY id");
+
+/// See [`Store::mark_revoking_matching`].
+const MARK_REVOKING_MATCHING: &str = concat!(
+    "UPDATE grants SET state = 'revoking', end_reason = ?1 ",
+    "WHERE state IN ('granting','active','revoking') AND ticket_id = ?2 ",
+    "AND (?3 IS NULL OR server_num = ?3) AND ssh_username = ?4 RETURNING ",
+    grant_columns!()
 );
 
 /// See [`Store::grant_context`].
@@ -164,33 +211,37 @@ impl Store {
     /// together with the audit chain head of its closing records, in one
     /// durable transaction: the step before the answer. The head only
     /// ever moves forward (a later record's head saved meanwhile is kept).
+    /// Returns the live grants as that transaction left them (read inside
+    /// it), which the whitelist then follows. One script: one request to
+    /// SQLite's thread for the whole transaction.
     pub async fn finish(
         &self,
         id: i64,
         state: GrantState,
         ended: Option<(i64, &str)>,
         audit_head: Option<(u64, &str)>,
-    ) -> Result<(), StoreError> {
-        let mut tx = super::WriteTx::begin(self.pool()).await?;
-        let body = async {
-            sqlx::query(
-                "UPDATE grants SET state = ?1, \
-                 ended_at = COALESCE(?2, ended_at), end_reason = COALESCE(?3, end_reason) WHERE id = ?4",
-            )
-            .bind(state.as_str())
-            .bind(ended.map(|(t, _)| t))
-            .bind(ended.map(|(_, r)| r))
-            .bind(id)
-            .execute(tx.conn())
-            .await?;
-            if let Some((seq, hash)) = audit_head {
-                save_audit_head(tx.conn(), seq, hash).await?;
-            }
-            Ok(())
-        }
-        .await;
-        tx.finish(body).await?;
-        Ok(())
+    ) -> Result<Vec<GrantRow>, StoreError> {
+        const FINISH: &str = concat!(
+            "BEGIN IMMEDIATE; ",
+            "UPDATE grants SET state = ?1, ended_at = COALESCE(?2, ended_at), ",
+            "end_reason = COALESCE(?3, end_reason) WHERE id = ?4; ",
+            upsert_audit_head!("?5", "?6"),
+            "; ",
+            select_live!(),
+            "; COMMIT"
+        );
+        let rows = super::write_script(
+            self.pool(),
+            sqlx::query(FINISH)
+                .bind(state.as_str())
+                .bind(ended.map(|(t, _)| t))
+                .bind(ended.map(|(_, r)| r))
+                .bind(id)
+                .bind(audit_head.map(|(seq, _)| seq as i64))
+                .bind(audit_head.map(|(_, hash)| hash)),
+        )
+        .await?;
+        rows.iter().map(row_to_grant).collect()
     }
 
     /// Moves an active grant's end (`None`: no expiry) together with the
@@ -225,7 +276,7 @@ impl Store {
         state: GrantState,
         ended: Option<(i64, &str)>,
     ) -> Result<(), StoreError> {
-        self.finish(id, state, ended, None).await
+        self.finish(id, state, ended, None).await.map(|_| ())
     }
 
     /// Marks a grant as being revoked, remembering why (so a crash mid-way
@@ -240,6 +291,33 @@ impl Store {
         .execute(self.pool())
         .await?;
         Ok(())
+    }
+
+    /// Marks the live grants of `ticket` (one server or all) for `user` as
+    /// being revoked, remembering why, and returns them (by ticket, server
+    /// and id): a revoke's intent and the read that finds its grants in one
+    /// statement. Durable when it returns.
+    pub async fn mark_revoking_matching(
+        &self,
+        ticket: TicketId,
+        server: Option<ServerNum>,
+        user: &Username,
+        reason: &str,
+    ) -> Result<Vec<GrantRow>, StoreError> {
+        let rows = sqlx::query(MARK_REVOKING_MATCHING)
+            .bind(reason)
+            .bind(ticket.as_i64())
+            .bind(server.map(ServerNum::as_i64))
+            .bind(user.as_str())
+            .fetch_all(self.pool())
+            .await?;
+        let mut rows = rows
+            .iter()
+            .map(row_to_grant)
+            .collect::<Result<Vec<_>, _>>()?;
+        // RETURNING gives no order.
+        rows.sort_by_key(|g| (g.ticket, g.server, g.id));
+        Ok(rows)
     }
 
     /// Replaces a grant's support addresses (the configured list changed).
@@ -329,14 +407,11 @@ impl Store {
         ticket: TicketId,
         server: ServerNum,
     ) -> Result<GrantContext, StoreError> {
-        let rows = sqlx::query(select_grants!(
-            "WHERE state IN ('granting','active','revoking') \
-             OR (ticket_id = ?1 AND server_num = ?2) ORDER BY ticket_id, server_num, id"
-        ))
-        .bind(ticket.as_i64())
-        .bind(server.as_i64())
-        .fetch_all(self.pool())
-        .await?;
+        let rows = sqlx::query(GRANT_CONTEXT)
+            .bind(ticket.as_i64())
+            .bind(server.as_i64())
+            .fetch_all(self.pool())
+            .await?;
         let mut ctx = GrantContext::default();
         for row in rows.iter().map(row_to_grant) {
             let row = row?;
@@ -352,7 +427,7 @@ impl Store {
 
     /// Every grant ever made with the key of this fingerprint (any state).
     pub async fn grants_with_fingerprint(&self, fp: &str) -> Result<Vec<GrantRow>, StoreError> {
-        sqlx::query(select_grants!("WHERE key_fingerprint = ?1 ORDER BY id"))
+        sqlx::query(BY_FINGERPRINT)
             .bind(fp)
             .fetch_all(self.pool())
             .await?
@@ -398,15 +473,11 @@ pub(crate) async fn save_audit_head(
     seq: u64,
     hash: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?1, ?2) \
-         ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash \
-         WHERE excluded.seq > audit_head.seq",
-    )
-    .bind(seq as i64)
-    .bind(hash)
-    .execute(tx)
-    .await?;
+    sqlx::query(upsert_audit_head!("?1", "?2"))
+        .bind(seq as i64)
+        .bind(hash)
+        .execute(tx)
+        .await?;
     Ok(())
 }
 
@@ -498,6 +569,32 @@ pub(crate) mod tests {
             .map(|h| (h.seq as i64, h.hash))
     }
 
+    /// The lookups of every grant and revoke (and the login watcher's) go
+    /// through an index: none reads every grant the server ever had (the
+    /// slot's earlier comments did, until migration 0006).
+    #[tokio::test]
+    async fn hot_lookups_never_scan_the_grants_table() {
+        let (_d, s) = store().await;
+        for sql in [
+            SELECT_LIVE,
+            GRANT_CONTEXT,
+            BY_FINGERPRINT,
+            MARK_REVOKING_MATCHING,
+        ] {
+            let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .fetch_all(s.pool())
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<String, _>("detail"))
+                .collect();
+            assert!(
+                !plan.iter().any(|d| d.starts_with("SCAN grants")),
+                "{sql}: {plan:?}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn finish_marks_state_and_moves_the_audit_head_only_forward() {
         let (_d, s) = store().await;
@@ -584,10 +681,12 @@ pub(crate) mod tests {
         let b = s.insert_granting(&sample("1001", "2")).await.unwrap().id;
         s.finish(a, GrantState::Active, None, None).await.unwrap();
         s.set_ticket_status(b, TicketStatus::Closed).await.unwrap();
-        s.finish(a, GrantState::Revoked, Some((150, "expire")), None)
+        let after = s
+            .finish(a, GrantState::Revoked, Some((150, "expire")), None)
             .await
             .unwrap();
         let live = s.live_grants().await.unwrap();
+        assert_eq!(after, live, "finish returns the live grants it left");
         assert_eq!(live.len(), 1);
         assert_eq!(
             (live[0].id, live[0].ticket_status),

@@ -165,6 +165,24 @@ impl WriteTx {
     }
 }
 
+/// Runs a write script (`BEGIN IMMEDIATE; <statements>; [SELECT ...;]
+/// COMMIT`) as one request to the connection's SQLite thread, where a
+/// [`WriteTx`] makes one per statement; returns the rows its SELECTs
+/// yield. Parameters are numbered (`?1`..) across the whole script. On
+/// any error the connection is closed (SQLite rolls back), as with
+/// [`WriteTx`].
+pub(crate) async fn write_script<'q>(
+    pool: &SqlitePool,
+    script: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+) -> Result<Vec<sqlx::sqlite::SqliteRow>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let rows = script.fetch_all(&mut *conn).await;
+    if rows.is_err() {
+        conn.close_on_drop();
+    }
+    rows
+}
+
 impl Store {
     /// Opens (creating if needed) the database at `db_path`, with mode 0600,
     /// WAL, a busy timeout, and every migration applied.

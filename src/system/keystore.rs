@@ -71,7 +71,12 @@ type Result<T> = std::result::Result<T, KeyStoreError>;
 
 /// What the engine needs from the host's key files.
 pub trait HostKeys: Send + Sync {
-    fn list_ours(&self, acct: &KeyAccount) -> Result<Vec<InstalledKey>>;
+    /// Our keys in the account's authorized_keys; `None` when the account
+    /// has no `~/.ssh` (checked like any other).
+    fn ssh_dir_keys(&self, acct: &KeyAccount) -> Result<Option<Vec<InstalledKey>>>;
+    fn list_ours(&self, acct: &KeyAccount) -> Result<Vec<InstalledKey>> {
+        Ok(self.ssh_dir_keys(acct)?.unwrap_or_default())
+    }
     /// Idempotent per ticket+server: an existing line of the same slot is
     /// replaced. The copy WHM lists is written with it; both are durable
     /// when this returns.
@@ -87,8 +92,6 @@ pub trait HostKeys: Send + Sync {
     /// Deletes temp files an edit killed half-way left in `~/.ssh` (they
     /// may hold a support key); returns how many.
     fn sweep_staged(&self, acct: &KeyAccount) -> Result<usize>;
-    /// Whether the account has a `~/.ssh` (checked like any other).
-    fn has_ssh_dir(&self, acct: &KeyAccount) -> Result<bool>;
     /// Removes `~/.ssh` when it holds nothing but an empty authorized_keys
     /// (what a grant that created it leaves once its key is gone);
     /// returns whether it did.
@@ -136,6 +139,10 @@ pub struct FileKeyStore {
     root: PathBuf,
     /// Where the edit lock lives: a directory only root may write.
     lock_dir: PathBuf,
+    /// The lock directory, opened and checked on first use; its owner and
+    /// mode are checked again at every lock (one fstat, where walking to
+    /// it took a dozen system calls).
+    lock_dir_fd: std::sync::OnceLock<CheckedDir>,
     /// Test hook run between staging and the re-read (simulates a racing
     /// foreign writer deterministically).
     before_commit: Option<Hook>,
@@ -158,6 +165,7 @@ impl FileKeyStore {
         FileKeyStore {
             root: root.into(),
             lock_dir: lock_dir.into(),
+            lock_dir_fd: std::sync::OnceLock::new(),
             before_commit: None,
         }
     }
@@ -172,10 +180,19 @@ impl FileKeyStore {
     /// the daemon's user and be writable by no one else.
     fn lock(&self) -> Result<DirLock> {
         let policy = DirPolicy::exactly(nix::unistd::geteuid().as_raw());
-        let dir = if self.lock_dir.starts_with(&self.root) {
-            CheckedDir::open_under(&self.root, &self.lock_dir, policy)?
-        } else {
-            CheckedDir::open(&self.lock_dir, policy)?
+        let dir = match self.lock_dir_fd.get() {
+            Some(dir) => {
+                dir.require(policy)?;
+                dir
+            }
+            None => {
+                let dir = if self.lock_dir.starts_with(&self.root) {
+                    CheckedDir::open_under(&self.root, &self.lock_dir, policy)?
+                } else {
+                    CheckedDir::open(&self.lock_dir, policy)?
+                };
+                self.lock_dir_fd.get_or_init(|| dir)
+            }
         };
         Ok(dir.lock()?)
     }
@@ -352,19 +369,21 @@ impl HostKeys for FileKeyStore {
         Ok(())
     }
 
-    fn list_ours(&self, acct: &KeyAccount) -> Result<Vec<InstalledKey>> {
+    fn ssh_dir_keys(&self, acct: &KeyAccount) -> Result<Option<Vec<InstalledKey>>> {
         let Some(ssh) = self.existing_ssh_dir(acct)? else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
         let bytes = Self::read_keys(&ssh, acct)?.unwrap_or_default();
-        Ok(authorized_keys::list_ours(&bytes)
-            .into_iter()
-            .map(|o| InstalledKey {
-                mark: o.mark,
-                key: o.key,
-                line: o.line,
-            })
-            .collect())
+        Ok(Some(
+            authorized_keys::list_ours(&bytes)
+                .into_iter()
+                .map(|o| InstalledKey {
+                    mark: o.mark,
+                    key: o.key,
+                    line: o.line,
+                })
+                .collect(),
+        ))
     }
 
     fn remove(&self, acct: &KeyAccount, select: &dyn Fn(&KeyMark) -> bool) -> Result<usize> {
@@ -424,10 +443,6 @@ impl HostKeys for FileKeyStore {
             return Ok(0);
         };
         Ok(ssh.sweep_staged()?)
-    }
-
-    fn has_ssh_dir(&self, acct: &KeyAccount) -> Result<bool> {
-        Ok(self.existing_ssh_dir(acct)?.is_some())
     }
 
     fn remove_empty_ssh_dir(&self, acct: &KeyAccount) -> Result<bool> {
