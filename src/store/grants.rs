@@ -1,8 +1,9 @@
 //! Grant rows: the desired state of access, and the intent log that makes
 //! grants and revokes crash-safe (see migrations/0001_initial.sql). SQLite
 //! is the only copy: every read asks it, every write is one fsynced
-//! statement or transaction (a `sqlx::Transaction`, rolled back if it is
-//! dropped before its commit).
+//! statement or transaction (a script sent whole, see
+//! `store::write_script`; its connection is closed, so rolled back, on
+//! any error).
 
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
@@ -254,18 +255,22 @@ impl Store {
         expires_at: Option<i64>,
         audit_head: Option<(u64, &str)>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool().begin().await?;
-        let changed =
-            sqlx::query("UPDATE grants SET expires_at = ?1 WHERE id = ?2 AND state = 'active'")
+        const SET_EXPIRY: &str = concat!(
+            "BEGIN IMMEDIATE; ",
+            "UPDATE grants SET expires_at = ?1 WHERE id = ?2 AND state = 'active' RETURNING id; ",
+            upsert_audit_head!("?3", "?4"),
+            "; COMMIT"
+        );
+        let changed = super::write_script(
+            self.pool(),
+            sqlx::query(SET_EXPIRY)
                 .bind(expires_at)
                 .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        if let Some((seq, hash)) = audit_head {
-            save_audit_head(&mut tx, seq, hash).await?;
-        }
-        tx.commit().await?;
+                .bind(audit_head.map(|(seq, _)| seq as i64))
+                .bind(audit_head.map(|(_, hash)| hash)),
+        )
+        .await?
+        .len();
         Ok(changed == 1)
     }
 
@@ -651,6 +656,26 @@ pub(crate) mod tests {
             .await
             .unwrap();
         assert_eq!(s.grant(a).await.unwrap().unwrap().state, GrantState::Active);
+    }
+
+    #[tokio::test]
+    async fn set_expiry_moves_an_active_grant_only_and_all_or_nothing() {
+        let (_d, s) = store().await;
+        let a = s.insert_granting(&sample("1001", "1")).await.unwrap().id;
+        assert!(
+            !s.set_expiry(a, Some(50), None).await.unwrap(),
+            "not active yet"
+        );
+        s.finish(a, GrantState::Active, None, None).await.unwrap();
+        assert!(s.set_expiry(a, Some(60), Some((3, "h3"))).await.unwrap());
+        assert_eq!(s.grant(a).await.unwrap().unwrap().expires_at, Some(60));
+        assert_eq!(stored_head(&s).await, Some((3, "h3".to_string())));
+        sqlx::query("ALTER TABLE audit_head RENAME TO audit_head_away")
+            .execute(s.pool())
+            .await
+            .unwrap();
+        assert!(s.set_expiry(a, Some(70), Some((4, "h4"))).await.is_err());
+        assert_eq!(s.grant(a).await.unwrap().unwrap().expires_at, Some(60));
     }
 
     /// Issue 14, findings 4 and 7: a done mark (of a grant, in either

@@ -79,8 +79,9 @@ impl Store {
         at: Saved<'_>,
         head: Option<(u64, &str)>,
     ) -> Result<i64, StoreError> {
-        let mut tx = self.pool().begin().await?;
-        let id = sqlx::query(
+        let mut tx = super::WriteTx::begin(self.pool()).await?;
+        let body = async {
+            let id = sqlx::query(
             "INSERT INTO support_sessions (grant_id, ssh_username, address, port, fingerprint, \
              pid, pid_start, in_window, started_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )
@@ -93,15 +94,17 @@ impl Store {
         .bind(s.pid_start.map(|t| t as i64))
         .bind(s.in_window as i64)
         .bind(s.started_at)
-        .execute(&mut *tx)
+        .execute(tx.conn())
         .await?
         .last_insert_rowid();
-        save_position(&mut tx, at).await?;
-        if let Some((seq, hash)) = head {
-            save_audit_head(&mut tx, seq, hash).await?;
+            save_position(tx.conn(), at).await?;
+            if let Some((seq, hash)) = head {
+                save_audit_head(tx.conn(), seq, hash).await?;
+            }
+            Ok(id)
         }
-        tx.commit().await?;
-        Ok(id)
+        .await;
+        Ok(tx.finish(body).await?)
     }
 
     /// Ends a session (logout, or ended by supportauth), with the position
@@ -115,24 +118,27 @@ impl Store {
         at: Option<Saved<'_>>,
         head: Option<(u64, &str)>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
-        sqlx::query(
-            "UPDATE support_sessions SET ended_at = ?1, end_reason = ?2 \
-             WHERE id = ?3 AND ended_at IS NULL",
-        )
-        .bind(ended_at)
-        .bind(reason)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        if let Some(at) = at {
-            save_position(&mut tx, at).await?;
+        let mut tx = super::WriteTx::begin(self.pool()).await?;
+        let body = async {
+            sqlx::query(
+                "UPDATE support_sessions SET ended_at = ?1, end_reason = ?2 \
+                 WHERE id = ?3 AND ended_at IS NULL",
+            )
+            .bind(ended_at)
+            .bind(reason)
+            .bind(id)
+            .execute(tx.conn())
+            .await?;
+            if let Some(at) = at {
+                save_position(tx.conn(), at).await?;
+            }
+            if let Some((seq, hash)) = head {
+                save_audit_head(tx.conn(), seq, hash).await?;
+            }
+            Ok(())
         }
-        if let Some((seq, hash)) = head {
-            save_audit_head(&mut tx, seq, hash).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        .await;
+        Ok(tx.finish(body).await?)
     }
 
     /// Sessions not ended yet, oldest first.
@@ -189,7 +195,10 @@ impl Store {
     }
 }
 
-async fn save_position(conn: &mut sqlx::SqliteConnection, at: Saved<'_>) -> Result<(), StoreError> {
+async fn save_position(
+    conn: &mut sqlx::SqliteConnection,
+    at: Saved<'_>,
+) -> Result<(), sqlx::Error> {
     let (source, mark) = at;
     let (inode, offset, cursor) = match mark {
         Mark::File(p) => (p.inode as i64, p.offset as i64, ""),
